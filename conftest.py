@@ -1,0 +1,30 @@
+"""Test configuration shared by the unit tests and the docstring examples.
+
+Eight host devices are requested before JAX starts so that sharding tests can
+build a 2x4 mesh on a CPU-only machine. Single-device code is unaffected.
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+  os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402  (must come after XLA_FLAGS)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(doctest_namespace):
+  import jax.numpy as jnp
+
+  doctest_namespace.update(jax=jax, jnp=jnp, np=np)
+
+
+@pytest.fixture(params=["eager", "jit"])
+def maybe_jit(request):
+  """Runs a function eagerly and under `jax.jit`; tests use both."""
+  if request.param == "jit":
+    return jax.jit
+  return lambda f, **kw: f

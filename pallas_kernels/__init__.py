@@ -1,0 +1,1 @@
+"""Pallas kernels for N:M and block-sparse matmul, each with an XLA fallback."""

@@ -1,0 +1,383 @@
+"""Sparsity patterns: which entries of a tensor a mask keeps.
+
+A pattern is a frozen dataclass with one job: `pattern.mask(scores)` returns a
+bool array of the scores' shape that keeps the highest-scoring entries under
+the pattern's structure. Masks hold their exact counts even when scores tie
+(ties go to the lower index) and never prefer a NaN score to a number.
+
+Patterns rank the scores they are given; pass `jnp.abs(w)` (or any score from
+`sparsejax.scores`) to prune by magnitude.
+
+Axis convention: Flax stores a Dense kernel as `(in, out)` and a Conv kernel as
+`(h, w, in, out)`. N:M groups run along the *input* (contraction) axis: axis 0
+of a 2-D kernel and axis -2 of a convolution kernel.
+"""
+
+import dataclasses
+import functools
+import itertools
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparsejax import _ranking
+
+
+def _where(path):
+  return f" at {path!r}" if path else ""
+
+
+def check_float(dtype, path=""):
+  """Raises a TypeError unless `dtype` is a floating-point dtype."""
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"sparsity patterns need floating-point scores{_where(path)}; got dtype "
+        f"{dtype}. Integer and bool leaves cannot be pruned by score.")
+
+
+def check_sparsity(sparsity, name="sparsity"):
+  """Raises a ValueError unless `sparsity` is a number in [0, 1)."""
+  if isinstance(sparsity, jax.core.Tracer):
+    return
+  value = float(sparsity)
+  if not 0.0 <= value < 1.0:
+    raise ValueError(f"{name} must be in [0, 1); got {sparsity!r}.")
+
+
+def kept_count(size, sparsity):
+  """Entries kept out of `size`: `size - floor(sparsity * size)`.
+
+  >>> int(kept_count(10, 0.75))
+  3
+  """
+  pruned = jnp.floor(jnp.asarray(sparsity, jnp.float32) * size)
+  return (size - pruned).astype(jnp.int32)
+
+
+class Pattern:
+  """Base class of every pattern: `mask(scores, path="") -> bool array`."""
+
+  def check(self, shape, dtype=jnp.float32, path=""):
+    """Raises a clear error if this pattern cannot apply to a leaf."""
+    raise NotImplementedError
+
+  def mask(self, scores, path=""):
+    raise NotImplementedError
+
+  @property
+  def density(self):
+    """Fraction of entries the pattern keeps (None when it varies by leaf)."""
+    return None
+
+  @property
+  def name(self):
+    """A short label of the structure, without any per-leaf sparsity."""
+    return str(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class NM(Pattern):
+  """Keeps the `n` largest of every `m` consecutive entries along `axis`.
+
+  Args:
+    n: entries kept per group, 1 <= n <= m.
+    m: group size.
+    axis: the group axis. `None` means the contraction axis: 0 for a 2-D Dense
+      kernel `(in, out)`, -2 for a convolution kernel `(..., in, out)` of 3 to 5
+      dims. Anything else must name its axis.
+    transposable: also hold n:m along the other matrix axis (the last two axes
+      are tiled m x m; the best of the valid tile patterns is kept). Requires
+      m <= 4.
+
+  >>> w = jnp.array([[1., -4.], [3., 2.], [-2., 1.], [0.5, 3.]])
+  >>> NM(2, 4).mask(jnp.abs(w)).astype(int)
+  Array([[0, 1],
+         [1, 0],
+         [1, 0],
+         [0, 1]], dtype=int32)
+  """
+
+  n: int
+  m: int
+  axis: int | None = None
+  transposable: bool = False
+
+  def __post_init__(self):
+    for name in ("n", "m"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"NM.{name} must be an int; got {value!r}.")
+    if self.m < 1 or self.n < 1:
+      raise ValueError(f"NM needs n >= 1 and m >= 1; got {self.n}:{self.m}.")
+    if self.n > self.m:
+      raise ValueError(f"NM needs n <= m; got {self.n}:{self.m}.")
+    if self.transposable and self.m > 4:
+      raise ValueError(
+          f"transposable N:M is supported for m <= 4; got {self.n}:{self.m}.")
+
+  @property
+  def density(self):
+    return self.n / self.m
+
+  def __str__(self):
+    return f"{self.n}:{self.m}" + (" transposable" if self.transposable else "")
+
+  def group_axis(self, ndim, path=""):
+    """The axis groups run along for a leaf with `ndim` dimensions."""
+    if self.axis is not None:
+      if not -ndim <= self.axis < ndim:
+        raise ValueError(f"N:M axis {self.axis} is out of range for a {ndim}-D "
+                         f"leaf{_where(path)}.")
+      return self.axis % ndim
+    if ndim == 2:
+      return 0
+    if 3 <= ndim <= 5:
+      return ndim - 2
+    raise ValueError(
+        f"N:M needs an explicit axis for a {ndim}-D leaf{_where(path)}: the "
+        "contraction axis is only implied for 2-D Dense kernels (axis 0) and "
+        "3-5-D convolution kernels (axis -2). Pass NM(n, m, axis=...).")
+
+  def check(self, shape, dtype=jnp.float32, path=""):
+    check_float(dtype, path)
+    axis = self.group_axis(len(shape), path)
+    if shape[axis] % self.m:
+      raise ValueError(
+          f"N:M {self.n}:{self.m}{_where(path)}: group axis {axis} has length "
+          f"{shape[axis]}, which is not divisible by m={self.m} (shape "
+          f"{tuple(shape)}).")
+    if self.transposable:
+      if len(shape) < 2:
+        raise ValueError(f"transposable N:M needs a matrix{_where(path)}.")
+      other = len(shape) - 1 if axis == len(shape) - 2 else len(shape) - 2
+      if axis not in (len(shape) - 2, len(shape) - 1) or shape[other] % self.m:
+        raise ValueError(
+            f"transposable {self.n}:{self.m}{_where(path)} tiles the last two "
+            f"axes by {self.m}x{self.m}; shape {tuple(shape)} does not fit.")
+
+  def mask(self, scores, path=""):
+    self.check(scores.shape, scores.dtype, path)
+    if self.transposable:
+      return _transposable_mask(scores, self.n, self.m)
+    axis = self.group_axis(scores.ndim, path)
+    return _ranking.keep_top_n_in_groups(scores, self.n, axis, self.m)
+
+
+@functools.lru_cache(maxsize=None)
+def transposable_tiles(n, m):
+  """All m x m 0/1 tiles with exactly n ones in every row and column.
+
+  >>> transposable_tiles(2, 4).shape
+  (90, 16)
+  """
+  rows = [r for r in itertools.product((0, 1), repeat=m) if sum(r) == n]
+  tiles = [t for t in itertools.product(rows, repeat=m)
+           if all(sum(col) == n for col in zip(*t))]
+  return np.array(tiles, np.float32).reshape(len(tiles), m * m)
+
+
+def _transposable_mask(scores, n, m):
+  """Best valid m x m tile per tile of the last two axes (max kept score)."""
+  *lead, rows, cols = scores.shape
+  finite = jnp.nan_to_num(
+      _ranking._finite_first(scores.astype(jnp.float32)),
+      posinf=jnp.finfo(jnp.float32).max / 64,
+      neginf=jnp.finfo(jnp.float32).min / 64)
+  tiles = finite.reshape(*lead, rows // m, m, cols // m, m)
+  tiles = jnp.moveaxis(tiles, -3, -2).reshape(*lead, rows // m, cols // m,
+                                              m * m)
+  patterns = jnp.asarray(transposable_tiles(n, m))
+  best = jnp.argmax(tiles @ patterns.T, axis=-1)
+  chosen = patterns[best].reshape(*lead, rows // m, cols // m, m, m)
+  return jnp.moveaxis(chosen, -2, -3).reshape(scores.shape) > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Unstructured(Pattern):
+  """Keeps the top `(1 - sparsity)` fraction of scores.
+
+  Exactly `floor(sparsity * size)` entries are pruned per comparison group.
+
+  Args:
+    sparsity: fraction pruned, in [0, 1). May be a traced scalar (a schedule)
+      when the pattern is built inside a jitted function.
+    per_output: compare within each output unit (the last axis: a column of a
+      Dense kernel, an output channel of a Conv kernel), as Wanda does,
+      instead of across the whole tensor.
+
+  >>> Unstructured(0.5).mask(jnp.array([3., 1., 4., 1.])).astype(int)
+  Array([1, 0, 1, 0], dtype=int32)
+  """
+
+  sparsity: float
+  per_output: bool = False
+
+  def __post_init__(self):
+    check_sparsity(self.sparsity, "Unstructured.sparsity")
+
+  @property
+  def density(self):
+    return 1.0 - self.sparsity
+
+  @property
+  def name(self):
+    return "unstructured" + (" per output" if self.per_output else "")
+
+  def __str__(self):
+    return f"{self.name} {float(self.sparsity):.0%}"
+
+  def check(self, shape, dtype=jnp.float32, path=""):
+    check_float(dtype, path)
+    if self.per_output and len(shape) < 2:
+      raise ValueError(f"per-output unstructured sparsity needs at least 2 "
+                       f"dims{_where(path)}; got shape {tuple(shape)}.")
+
+  def mask(self, scores, path=""):
+    self.check(scores.shape, scores.dtype, path)
+    if self.per_output:
+      rows = scores.reshape(-1, scores.shape[-1]).T
+      keep = _ranking.keep_top_k(rows, kept_count(rows.shape[1], self.sparsity))
+      return keep.T.reshape(scores.shape)
+    rows = scores.reshape(1, -1)
+    keep = _ranking.keep_top_k(rows, kept_count(rows.shape[1], self.sparsity))
+    return keep.reshape(scores.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block(Pattern):
+  """Keeps the top `(1 - sparsity)` fraction of (bh, bw) blocks.
+
+  Blocks tile the last two axes; a block's score pools the scores inside it
+  (mean by default, or max). Leading axes (a convolution's spatial dims) are
+  part of the tensor: the top blocks are chosen across all of them.
+
+  Args:
+    block: (bh, bw) block shape; must divide the last two dims.
+    sparsity: fraction of blocks pruned, in [0, 1).
+    pool: "mean" or "max".
+
+  >>> s = jnp.array([[1., 1., 9., 9.], [1., 1., 9., 9.]])
+  >>> Block((2, 2), 0.5).mask(s).astype(int)
+  Array([[0, 0, 1, 1],
+         [0, 0, 1, 1]], dtype=int32)
+  """
+
+  block: tuple[int, int]
+  sparsity: float
+  pool: Literal["mean", "max"] = "mean"
+
+  def __post_init__(self):
+    block = tuple(self.block)
+    if len(block) != 2 or any(
+        not isinstance(b, (int, np.integer)) or b < 1 for b in block):
+      raise ValueError(f"Block.block must be two positive ints; got "
+                       f"{self.block!r}.")
+    object.__setattr__(self, "block", block)
+    check_sparsity(self.sparsity, "Block.sparsity")
+    if self.pool not in ("mean", "max"):
+      raise ValueError(f"Block.pool must be 'mean' or 'max'; got {self.pool!r}.")
+
+  @property
+  def density(self):
+    return 1.0 - self.sparsity
+
+  @property
+  def name(self):
+    return f"block {self.block[0]}x{self.block[1]}"
+
+  def __str__(self):
+    return f"{self.name} {float(self.sparsity):.0%}"
+
+  def check(self, shape, dtype=jnp.float32, path=""):
+    check_float(dtype, path)
+    if len(shape) < 2:
+      raise ValueError(f"block sparsity needs at least 2 dims{_where(path)}; "
+                       f"got shape {tuple(shape)}.")
+    bh, bw = self.block
+    if bh > shape[-2] or bw > shape[-1] or shape[-2] % bh or shape[-1] % bw:
+      raise ValueError(
+          f"block {bh}x{bw}{_where(path)} must divide the last two dims of "
+          f"shape {tuple(shape)} (no padding is applied).")
+
+  def block_scores(self, scores):
+    """Pooled score of every block: shape (..., rows/bh, cols/bw)."""
+    *lead, rows, cols = scores.shape
+    bh, bw = self.block
+    tiles = _ranking._finite_first(scores.astype(jnp.float32)).reshape(
+        *lead, rows // bh, bh, cols // bw, bw)
+    pool = jnp.mean if self.pool == "mean" else jnp.max
+    return pool(tiles, axis=(-3, -1))
+
+  def mask(self, scores, path=""):
+    self.check(scores.shape, scores.dtype, path)
+    pooled = self.block_scores(scores)
+    rows = pooled.reshape(1, -1)
+    keep = _ranking.keep_top_k(rows, kept_count(rows.shape[1], self.sparsity))
+    keep = keep.reshape(pooled.shape)
+    bh, bw = self.block
+    return jnp.repeat(jnp.repeat(keep, bh, axis=-2), bw, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel(Pattern):
+  """Keeps whole channels: the top `(1 - sparsity)` slices along `axis`.
+
+  A channel's score is the mean of the scores in its slice. `axis=-1` prunes
+  output units (columns of a Dense kernel, output channels of a Conv kernel);
+  `axis=-2` prunes input channels.
+
+  >>> s = jnp.array([[1., 5.], [1., 5.], [1., 5.]])
+  >>> Channel(0.5, axis=-1).mask(s).astype(int)
+  Array([[0, 1],
+         [0, 1],
+         [0, 1]], dtype=int32)
+  """
+
+  sparsity: float
+  axis: int = -1
+
+  def __post_init__(self):
+    check_sparsity(self.sparsity, "Channel.sparsity")
+
+  @property
+  def density(self):
+    return 1.0 - self.sparsity
+
+  @property
+  def name(self):
+    return f"channel axis {self.axis}"
+
+  def __str__(self):
+    return f"{self.name} {float(self.sparsity):.0%}"
+
+  def check(self, shape, dtype=jnp.float32, path=""):
+    check_float(dtype, path)
+    if not -len(shape) <= self.axis < len(shape):
+      raise ValueError(f"channel axis {self.axis} is out of range for shape "
+                       f"{tuple(shape)}{_where(path)}.")
+
+  def mask(self, scores, path=""):
+    self.check(scores.shape, scores.dtype, path)
+    axis = self.axis % scores.ndim
+    others = tuple(a for a in range(scores.ndim) if a != axis)
+    pooled = jnp.mean(_ranking._finite_first(scores.astype(jnp.float32)),
+                      axis=others)
+    keep = _ranking.keep_top_k(pooled[None], kept_count(pooled.size,
+                                                        self.sparsity))[0]
+    shape = [1] * scores.ndim
+    shape[axis] = scores.shape[axis]
+    return jnp.broadcast_to(keep.reshape(shape), scores.shape)
+
+
+def with_sparsity(pattern, sparsity):
+  """Returns `pattern` with its sparsity replaced (for per-layer distributions).
+
+  >>> with_sparsity(Unstructured(0.5), 0.9)
+  Unstructured(sparsity=0.9, per_output=False)
+  """
+  if not hasattr(pattern, "sparsity"):
+    raise ValueError(f"pattern {pattern} has a fixed density; a per-layer "
+                     "sparsity cannot be assigned to it.")
+  return dataclasses.replace(pattern, sparsity=sparsity)

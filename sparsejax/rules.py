@@ -1,0 +1,168 @@
+"""Rules: which leaves of a params pytree get which pattern.
+
+A leaf is named by its '/'-joined path (`params/Dense_0/kernel`, `layers/0/w`,
+`block/mlp/fc1/kernel` for a Flax NNX `State`). Rules are tried in order; the
+first whose regex `re.fullmatch`es the path *and* accepts the leaf wins. A leaf
+no rule accepts stays dense. Rules that accepted nothing are reported, because
+a typo in a regex is the most common way for sparsity to be silently missing.
+
+By default a rule skips 1-D leaves (biases, norm scales) and embeddings
+(paths containing "embed"); say otherwise with `min_ndim` / `exclude`.
+"""
+
+import dataclasses
+import re
+import warnings
+
+import jax
+
+from sparsejax.patterns import Pattern
+
+_WRAPPER_ATTRS = ("value", "raw_value")
+
+
+def _key_name(key):
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def path_str(keypath):
+  """Joins a JAX key path into a '/' string.
+
+  A trailing `.value` (the array inside a Flax NNX `Variable`) is dropped so a
+  `State` leaf is named like the param it holds.
+
+  >>> tree = {"dense": {"kernel": 1}, "layers": [2]}
+  >>> [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  ['dense/kernel', 'layers/0']
+  """
+  keys = list(keypath)
+  if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and (
+      keys[-1].name in _WRAPPER_ATTRS) and len(keys) > 1:
+    keys = keys[:-1]
+  return "/".join(_key_name(k) for k in keys)
+
+
+def named_leaves(tree):
+  """Returns `[(path, leaf), ...]` in `jax.tree.leaves` order.
+
+  >>> named_leaves({"a": {"b": 1}, "c": 2})
+  [('a/b', 1), ('c', 2)]
+  """
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return [(path_str(p), leaf) for p, leaf in flat]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """Assigns `pattern` to every leaf whose path fully matches `path`.
+
+  Args:
+    path: a regex, matched with `re.fullmatch` against the '/'-joined path.
+    pattern: the pattern to apply, or `None` to keep matching leaves dense
+      (useful ahead of a broad rule: first match wins).
+    min_ndim: leaves with fewer dims are skipped (default 2: biases and norm
+      scales stay dense).
+    exclude: a regex; matching paths are skipped (default: embeddings).
+
+  >>> from sparsejax.patterns import NM
+  >>> rule = Rule(r".*mlp.*kernel", NM(2, 4))
+  >>> rule.accepts("block_0/mlp/fc1/kernel", (64, 256))
+  True
+  >>> rule.accepts("block_0/mlp/fc1/bias", (256,))
+  False
+  """
+
+  path: str
+  pattern: Pattern | None
+  min_ndim: int = 2
+  exclude: str | None = r"(?i).*embed.*"
+
+  def __post_init__(self):
+    for field in ("path", "exclude"):
+      value = getattr(self, field)
+      if value is None and field == "exclude":
+        continue
+      if not isinstance(value, str):
+        raise TypeError(f"Rule.{field} must be a regex string; got {value!r}.")
+      try:
+        re.compile(value)
+      except re.error as err:
+        raise ValueError(
+            f"Rule.{field} {value!r} is not a valid regex: {err}.") from None
+    if self.pattern is not None and not isinstance(self.pattern, Pattern):
+      raise TypeError(f"Rule({self.path!r}) needs a sparsejax pattern or None; "
+                      f"got {self.pattern!r}.")
+
+  def accepts(self, path, shape):
+    """Whether this rule applies to a leaf with this path and shape."""
+    if re.fullmatch(self.path, path) is None:
+      return False
+    if len(shape) < self.min_ndim:
+      return False
+    return self.exclude is None or re.fullmatch(self.exclude, path) is None
+
+
+def _as_rules(rules):
+  if isinstance(rules, Rule):
+    return (rules,)
+  if isinstance(rules, Pattern):
+    return (Rule(".*", rules),)
+  rules = tuple(rules)
+  for rule in rules:
+    if not isinstance(rule, Rule):
+      raise TypeError(f"expected sparsejax.Rule objects; got {rule!r}.")
+  return rules
+
+
+def assign(tree, rules):
+  """Maps every leaf path to the rule that applies to it (or None).
+
+  `rules` may be a list of `Rule`s, one `Rule`, or a bare pattern (shorthand
+  for `Rule(".*", pattern)`). The result is a dict in leaf order.
+
+  >>> from sparsejax.patterns import NM
+  >>> params = {"fc": {"kernel": jnp.ones((8, 4)), "bias": jnp.ones(4)}}
+  >>> {p: str(r.pattern) if r else None for p, r in assign(params, NM(2, 4)).items()}
+  {'fc/bias': None, 'fc/kernel': '2:4'}
+  """
+  rules = _as_rules(rules)
+  out = {}
+  for path, leaf in named_leaves(tree):
+    shape = getattr(leaf, "shape", ())
+    out[path] = next((r for r in rules if r.accepts(path, shape)), None)
+  return out
+
+
+def unused_rules(tree, rules):
+  """The rules that apply to no leaf of `tree` (most often a regex typo).
+
+  >>> from sparsejax.patterns import NM
+  >>> params = {"fc": {"kernel": jnp.ones((8, 4))}}
+  >>> [r.path for r in unused_rules(params, [Rule(".*kernal", NM(2, 4))])]
+  ['.*kernal']
+  """
+  rules = _as_rules(rules)
+  used = {id(r) for r in assign(tree, rules).values() if r is not None}
+  return [r for r in rules if id(r) not in used]
+
+
+def report_unused(tree, rules, on_unused):
+  """Warns about (or raises on) unused rules; `on_unused` is warn|error|ignore."""
+  if on_unused not in ("warn", "error", "ignore"):
+    raise ValueError(f"on_unused must be 'warn', 'error' or 'ignore'; got "
+                     f"{on_unused!r}.")
+  if on_unused == "ignore":
+    return
+  unused = unused_rules(tree, rules)
+  if not unused:
+    return
+  paths = [path for path, _ in named_leaves(tree)]
+  shown = ", ".join(paths[:8]) + (" ..." if len(paths) > 8 else "")
+  message = (f"{len(unused)} sparsity rule(s) matched no leaf: "
+             f"{[r.path for r in unused]}. Leaf paths look like: {shown}")
+  if on_unused == "error":
+    raise ValueError(message)
+  warnings.warn(message, UserWarning, stacklevel=3)
