@@ -1,0 +1,129 @@
+"""optax integration: a sparsifier's state lives in the optimizer state.
+
+`wrap(tx, sparsifier)` returns a `GradientTransformationExtraArgs` whose
+state holds the inner optimizer's state and the `SparsityState`. The two-line
+integration:
+
+    tx = sj.wrap(optax.adamw(1e-3), sparsifier)
+    loss = loss_fn(sparsifier.view(params, sj.sparsity_state(opt_state)), batch)
+
+The wrapper runs last, after the inner optimizer (weight decay included), so
+pruned weights of pruning methods stay exactly zero. When a method regrows
+weights (RigL, SET), every state leaf of the inner optimizer shaped like the
+corresponding param is reset at the regrown entries: found by path and shape,
+so it works for any optax optimizer (adam, sgd with momentum, lion,
+adafactor, `inject_hyperparams`, `chain`, `multi_transform`).
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparsejax import masks as masks_lib
+from sparsejax import rules as rules_lib
+from sparsejax.sparsifiers.base import SparsityState
+
+
+class WrappedState(NamedTuple):
+  """State of `wrap`: the inner optimizer's state and the sparsity state."""
+
+  inner: Any
+  sparsity: SparsityState
+
+
+def sparsity_state(opt_state):
+  """Finds the `SparsityState` inside an optimizer state (however nested).
+
+  >>> import optax, sparsejax as sj
+  >>> params = {"w": jnp.ones((4, 2))}
+  >>> tx = optax.chain(optax.clip(1.0), sj.wrap(optax.sgd(0.1), sj.ste_nm(sj.NM(2, 4))))
+  >>> int(sparsity_state(tx.init(params)).step)
+  0
+  """
+  found = [x for x in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, SparsityState))
+           if isinstance(x, SparsityState)]
+  if len(found) != 1:
+    raise ValueError(f"expected one SparsityState in the optimizer state; "
+                     f"found {len(found)}. Build the optimizer with "
+                     "sparsejax.wrap(tx, sparsifier).")
+  return found[0]
+
+
+def reset_where(opt_state, params, reset):
+  """Zeroes optimizer-state entries of regrown weights, for any optimizer.
+
+  A state leaf is reset where `reset` is True when its path ends with a
+  param's path and it has that param's shape (adam's mu and nu, momentum
+  traces, lion's mu, unfactored adafactor moments, inside any chain,
+  `inject_hyperparams` or `multi_transform`). Step counts, scalars and
+  factored moments of other shapes are left alone.
+
+  >>> params = {"w": jnp.ones(3)}
+  >>> state = optax.adam(0.1).init(params)
+  >>> state = jax.tree.map(lambda x: x + 1, state)
+  >>> new = reset_where(state, params, {"w": jnp.array([True, False, False])})
+  >>> new[0].mu["w"]
+  Array([0., 1., 1.], dtype=float32)
+  """
+  targets = []
+  for path, w, r in masks_lib.named_pairs(params, reset):
+    if not masks_lib.is_dense(r):
+      targets.append((path, tuple(jnp.shape(w)), r))
+  if not targets:
+    return opt_state
+
+  def one(keypath, leaf):
+    path = rules_lib.path_str(keypath)
+    shape = tuple(getattr(leaf, "shape", ()))
+    for param_path, param_shape, r in targets:
+      if shape == param_shape and (path == param_path or path.endswith(
+          "/" + param_path) or not param_path):
+        return jnp.where(r, jnp.zeros_like(leaf), leaf)
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(one, opt_state)
+
+
+def wrap(tx, sparsifier):
+  """Composes an optax optimizer with a sparsifier.
+
+  Args:
+    tx: any optax `GradientTransformation`.
+    sparsifier: any sparsejax sparsifier.
+
+  Returns:
+    A `GradientTransformationExtraArgs`; `update` needs `params`.
+
+  >>> import optax, sparsejax as sj
+  >>> params = {"w": jnp.array([[1.], [-3.], [2.], [0.5]])}
+  >>> sp = sj.ste_nm(sj.NM(2, 4))
+  >>> tx = sj.wrap(optax.sgd(0.1), sp)
+  >>> opt_state = tx.init(params)
+  >>> grads = jax.grad(lambda p: sp.view(p, opt_state.sparsity)["w"].sum())(params)
+  >>> updates, opt_state = tx.update(grads, opt_state, params)
+  >>> int(opt_state.sparsity.step)
+  1
+  """
+  tx = optax.with_extra_args_support(tx)
+
+  def init(params):
+    return WrappedState(tx.init(params), sparsifier.init(params))
+
+  def update(grads, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError("sparsejax.wrap needs params: call "
+                       "tx.update(grads, opt_state, params).")
+    updates, inner = tx.update(grads, state.inner, params, **extra_args)
+    updates, sparsity = sparsifier.update(params, updates, state.sparsity,
+                                          grads=grads)
+    if sparsifier.hard:
+      regrown = jax.tree.map(
+          lambda old, new: new if masks_lib.is_dense(new) else new & ~old,
+          state.sparsity.masks, sparsity.masks)
+      inner = reset_where(inner, params, regrown)
+    return updates, WrappedState(inner, sparsity)
+
+  return optax.GradientTransformationExtraArgs(init, update)
