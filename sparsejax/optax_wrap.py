@@ -68,21 +68,19 @@ def reset_where(opt_state, params, reset):
   >>> new[0].mu["w"]
   Array([0., 1., 1.], dtype=float32)
   """
-  targets = []
-  for path, w, r in masks_lib.named_pairs(params, reset):
-    if not masks_lib.is_dense(r):
-      targets.append((path, tuple(jnp.shape(w)), r))
-  if not targets:
+  resets = {path: r for path, _, r in masks_lib.named_pairs(params, reset)
+            if not masks_lib.is_dense(r)}
+  if not resets:
     return opt_state
+  shapes = {path: tuple(jnp.shape(w)) for path, w in rules_lib.named_leaves(
+      params) if path in resets}
 
   def one(keypath, leaf):
-    path = rules_lib.path_str(keypath)
-    shape = tuple(getattr(leaf, "shape", ()))
-    for param_path, param_shape, r in targets:
-      if shape == param_shape and (path == param_path or path.endswith(
-          "/" + param_path) or not param_path):
-        return jnp.where(r, jnp.zeros_like(leaf), leaf)
-    return leaf
+    owner = rules_lib.param_of(rules_lib.path_str(keypath),
+                               getattr(leaf, "shape", ()), shapes)
+    if owner is None:
+      return leaf
+    return jnp.where(resets[owner], jnp.zeros_like(leaf), leaf)
 
   return jax.tree_util.tree_map_with_path(one, opt_state)
 

@@ -55,6 +55,29 @@ def named_leaves(tree):
   return [(path_str(p), leaf) for p, leaf in flat]
 
 
+def param_of(path, shape, param_shapes):
+  """The param a state leaf belongs to: a path suffix and the same shape.
+
+  Optimizer states nest param-shaped trees (adam's `mu`, a momentum trace,
+  `multi_transform`'s inner states) under extra keys; a leaf belongs to the
+  param whose path ends its own path (at a '/' boundary) and whose shape it
+  has. `param_shapes` maps param paths to shapes.
+
+  >>> param_of("0/mu/fc/kernel", (4, 2), {"fc/kernel": (4, 2), "fc/bias": (2,)})
+  'fc/kernel'
+  >>> param_of("0/count", (), {"fc/kernel": (4, 2)}) is None
+  True
+  """
+  best = None
+  for param_path, param_shape in param_shapes.items():
+    if tuple(shape) != tuple(param_shape):
+      continue
+    if path == param_path or path.endswith("/" + param_path) or not param_path:
+      if best is None or len(param_path) > len(best):
+        best = param_path
+  return best
+
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
   """Assigns `pattern` to every leaf whose path fully matches `path`.
