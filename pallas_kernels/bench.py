@@ -1,0 +1,124 @@
+"""Kernel benchmarks: ``python -m pallas_kernels.bench [--op nm|block|all]``.
+
+Prints, per shape and batch, the ratio dense/sparse (XLA dense ``jnp.dot`` at
+the same dtype, interleaved in the same process, after warm-up, median of
+``--reps`` >= 20 repetitions, compile and format conversion excluded and
+reported separately), the fraction of the physical bound, achieved GB/s and
+TFLOP/s (useful FLOPs of the sparse product), and the device and versions.
+Only the current backend is measured; rows for other devices are reported as
+unmeasured, never estimated.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels import _timing
+from pallas_kernels.block_sparse_matmul import bench as blk_bench
+from pallas_kernels.nm_matmul import bench as nm_bench
+
+__all__ = ["main", "parse_shapes"]
+
+_LLM_SHAPES = "4096x4096,4096x14336,14336x4096"
+_ALL_BATCHES = "1,2,4,8,16,32,64,128,256,512"
+_PATTERNS = "2:4,1:4,2:8,1:8,1:16"
+
+
+def parse_shapes(text: str):
+  """Parses ``"KxN,KxN"``.
+
+  >>> parse_shapes("128x256,64x64")
+  [(128, 256), (64, 64)]
+  """
+  out = []
+  for item in text.split(","):
+    k, n = item.lower().split("x")
+    out.append((int(k), int(n)))
+  return out
+
+
+def _ints(text):
+  return [int(v) for v in text.split(",") if v]
+
+
+def main(argv=None) -> int:
+  """Runs the benchmarks; returns the exit status.
+
+  >>> main(["--op", "nm", "--shapes", "64x128", "--batches", "1",
+  ...       "--patterns", "2:4", "--reps", "2"])
+  note: --reps=2 < 20, figures are not reportable
+  ...
+  0
+  """
+  accel = jax.default_backend() in ("gpu", "tpu")
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--op", default="all", choices=("nm", "block", "all"))
+  ap.add_argument("--shapes", default=_LLM_SHAPES if accel else
+                  "1024x1024,1024x2816")
+  ap.add_argument("--batches", default=_ALL_BATCHES if accel else "1,8,64")
+  ap.add_argument("--patterns", default=_PATTERNS)
+  ap.add_argument("--blocks", default="128,256,512" if accel else "64,128")
+  ap.add_argument("--densities", default="0.1,0.25,0.5")
+  ap.add_argument("--dtype", default="bfloat16",
+                  choices=("bfloat16", "float32"))
+  ap.add_argument("--implementation", default=None,
+                  choices=("xla", "pallas", "pallas_tpu", "pallas_gpu"))
+  ap.add_argument("--reps", type=int, default=20)
+  args = ap.parse_args(argv)
+  if args.reps < 20:
+    print(f"note: --reps={args.reps} < 20, figures are not reportable")
+  dtype = jnp.dtype(args.dtype)
+  print("# " + _timing.environment())
+  print(f"# backend={jax.default_backend()} reps={args.reps} dtype={dtype.name}"
+        f" implementation={args.implementation or 'auto'}")
+  if not accel:
+    print("# GPU (H100, Triton) and TPU (Mosaic) rows: UNMEASURED -- no "
+          "accelerator in this process. CPU rows time the implementation the "
+          "api picks on CPU (XLA expansion + dot unless --implementation "
+          "forces a kernel in interpret mode, which measures the interpreter, "
+          "not the kernel).")
+  print("# impl ending in '*' ran in Pallas interpret mode (times the "
+        "interpreter)")
+  print("# ratio = dense_us / sparse_us (dense = random weight; masked = the "
+        "masked weight, same XLA dot); bound = weight-bytes ratio (N:M) or "
+        "1/density (block); frac = ratio / bound")
+  rows = []
+  if args.op in ("nm", "all"):
+    print("\n" + nm_bench.HEADER)
+    patterns = [tuple(int(v) for v in p.split(":"))
+                for p in args.patterns.split(",")]
+    rows += nm_bench.run(parse_shapes(args.shapes), _ints(args.batches),
+                         patterns, dtype, args.implementation, args.reps)
+  if args.op in ("block", "all"):
+    print("\n" + nm_bench_header_block())
+    rows += blk_bench.run(parse_shapes(args.shapes), _ints(args.batches),
+                          _ints(args.blocks),
+                          [float(v) for v in args.densities.split(",")],
+                          dtype, args.implementation, args.reps)
+  if rows:
+    compile_s = statistics.median(r["compile_s"] for r in rows)
+    print(f"\n# compile (excluded) median {compile_s:.3f}s"
+          f"; format conversion (excluded) median "
+          f"{statistics.median(r['convert_s'] for r in rows) * 1e3:.1f}ms")
+    reasons = sorted({f"{r['impl']}: {r['reason']}" for r in rows})
+    for reason in reasons:
+      print(f"# choice {reason}")
+  return 0
+
+
+def nm_bench_header_block() -> str:
+  """Column header of the block-sparse table.
+
+  >>> nm_bench_header_block().split()[0]
+  'op'
+  """
+  return ("op  pattern    shape       B     dtype    impl        dense_us  "
+          "masked_us sparse_us ratio  bound  frac   GB/s    TFLOP/s")
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,300 @@
+"""Block-sparse products with an implementation choice and XLA fallback.
+
+* :func:`block_sparse_matmul` -- ``x @ W``: dense activation, sparse weight
+  (``W`` grouped by block column, ``major="col"``).
+* :func:`sparse_dense_matmul` -- ``A @ X``: sparse matrix, dense operand
+  (``A`` grouped by block row, ``major="row"``).
+
+Both accept :class:`~sparsejax.formats.BSR` or
+:class:`~sparsejax.formats.PaddedBlockSparse`. A BSR input is padded to the
+full minor extent (always static, so it works under ``jit``); padding steps
+cost neither DMA nor MXU time in the kernels. Implementations: ``"xla"``
+(``jnp.dot`` on the expanded matrix), ``"pallas_tpu"`` (Mosaic TPU, scalar
+prefetch), ``"pallas_gpu"`` (Triton); see :func:`choose_implementation`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels import _compat
+from pallas_kernels.block_sparse_matmul import kernel_gpu
+from pallas_kernels.block_sparse_matmul import kernel_tpu
+from sparsejax.formats import block_values_like
+from sparsejax.formats import BSR
+from sparsejax.formats import bsr_to_padded
+from sparsejax.formats import decompress_block
+from sparsejax.formats import PaddedBlockSparse
+
+__all__ = ["block_sparse_matmul", "sparse_dense_matmul",
+           "choose_implementation", "Choice", "IMPLEMENTATIONS"]
+
+IMPLEMENTATIONS = ("xla", "pallas_tpu", "pallas_gpu", "pallas")
+_HI = jax.lax.Precision.HIGHEST
+# Above this stored-block density skipping work no longer pays.
+_MAX_DENSITY = 0.5
+
+
+class Choice(NamedTuple):
+  """Which implementation runs and why."""
+  implementation: str
+  reason: str
+  interpret: bool
+
+
+def _as_padded(w) -> PaddedBlockSparse:
+  if isinstance(w, PaddedBlockSparse):
+    return w
+  if isinstance(w, BSR):
+    grid = w.grid
+    num_minor = grid[1] if w.major == "row" else grid[0]
+    return bsr_to_padded(w, width=num_minor)
+  raise TypeError(f"expected BSR or PaddedBlockSparse, got {type(w).__name__}.")
+
+
+def _stored_density(w) -> float:
+  grid = w.grid
+  total = grid[0] * grid[1]
+  if isinstance(w, PaddedBlockSparse):
+    return w.indices.size / total
+  return w.values.shape[0] / total
+
+
+def _pow2(v):
+  return v >= 16 and v & (v - 1) == 0
+
+
+def choose_implementation(w, op: str = "dsd",
+                          implementation: str | None = None, *,
+                          platform: str | None = None) -> Choice:
+  """Returns the implementation a block-sparse product uses, and why.
+
+  Args:
+    w: the sparse operand (BSR or padded).
+    op: ``"dsd"`` (dense x sparse, :func:`block_sparse_matmul`) or ``"sdd"``
+      (sparse x dense, :func:`sparse_dense_matmul`).
+    implementation: ``None`` (automatic) or one of :data:`IMPLEMENTATIONS`.
+    platform: backend to decide for; defaults to ``jax.default_backend()``.
+
+  >>> from sparsejax.formats import compress_bsr
+  >>> w = compress_bsr(jnp.ones((256, 256)), jnp.eye(2, dtype=bool), (128, 128), major="col")
+  >>> choose_implementation(w, platform="tpu")
+  Choice(implementation='pallas_tpu', reason='blocks (128, 128) at stored density 0.50 fit the TPU kernel', interpret=False)
+  >>> choose_implementation(w, platform="cpu").implementation
+  'xla'
+  """
+  if op not in ("dsd", "sdd"):
+    raise ValueError(f"op must be 'dsd' or 'sdd', got {op!r}.")
+  if implementation is not None and implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation must be None or one of "
+                     f"{IMPLEMENTATIONS}, got {implementation!r}.")
+  platform = platform or _compat.backend()
+  want = "col" if op == "dsd" else "row"
+  if implementation == "xla":
+    return Choice("xla", "requested", False)
+  if implementation is not None:
+    if w.major != want:
+      raise ValueError(
+          f"the {op} Pallas kernel needs the sparse operand compressed with "
+          f"major={want!r}, got major={w.major!r}; recompress it or use "
+          "implementation='xla'.")
+    impl = implementation
+    if impl == "pallas":
+      impl = "pallas_gpu" if platform == "gpu" else "pallas_tpu"
+    native = {"pallas_tpu": "tpu", "pallas_gpu": "gpu"}[impl]
+    return Choice(impl, "requested", platform != native)
+  if platform not in ("tpu", "gpu"):
+    return Choice("xla", f"backend {platform!r} has no Pallas kernel "
+                  "(interpret mode is for testing); pass "
+                  "implementation='pallas' to force", False)
+  if w.major != want:
+    return Choice("xla", f"sparse operand has major={w.major!r}; the {op} "
+                  f"kernel needs major={want!r}", False)
+  density = _stored_density(w)
+  if density > _MAX_DENSITY:
+    return Choice("xla", f"stored block density {density:.2f} > "
+                  f"{_MAX_DENSITY}: too dense to skip work", False)
+  bh, bw = w.block_shape
+  if platform == "gpu":
+    if not (_pow2(bh) and _pow2(bw)):
+      return Choice("xla", f"blocks {(bh, bw)} are not powers of two >= 16 "
+                    "(Triton tiles)", False)
+    return Choice("pallas_gpu", f"blocks {(bh, bw)} at stored density "
+                  f"{density:.2f} fit the Triton kernel", False)
+  lane_ok = (bh % 128 == 0 and bw % 128 == 0) if op == "dsd" else (
+      bw % 128 == 0 and bh % 16 == 0)
+  if not lane_ok:
+    return Choice("xla", f"blocks {(bh, bw)} do not meet the TPU (8, 128) "
+                  "tiling for this kernel", False)
+  return Choice("pallas_tpu", f"blocks {(bh, bw)} at stored density "
+                f"{density:.2f} fit the TPU kernel", False)
+
+
+def _round_up(a, b):
+  return -(-a // b) * b
+
+
+def _meta(p):
+  return (tuple(p.shape), tuple(p.block_shape), p.major)
+
+
+def _padded(values, indices, counts, meta):
+  shape, block_shape, major = meta
+  return PaddedBlockSparse(values, indices, counts, shape, block_shape, major)
+
+
+def _run_dsd(x2, p, impl, interpret, odt):
+  b = x2.shape[0]
+  if impl == "pallas_gpu":
+    tb = min(64, max(16, 1 << (b - 1).bit_length()))
+  else:
+    tb = min(256, _round_up(b, 16))
+  bp = _round_up(b, tb)
+  xp = jnp.pad(x2, ((0, bp - b), (0, 0)))
+  fn = kernel_gpu.dsd_gpu if impl == "pallas_gpu" else kernel_tpu.dsd_tpu
+  return fn(xp, p, tb=tb, out_dtype=odt, interpret=interpret)[:b]
+
+
+def _run_sdd(p, x, impl, interpret, odt):
+  n = x.shape[1]
+  tn = 128
+  np_ = _round_up(n, tn)
+  xp = jnp.pad(x, ((0, 0), (0, np_ - n)))
+  fn = kernel_gpu.sdd_gpu if impl == "pallas_gpu" else kernel_tpu.sdd_tpu
+  return fn(p, xp, tn=tn, out_dtype=odt, interpret=interpret)[:, :n]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _dsd(x2, values, indices, counts, meta, impl, interpret, odt):
+  p = _padded(values, indices, counts, meta)
+  return _run_dsd(x2, p, impl, interpret, odt)
+
+
+def _dsd_fwd(x2, values, indices, counts, meta, impl, interpret, odt):
+  out = _dsd(x2, values, indices, counts, meta, impl, interpret, odt)
+  return out, (x2, values, indices, counts)
+
+
+def _dsd_bwd(meta, impl, interpret, odt, res, g):
+  del impl, interpret, odt
+  x2, values, indices, counts = res
+  p = _padded(values, indices, counts, meta)
+  dense = decompress_block(p)
+  dx = jnp.dot(g, dense.T, preferred_element_type=jnp.float32, precision=_HI)
+  dw = jnp.dot(x2.T, g, preferred_element_type=jnp.float32, precision=_HI)
+  dvalues = block_values_like(p, dw).astype(values.dtype)
+  return dx.astype(x2.dtype), dvalues, None, None
+
+
+_dsd.defvjp(_dsd_fwd, _dsd_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _sdd(x, values, indices, counts, meta, impl, interpret, odt):
+  p = _padded(values, indices, counts, meta)
+  return _run_sdd(p, x, impl, interpret, odt)
+
+
+def _sdd_fwd(x, values, indices, counts, meta, impl, interpret, odt):
+  out = _sdd(x, values, indices, counts, meta, impl, interpret, odt)
+  return out, (x, values, indices, counts)
+
+
+def _sdd_bwd(meta, impl, interpret, odt, res, g):
+  del impl, interpret, odt
+  x, values, indices, counts = res
+  p = _padded(values, indices, counts, meta)
+  dense = decompress_block(p)
+  dx = jnp.dot(dense.T, g, preferred_element_type=jnp.float32, precision=_HI)
+  da = jnp.dot(g, x.T, preferred_element_type=jnp.float32, precision=_HI)
+  dvalues = block_values_like(p, da).astype(values.dtype)
+  return dx.astype(x.dtype), dvalues, None, None
+
+
+_sdd.defvjp(_sdd_fwd, _sdd_bwd)
+
+
+def block_sparse_matmul(x, w, *, implementation: str | None = None,
+                        interpret: bool | None = None) -> jax.Array:
+  """Computes ``x @ W`` for dense ``x`` and block-sparse ``W`` ``(K, N)``.
+
+  Args:
+    x: ``(..., K)`` activations.
+    w: :class:`~sparsejax.formats.BSR` or
+      :class:`~sparsejax.formats.PaddedBlockSparse`; the Pallas kernels need
+      ``major="col"`` (any major works with ``"xla"``).
+    implementation: ``None`` (automatic), ``"xla"``, ``"pallas"``,
+      ``"pallas_tpu"`` or ``"pallas_gpu"``.
+    interpret: run a Pallas kernel in interpret mode (a bool, or
+      ``pltpu.InterpretParams`` for TPU semantics); defaults to True when the
+      kernel's platform is not the current backend.
+
+  Returns:
+    ``(..., N)`` in the promoted dtype, accumulated in f32.
+
+  >>> from sparsejax.formats import compress_padded_block
+  >>> w = compress_padded_block(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2), major="col")
+  >>> block_sparse_matmul(jnp.ones((1, 4)), w, implementation="pallas")
+  Array([[2., 2., 2., 2.]], dtype=float32)
+  """
+  x = jnp.asarray(x)
+  if not isinstance(w, (BSR, PaddedBlockSparse)):
+    raise TypeError(f"w must be BSR or PaddedBlockSparse, got "
+                    f"{type(w).__name__}.")
+  if x.ndim < 1 or x.shape[-1] != w.shape[0]:
+    raise ValueError(f"x last axis ({x.shape[-1:]}) must equal K={w.shape[0]} "
+                     f"of w {w.shape}.")
+  choice = choose_implementation(w, "dsd", implementation)
+  odt = jnp.result_type(x.dtype, w.values.dtype)
+  lead = x.shape[:-1]
+  x2 = x.reshape(-1, w.shape[0])
+  if choice.implementation == "xla":
+    out = jnp.dot(x2, decompress_block(w),
+                  preferred_element_type=jnp.float32).astype(odt)
+  else:
+    p = _as_padded(w)
+    interp = choice.interpret if interpret is None else interpret
+    out = _dsd(x2, p.values, p.indices, p.counts, _meta(p),
+               choice.implementation, interp, odt)
+  return out.reshape(*lead, w.shape[1])
+
+
+def sparse_dense_matmul(a, x, *, implementation: str | None = None,
+                        interpret: bool | None = None) -> jax.Array:
+  """Computes ``A @ x`` for block-sparse ``A`` ``(M, K)`` and dense ``x``.
+
+  Args:
+    a: :class:`~sparsejax.formats.BSR` or
+      :class:`~sparsejax.formats.PaddedBlockSparse`; the Pallas kernels need
+      ``major="row"``.
+    x: ``(K, N)`` dense matrix.
+    implementation: as in :func:`block_sparse_matmul`.
+    interpret: as in :func:`block_sparse_matmul`.
+
+  Returns:
+    ``(M, N)`` in the promoted dtype, accumulated in f32.
+
+  >>> from sparsejax.formats import compress_bsr
+  >>> a = compress_bsr(jnp.ones((4, 4)), jnp.array([[True, False], [False, False]]), (2, 2))
+  >>> sparse_dense_matmul(a, jnp.ones((4, 1)), implementation="pallas")[:, 0]
+  Array([2., 2., 0., 0.], dtype=float32)
+  """
+  x = jnp.asarray(x)
+  if not isinstance(a, (BSR, PaddedBlockSparse)):
+    raise TypeError(f"a must be BSR or PaddedBlockSparse, got "
+                    f"{type(a).__name__}.")
+  if x.ndim != 2 or x.shape[0] != a.shape[1]:
+    raise ValueError(f"x must be 2-D with x.shape[0] == K={a.shape[1]} of a "
+                     f"{a.shape}, got {x.shape}.")
+  choice = choose_implementation(a, "sdd", implementation)
+  odt = jnp.result_type(x.dtype, a.values.dtype)
+  if choice.implementation == "xla":
+    return jnp.dot(decompress_block(a), x,
+                   preferred_element_type=jnp.float32).astype(odt)
+  p = _as_padded(a)
+  interp = choice.interpret if interpret is None else interpret
+  return _sdd(x, p.values, p.indices, p.counts, _meta(p),
+              choice.implementation, interp, odt)

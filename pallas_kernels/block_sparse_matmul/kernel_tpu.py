@@ -1,0 +1,138 @@
+"""Block-sparse matmuls on TPU (Mosaic) driven by scalar-prefetched indices.
+
+Both kernels take the padded fixed-width format, so the grid is static:
+``(outer, cols, width)`` with the ``width`` axis innermost (``arbitrary``).
+The block indices and per-line counts live in SMEM
+(``PrefetchScalarGridSpec``) and drive the ``index_map``: the dense operand's
+block for step ``k`` is the one matching the ``k``-th kept block. Padding steps
+(``k >= count``) map to the previous block (no new DMA) and skip the MXU; the
+accumulator is zeroed at ``k == 0`` so empty lines produce zeros.
+
+TPU lowering needs lane dims that are multiples of 128: ``bk`` and ``bn`` for
+the dense x sparse kernel, ``bk`` (and ``bm`` a multiple of 16) for the
+sparse x dense one. The api falls back to XLA otherwise.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels import _compat
+from sparsejax.formats import PaddedBlockSparse
+
+pl = _compat.pl
+_SQ = _compat.SQUEEZED
+
+__all__ = ["dsd_tpu", "sdd_tpu"]
+
+
+def _dot(a, b):
+  prec = (jax.lax.Precision.HIGHEST if jnp.result_type(a, b) == jnp.float32
+          else jax.lax.Precision.DEFAULT)
+  cdt = jnp.result_type(a.dtype, b.dtype)
+  return jnp.dot(a.astype(cdt), b.astype(cdt),
+                 preferred_element_type=jnp.float32, precision=prec)
+
+
+def _kernel(idx_ref, cnt_ref, a_ref, b_ref, o_ref, acc_ref, *, line_axis):
+  del idx_ref
+  line = pl.program_id(line_axis)
+  k = pl.program_id(2)
+
+  @pl.when(k == 0)
+  def _():
+    acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+
+  @pl.when(k < cnt_ref[line])
+  def _():
+    acc_ref[...] += _dot(a_ref[...], b_ref[...])
+
+  @pl.when(k == pl.num_programs(2) - 1)
+  def _():
+    o_ref[...] = acc_ref[...].astype(o_ref.dtype)
+
+
+def _clamp(k, cnt, line):
+  return jnp.minimum(k, jnp.maximum(cnt[line] - 1, 0))
+
+
+def dsd_tpu(x, w: PaddedBlockSparse, *, tb: int, out_dtype, interpret=False):
+  """``x @ W`` with ``W`` padded block-sparse, ``major="col"``.
+
+  Args:
+    x: ``(Bp, K)`` activations, ``Bp`` a multiple of ``tb``.
+    w: ``(K, N)`` weight grouped by block column.
+    tb: batch tile.
+    out_dtype: result dtype.
+    interpret: run in the Pallas interpreter.
+
+  >>> from sparsejax.formats import compress_padded_block
+  >>> w = compress_padded_block(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2), major="col")
+  >>> dsd_tpu(jnp.ones((8, 4)), w, tb=8, out_dtype=jnp.float32, interpret=True)[0]
+  Array([2., 2., 2., 2.], dtype=float32)
+  """
+  bk, bn = w.block_shape
+  nbc, width = w.indices.shape
+  grid = (x.shape[0] // tb, nbc, width)
+  spec = _compat.PrefetchScalarGridSpec(
+      num_scalar_prefetch=2,
+      grid=grid,
+      in_specs=[
+          pl.BlockSpec((tb, bk), lambda b, j, k, idx, cnt: (b, idx[j, k])),
+          pl.BlockSpec((_SQ, _SQ, bk, bn),
+                       lambda b, j, k, idx, cnt: (j, _clamp(k, cnt, j), 0, 0)),
+      ],
+      out_specs=pl.BlockSpec((tb, bn), lambda b, j, k, idx, cnt: (b, j)),
+      scratch_shapes=[_compat.vmem((tb, bn), jnp.float32)],
+  )
+  return pl.pallas_call(
+      functools.partial(_kernel, line_axis=1),
+      out_shape=jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), out_dtype),
+      grid_spec=spec,
+      compiler_params=_compat.tpu_params(("parallel", "parallel",
+                                          "arbitrary")),
+      interpret=interpret,
+      name="block_sparse_dsd_tpu",
+  )(w.indices, w.counts, x, w.values)
+
+
+def sdd_tpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False):
+  """``A @ x`` with ``A`` padded block-sparse, ``major="row"``.
+
+  Args:
+    a: ``(M, K)`` sparse matrix grouped by block row.
+    x: ``(K, Np)`` dense matrix, ``Np`` a multiple of ``tn``.
+    tn: column tile of ``x`` and the output.
+    out_dtype: result dtype.
+    interpret: run in the Pallas interpreter.
+
+  >>> from sparsejax.formats import compress_padded_block
+  >>> a = compress_padded_block(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
+  >>> sdd_tpu(a, jnp.ones((4, 8)), tn=8, out_dtype=jnp.float32, interpret=True)[:, 0]
+  Array([2., 2., 2., 2.], dtype=float32)
+  """
+  bm, bk = a.block_shape
+  nbr, width = a.indices.shape
+  grid = (nbr, x.shape[1] // tn, width)
+  spec = _compat.PrefetchScalarGridSpec(
+      num_scalar_prefetch=2,
+      grid=grid,
+      in_specs=[
+          pl.BlockSpec((_SQ, _SQ, bm, bk),
+                       lambda i, j, k, idx, cnt: (i, _clamp(k, cnt, i), 0, 0)),
+          pl.BlockSpec((bk, tn), lambda i, j, k, idx, cnt: (idx[i, k], j)),
+      ],
+      out_specs=pl.BlockSpec((bm, tn), lambda i, j, k, idx, cnt: (i, j)),
+      scratch_shapes=[_compat.vmem((bm, tn), jnp.float32)],
+  )
+  return pl.pallas_call(
+      functools.partial(_kernel, line_axis=0),
+      out_shape=jax.ShapeDtypeStruct((a.shape[0], x.shape[1]), out_dtype),
+      grid_spec=spec,
+      compiler_params=_compat.tpu_params(("parallel", "parallel",
+                                          "arbitrary")),
+      interpret=interpret,
+      name="block_sparse_sdd_tpu",
+  )(a.indices, a.counts, a.values, x)

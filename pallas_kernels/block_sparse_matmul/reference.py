@@ -1,0 +1,39 @@
+"""Pure-jnp references for block-sparse products."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from sparsejax.formats import decompress_block
+
+__all__ = ["block_sparse_matmul_reference", "sparse_dense_matmul_reference"]
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+def block_sparse_matmul_reference(x, w) -> jax.Array:
+  """``x @ decompress(w)``: dense activation times sparse weight.
+
+  >>> from sparsejax.formats import compress_bsr
+  >>> w = compress_bsr(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
+  >>> block_sparse_matmul_reference(jnp.ones((1, 4)), w)
+  Array([[2., 2., 2., 2.]], dtype=float32)
+  """
+  dense = decompress_block(w)
+  odt = jnp.result_type(x.dtype, dense.dtype)
+  return jnp.dot(x, dense, preferred_element_type=jnp.float32,
+                 precision=_HI).astype(odt)
+
+
+def sparse_dense_matmul_reference(a, x) -> jax.Array:
+  """``decompress(a) @ x``: sparse matrix times dense matrix.
+
+  >>> from sparsejax.formats import compress_bsr
+  >>> a = compress_bsr(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
+  >>> sparse_dense_matmul_reference(a, jnp.ones((4, 1)))[:, 0]
+  Array([2., 2., 2., 2.], dtype=float32)
+  """
+  dense = decompress_block(a)
+  odt = jnp.result_type(x.dtype, dense.dtype)
+  return jnp.dot(dense, x, preferred_element_type=jnp.float32,
+                 precision=_HI).astype(odt)
