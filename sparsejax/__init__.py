@@ -16,6 +16,10 @@ from sparsejax.decay import decoupled_masked_decay
 from sparsejax.decay import masked_decay
 from sparsejax.distributions import erk
 from sparsejax.distributions import uniform
+from sparsejax import export as export_lib
+from sparsejax import formats
+from sparsejax.export import export
+from sparsejax.export import serving
 from sparsejax.masks import apply_masks
 from sparsejax.masks import check_masks
 from sparsejax.masks import compute_global_masks
@@ -113,6 +117,9 @@ __all__ = [
     "dense_mask",
     "erk",
     "exponential_decay",
+    "export",
+    "export_lib",
+    "formats",
     "gradual_magnitude",
     "is_dense",
     "linear_decay",
@@ -128,6 +135,7 @@ __all__ = [
     "rigl",
     "saliency",
     "sdgf_frames",
+    "serving",
     "set_sparse",
     "soft_threshold",
     "sparsity_state",
