@@ -27,6 +27,8 @@ def _nnz(masks):
     ("static random", lambda: sj.static_random(RULE, seed=1)),
     ("static random erk", lambda: sj.static_random(
         RULE, distribution="erk", sparsity=0.8)),
+    ("gradual erk", lambda: sj.gradual_magnitude(
+        RULE, end_step=150, frequency=10, distribution="erk", sparsity=0.8)),
     ("set", lambda: sj.set_sparse(RULE, sparsity=0.8, t_end=150, delta_t=20)),
     ("rigl", lambda: sj.rigl(RULE, sparsity=0.8, t_end=150, delta_t=20)),
 ])

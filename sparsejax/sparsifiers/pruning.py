@@ -78,8 +78,12 @@ class GradualMagnitude(base.Sparsifier):
 
 
 def gradual_magnitude(rules, *, end_step, begin_step=0, frequency=100,
-                      initial=0.0, power=3.0, on_unused="warn"):
+                      initial=0.0, power=3.0, distribution=None,
+                      sparsity=None, on_unused="warn"):
   """Gradual magnitude pruning to each rule's sparsity by `end_step`.
+
+  With `distribution="erk"` (or "uniform") and a global `sparsity`, the final
+  per-layer sparsities come from that distribution instead of the rules.
 
   >>> import sparsejax as sj
   >>> sp = sj.gradual_magnitude(sj.Unstructured(0.75), end_step=2, frequency=1)
@@ -91,7 +95,8 @@ def gradual_magnitude(rules, *, end_step, begin_step=0, frequency=100,
   >>> int(state.masks["w"].sum())
   2
   """
-  return GradualMagnitude(rules, on_unused, begin_step=begin_step,
+  return GradualMagnitude(rules, on_unused, distribution, sparsity,
+                          begin_step=begin_step,
                           end_step=end_step, frequency=frequency,
                           initial=initial, power=power)
 
