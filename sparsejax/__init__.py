@@ -18,6 +18,7 @@ from sparsejax.distributions import erk
 from sparsejax.distributions import uniform
 from sparsejax import export as export_lib
 from sparsejax import formats
+from sparsejax import oneshot
 from sparsejax.export import export
 from sparsejax.export import serving
 from sparsejax.masks import apply_masks
@@ -127,6 +128,7 @@ __all__ = [
     "masked_decay",
     "named_leaves",
     "one_shot",
+    "oneshot",
     "pack_masks",
     "polynomial_sparsity",
     "progressive_nm",

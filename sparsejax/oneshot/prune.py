@@ -1,0 +1,191 @@
+"""The one-shot pruning entry point: calibrate, then prune layer by layer."""
+
+import jax
+import jax.numpy as jnp
+
+from sparsejax import masks as masks_lib
+from sparsejax import rules as rules_lib
+from sparsejax.oneshot import calibration
+from sparsejax.oneshot import magnitude as magnitude_lib
+from sparsejax.oneshot import sparsegpt as sparsegpt_lib
+from sparsejax.oneshot import wanda as wanda_lib
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+def _check_method(method):
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+
+
+def _targets(params, rules, on_unused):
+  """`{path: pattern}` of targeted leaves, in leaf order."""
+  rules_lib.report_unused(params, rules, on_unused)
+  return {path: rule.pattern
+          for path, rule in rules_lib.assign(params, rules).items()
+          if rule is not None and rule.pattern is not None}
+
+
+def _check_targets(kernels, targets, method):
+  """Fails early, naming the layer, on anything the method cannot prune."""
+  for path, pattern in targets.items():
+    kernel = kernels[path]
+    shape, dtype = tuple(jnp.shape(kernel)), jnp.result_type(kernel)
+    if method == "sparsegpt":
+      sparsegpt_lib.check_pattern(pattern, shape, dtype, path)
+    elif method == "wanda":
+      wanda_lib.check_layer(shape, shape[:1], pattern, dtype, path)
+    else:
+      pattern.check(shape, dtype, path)
+
+
+def _prune_layer(method, kernel, stats, pattern, path, options):
+  if method == "magnitude":
+    return magnitude_lib.magnitude_layer(kernel, pattern, path=path)
+  if stats is None:
+    raise ValueError(f"no calibration statistics for layer {path!r}: it was "
+                     "never reached by the calibration pass.")
+  if method == "wanda":
+    return wanda_lib.wanda_layer(kernel, stats.sq_sum, pattern, path=path)
+  return sparsegpt_lib.sparsegpt_layer(kernel, stats.hessian(), pattern,
+                                       path=path, **options)
+
+
+def _assemble(params, new_kernels, new_masks):
+  def kernel(keypath, leaf):
+    return new_kernels.get(rules_lib.path_str(keypath), leaf)
+
+  def mask(keypath, _):
+    return new_masks.get(rules_lib.path_str(keypath), masks_lib.dense_mask())
+
+  return (jax.tree_util.tree_map_with_path(kernel, params),
+          jax.tree_util.tree_map_with_path(mask, params))
+
+
+def prune_from_stats(params, stats, rules, *, method="sparsegpt",
+                     blocksize=sparsegpt_lib.DEFAULT_BLOCKSIZE,
+                     percdamp=sparsegpt_lib.DEFAULT_PERCDAMP,
+                     on_unused="warn"):
+  """Prunes every targeted layer from precomputed statistics (one pass).
+
+  Args:
+    params: the params tree the rules match.
+    stats: `{kernel_path: LayerStats}` from `collect_stats` (SparseGPT needs
+      them collected with `hessian=True`; magnitude needs none).
+    rules: `Rule`s, one `Rule`, or a bare pattern.
+    method: "sparsegpt", "wanda" or "magnitude".
+    blocksize: SparseGPT block size (128).
+    percdamp: SparseGPT dampening (0.01 of the mean Hessian diagonal).
+    on_unused: "warn", "error" or "ignore" for rules that match nothing.
+
+  Returns:
+    `(new_params, masks)`; masks mirror params (`dense_mask()` on leaves
+    that were not pruned).
+
+  >>> from sparsejax.patterns import NM
+  >>> from sparsejax.oneshot.calibration import accumulate, init_stats
+  >>> params = {"fc": {"kernel": jnp.arange(8.).reshape(4, 2),
+  ...                  "bias": jnp.ones(2)}}
+  >>> stats = {"fc/kernel": accumulate(init_stats(4), jnp.ones((3, 4)))}
+  >>> new, masks = prune_from_stats(params, stats, NM(2, 4), method="wanda")
+  >>> new["fc"]["kernel"]
+  Array([[0., 0.],
+         [0., 0.],
+         [4., 5.],
+         [6., 7.]], dtype=float32)
+  """
+  _check_method(method)
+  targets = _targets(params, rules, on_unused)
+  kernels = dict(rules_lib.named_leaves(params))
+  _check_targets(kernels, targets, method)
+  options = dict(blocksize=blocksize, percdamp=percdamp)
+  new_kernels, new_masks = {}, {}
+  for path, pattern in targets.items():
+    new_kernels[path], new_masks[path] = _prune_layer(
+        method, kernels[path], (stats or {}).get(path), pattern, path, options)
+  return _assemble(params, new_kernels, new_masks)
+
+
+def prune(model, params, calibration_batches, rules, *, method="sparsegpt",
+          sequential=True, blocksize=sparsegpt_lib.DEFAULT_BLOCKSIZE,
+          percdamp=sparsegpt_lib.DEFAULT_PERCDAMP, on_unused="warn"):
+  """One-shot pruning of a Flax model from calibration data.
+
+  Args:
+    model: a Linen `nn.Module` (run as `module.apply(variables, *batch)`),
+      an `apply_fn(params, batch)` running Linen modules, or an NNX module
+      (run as `model(*batch)` on a private copy; the model is not modified).
+    params: the params the rules match: Linen params or variables, or an
+      NNX `State` of `nnx.Param` (None: the NNX model's own).
+    calibration_batches: an iterable of batches (tuples are unpacked into
+      positional arguments). Ignored by "magnitude". Sequential mode reads it
+      once per layer, so it is kept in a list.
+    rules: `Rule`s, one `Rule`, or a bare pattern; targeted leaves must be
+      `nn.Dense` / `nnx.Linear` kernels for "wanda" and "sparsegpt".
+    method: "sparsegpt" (weight update), "wanda" or "magnitude".
+    sequential: prune the layers in call order, each calibrated on the
+      outputs of the layers already pruned (the published default; one
+      calibration pass, and one compilation of the forward pass, per layer).
+      The published code works per transformer block (the layers of a block
+      are calibrated together, then the block's outputs are recomputed);
+      here every layer sees the effect of every layer pruned before it,
+      whatever the model's structure. False collects every layer's
+      statistics in one pass over the dense model.
+    blocksize: SparseGPT block size (128).
+    percdamp: SparseGPT dampening (0.01 of the mean Hessian diagonal).
+    on_unused: "warn", "error" or "ignore" for rules that match nothing.
+
+  Returns:
+    `(new_params, masks)`: params shaped like `params`, pruned entries
+    exactly zero; masks mirror params in the library's mask format.
+
+  Raises:
+    ValueError: calibration batches the model cannot run, a targeted layer
+      the calibration pass never reaches, a pattern the method cannot
+      express (each names the layer).
+    FloatingPointError: a SparseGPT Hessian that cannot be factorised even
+      with raised dampening.
+
+  >>> from flax import nnx
+  >>> from sparsejax.patterns import NM
+  >>> model = nnx.Sequential(nnx.Linear(8, 8, rngs=nnx.Rngs(0)), nnx.relu,
+  ...                        nnx.Linear(8, 4, rngs=nnx.Rngs(1)))
+  >>> batches = [jax.random.normal(jax.random.key(i), (16, 8))
+  ...            for i in range(2)]
+  >>> new, masks = prune(model, None, batches, NM(2, 4), method="sparsegpt")
+  >>> masks["layers"][0]["kernel"].sum(axis=0)
+  Array([4, 4, 4, 4, 4, 4, 4, 4], dtype=int32)
+  >>> nnx.update(model, new)  # install the pruned weights
+  """
+  _check_method(method)
+  calibrator = None
+  if method != "magnitude" or params is None:
+    calibrator = calibration.Calibrator(model, params)
+    params = calibrator.params
+  targets = _targets(params, rules, on_unused)
+  kernels = dict(rules_lib.named_leaves(params))
+  _check_targets(kernels, targets, method)
+  options = dict(blocksize=blocksize, percdamp=percdamp)
+  if method == "magnitude":
+    return prune_from_stats(params, None, rules, method=method,
+                            on_unused="ignore")
+  batches = list(calibration_batches)
+  if not batches:
+    raise ValueError("no calibration batches were given.")
+  order = calibrator.check_reached(batches[0], list(targets))
+  hessian = method == "sparsegpt"
+  new_kernels, new_masks = {}, {}
+  if not sequential:
+    stats = calibrator.collect(batches, order, hessian=hessian)
+    for path in order:
+      new_kernels[path], new_masks[path] = _prune_layer(
+          method, kernels[path], stats[path], targets[path], path, options)
+    return _assemble(params, new_kernels, new_masks)
+  current = params
+  for path in order:
+    stats = calibrator.collect_one(batches, path, order, hessian=hessian,
+                                   params=current)
+    new_kernels[path], new_masks[path] = _prune_layer(
+        method, kernels[path], stats, targets[path], path, options)
+    current, _ = _assemble(params, new_kernels, {})
+  return _assemble(params, new_kernels, new_masks)

@@ -1,0 +1,84 @@
+"""Wanda: prune by weight magnitude times input activation norm.
+
+For a Dense kernel `W` of shape `(in, out)` and calibration inputs `X`, the
+score of `W_ij` is `|W_ij| · ‖X_i‖₂` with `i` the input feature and the
+norm taken over calibration tokens. No weight is updated: pruned entries are
+set to zero and the rest are kept as they are.
+
+The published comparison group is each output unit (a column of the Flax
+kernel): use `Unstructured(s, per_output=True)` for it, or `NM(n, m)` for
+N:M groups along the input axis. Any pattern is accepted and ranks the Wanda
+scores its own way.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from sparsejax import patterns as patterns_lib
+from sparsejax.oneshot import sparsegpt as sparsegpt_lib
+
+
+def wanda_scores(kernel, sq_sum):
+  """`|W| · ‖X_i‖₂` for an `(in, out)` kernel and `Σ x²` per input.
+
+  >>> wanda_scores(jnp.array([[1., -2.], [3., 1.]]), jnp.array([4., 1.]))
+  Array([[2., 4.],
+         [3., 1.]], dtype=float32)
+  """
+  norms = jnp.sqrt(jnp.asarray(sq_sum, jnp.float32))
+  return jnp.abs(kernel.astype(jnp.float32)) * norms[:, None]
+
+
+@functools.partial(jax.jit, static_argnames=("pattern",))
+def _wanda(kernel, sq_sum, pattern):
+  keep = sparsegpt_lib.sharded_mask(pattern, wanda_scores(kernel, sq_sum))
+  return jnp.where(keep, kernel, jnp.zeros_like(kernel)), keep
+
+
+def check_layer(kernel_shape, sq_sum_shape, pattern, dtype=jnp.float32,
+                path=""):
+  """Raises a clear error, naming the layer, if Wanda cannot prune it."""
+  where = f" at {path!r}" if path else ""
+  if len(kernel_shape) != 2:
+    raise ValueError(f"Wanda{where}: Wanda prunes 2-D Dense kernels (in, "
+                     f"out); got shape {tuple(kernel_shape)}.")
+  if tuple(sq_sum_shape) != (kernel_shape[0],):
+    raise ValueError(
+        f"Wanda{where}: the input statistics have shape "
+        f"{tuple(sq_sum_shape)} but the kernel {tuple(kernel_shape)} needs "
+        f"({kernel_shape[0]},).")
+  if not isinstance(pattern, patterns_lib.Pattern):
+    raise TypeError(f"Wanda{where} needs a sparsejax pattern; got "
+                    f"{pattern!r}.")
+  pattern.check(tuple(kernel_shape), dtype, path)
+
+
+def wanda_layer(kernel, sq_sum, pattern, *, path=""):
+  """Prunes one `(in, out)` kernel with Wanda scores.
+
+  Args:
+    kernel: `(in, out)` Dense kernel.
+    sq_sum: `(in,)` sum over calibration tokens of the squared inputs
+      (`LayerStats.sq_sum`).
+    pattern: e.g. `Unstructured(0.5, per_output=True)` (as published) or
+      `NM(2, 4)`.
+    path: the layer's name for error messages.
+
+  Returns:
+    `(new_kernel, mask)`, pruned entries exactly zero.
+
+  >>> k = jnp.array([[1., -2.], [3., 1.], [0.5, 2.], [2., 0.1]])
+  >>> new, mask = wanda_layer(k, jnp.array([4., 1., 9., 1.]),
+  ...                         patterns_lib.NM(2, 4))
+  >>> mask.astype(int)
+  Array([[1, 1],
+         [1, 0],
+         [0, 1],
+         [0, 0]], dtype=int32)
+  """
+  kernel = jnp.asarray(kernel)
+  sq_sum = jnp.asarray(sq_sum)
+  check_layer(kernel.shape, sq_sum.shape, pattern, kernel.dtype, path)
+  return _wanda(kernel, sq_sum, pattern)
