@@ -1,0 +1,246 @@
+"""Checkpoints of a pretraining run, with orbax ``CheckpointManager``.
+
+A checkpoint holds the whole :class:`~sparsejax.train.loop.TrainState`
+(step, params, optimizer state -- which carries the masks and the sparsifier
+state -- and the PRNG key) plus a small JSON item with the data position and
+the step. Restoring both and running on gives exactly the params of a run
+that was never interrupted.
+
+Saves are asynchronous (training continues while a checkpoint is written)
+and atomic: orbax writes into ``<step>.orbax-checkpoint-tmp-*`` and renames
+the folder when complete, so a run killed mid-save leaves a temporary folder
+that is ignored, and the next run resumes from the last complete step. Only
+the last ``keep`` checkpoints are kept.
+
+Restoring onto a different mesh works: the target's shardings decide where
+each array is placed, whatever mesh wrote it.
+
+The run's config is stored next to the checkpoints (``config.json`` in the
+workdir); :func:`check_workdir` refuses a workdir written by an incompatible
+config before anything is computed or written.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from sparsejax import data as data_lib
+from sparsejax.train import config as config_lib
+
+__all__ = [
+    "CONFIG_FILE",
+    "Checkpointer",
+    "check_workdir",
+    "write_config",
+    "finished_steps",
+]
+
+CONFIG_FILE = "config.json"
+
+
+def finished_steps(directory: str | os.PathLike) -> list[int]:
+  """Steps of the complete checkpoints in ``directory`` (no writes).
+
+  Temporary folders of an interrupted save are not counted.
+
+  Args:
+    directory: A checkpoint folder (may not exist).
+
+  Returns:
+    Sorted steps.
+
+  Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(d, "4"))
+    >>> os.makedirs(os.path.join(d, "8.orbax-checkpoint-tmp-1234"))
+    >>> finished_steps(d)
+    [4]
+  """
+  directory = os.fspath(directory)
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory)
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
+  """Refuses a workdir that holds a run of an incompatible config.
+
+  Compares the stored ``config.json`` with ``config`` on every key that
+  shapes the trajectory (:func:`sparsejax.train.config.resume_fields`);
+  mesh, checkpointing, logging, evaluation and outputs may differ.
+
+  Args:
+    workdir: The run's folder (may not exist).
+    config: The new run's ``ConfigDict``.
+
+  Returns:
+    ``True`` if the workdir holds a compatible run to resume, ``False`` if it
+    holds none.
+
+  Raises:
+    ConfigError: Listing the keys that differ.
+
+  Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> cfg = config_lib.get_config("smoke")
+    >>> check_workdir(d, cfg)
+    False
+    >>> write_config(d, cfg)
+    >>> check_workdir(d, cfg)
+    True
+    >>> cfg.model.d_model = 64
+    >>> check_workdir(d, cfg)
+    Traceback (most recent call last):
+    ...
+    sparsejax.train.config.ConfigError: workdir ... model.d_model: 32 -> 64...
+  """
+  path = os.path.join(os.fspath(workdir), CONFIG_FILE)
+  if not os.path.exists(path):
+    found = [d for d in ("dense", "sparse") if finished_steps(
+        os.path.join(os.fspath(workdir), d, "checkpoints"))]
+    if found:
+      raise config_lib.ConfigError(
+          f"workdir {os.fspath(workdir)} holds checkpoints ({', '.join(found)})"
+          f" but no {CONFIG_FILE}, so their config is unknown; use a new "
+          "--workdir (nothing was written).")
+    return False
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+  except (OSError, ValueError) as e:
+    raise config_lib.ConfigError(
+        f"{path} is unreadable ({e}); use another --workdir.") from None
+  old = config_lib.drop_free(stored)
+  new = config_lib.resume_fields(config)
+  diffs = []
+
+  def walk(a, b, prefix):
+    for key in sorted(set(a) | set(b)):
+      va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
+      if isinstance(va, dict) and isinstance(vb, dict):
+        walk(va, vb, prefix + key + ".")
+      elif va != vb:
+        diffs.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+
+  walk(old, new, "")
+  if diffs:
+    raise config_lib.ConfigError(
+        f"workdir {os.fspath(workdir)} holds a run with a different config; "
+        f"resuming it with this config is not possible. Differences: "
+        f"{'; '.join(diffs)}. Use a new --workdir (nothing was written).")
+  return True
+
+
+def write_config(workdir: str | os.PathLike, config: Any) -> None:
+  """Writes ``config.json`` into ``workdir`` (process 0 only).
+
+  Args:
+    workdir: The run's folder (created if needed).
+    config: The run's ``ConfigDict``.
+
+  Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> write_config(d, config_lib.get_config("smoke"))
+    >>> sorted(os.listdir(d))
+    ['config.json']
+  """
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(os.fspath(workdir), CONFIG_FILE)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(config_lib.to_dict(config), f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+class Checkpointer:
+  """Saves and restores a train state and its data position.
+
+  Args:
+    directory: Checkpoint folder (created on first use).
+    keep: Number of most recent checkpoints to keep.
+    async_save: Write checkpoints in the background.
+
+  Example:
+    >>> import tempfile
+    >>> ckpt = Checkpointer(tempfile.mkdtemp(), keep=2, async_save=False)
+    >>> state = {"w": jnp.arange(3.0)}
+    >>> for step in (1, 2, 3):
+    ...   ckpt.save(step, state, data_lib.DataState(index=step))
+    >>> ckpt.steps()
+    [2, 3]
+    >>> restored, data_state = ckpt.restore(3, jax.eval_shape(lambda: state))
+    >>> restored["w"].tolist(), data_state.index
+    ([0.0, 1.0, 2.0], 3)
+    >>> ckpt.close()
+  """
+
+  def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
+               async_save: bool = True):
+    self.directory = os.path.abspath(os.fspath(directory))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True,
+        enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    """Steps of the complete checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    """The newest complete checkpoint's step, or ``None``."""
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_state: data_lib.DataState,
+           *, extra: dict[str, Any] | None = None) -> None:
+    """Starts saving ``state`` and the data position as checkpoint ``step``.
+
+    Args:
+      step: The number of completed training steps.
+      state: A pytree of ``jax.Array``.
+      data_state: The data position after ``step`` batches.
+      extra: More JSON-compatible metadata.
+    """
+    meta = {"step": int(step), "data_state": data_state._asdict()}
+    meta.update(extra or {})
+    self._manager.save(
+        int(step), force=True,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, step: int, target: Any
+              ) -> tuple[Any, data_lib.DataState]:
+    """Restores checkpoint ``step`` onto ``target``'s shapes and shardings.
+
+    Args:
+      step: A step from :meth:`steps`.
+      target: A pytree of ``jax.ShapeDtypeStruct`` (with ``sharding`` to
+        place the arrays, e.g. on another mesh) or of arrays.
+
+    Returns:
+      ``(state, data_state)``.
+    """
+    out = self._manager.restore(
+        int(step),
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                meta=ocp.args.JsonRestore()))
+    meta = out["meta"]
+    return out["state"], data_lib.DataState(**meta["data_state"])
+
+  def wait(self) -> None:
+    """Blocks until background saves have finished."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases the manager."""
+    self._manager.wait_until_finished()
+    self._manager.close()
