@@ -14,7 +14,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import optax
 
 import sparsejax as sj

@@ -1,7 +1,6 @@
 """Export to compressed formats and serve the unchanged Linen model."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

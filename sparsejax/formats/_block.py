@@ -269,7 +269,6 @@ def bsr_to_padded(b: BSR, width: int | None = None) -> PaddedBlockSparse:
   Array([[0],
          [1]], dtype=int32)
   """
-  num_major = b.indptr.shape[0] - 1
   counts = jnp.diff(b.indptr).astype(jnp.int32)
   if width is None:
     if not _is_concrete(b.indptr):

@@ -178,7 +178,10 @@ def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
 
   Active inside ``with jax.set_mesh(mesh), nn.logical_axis_rules(rules):``
   (e.g. with :func:`default_logical_rules`); a no-op without rules or mesh, so
-  models using it run unchanged on one device.
+  models using it run unchanged on one device. Build the mesh with
+  ``jax.sharding.Mesh(devices, names)`` (automatic axes): ``jax.make_mesh``
+  defaults to explicit axes, under which the embedding lookup needs an
+  explicit output sharding.
 
   Args:
     x: Activation.

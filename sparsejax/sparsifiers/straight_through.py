@@ -9,7 +9,6 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 
 from sparsejax import masks as masks_lib
@@ -166,6 +165,16 @@ class Progressive(base.Sparsifier):
   def schedule_values(self, step):
     st = _schedule_at(self, step)
     return {"phase": st.phase, "beta": st.beta}
+
+  def diagnostics(self, state):
+    """As the base, but `sparsity` is 0 in the dense phase (the forward pass
+    is dense there); the masks' own sparsity stays in `mask_sparsity`."""
+    out = super().diagnostics(state)
+    if "sparsity" in out:
+      out["mask_sparsity"] = out["sparsity"]
+      dense = _schedule_at(self, state.step).phase == schedules.DENSE
+      out["sparsity"] = jnp.where(dense, 0.0, out["sparsity"])
+    return out
 
   def table(self, steps, target):
     """Host-side schedule values (phase, frame, n, m, beta) for one target.
