@@ -112,3 +112,21 @@ def test_nnx_training_with_optimizer_and_sync():
   final = sp.sparse_params(nnx.state(model, nnx.Param), st)
   kernel = np.asarray(final["hidden"][0]["kernel"][...])
   assert ((kernel != 0).reshape(4, 4, 64).sum(axis=1) == 2).all()
+
+
+def test_nnx_masks_carry_param_sharding():
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 devices")
+  from jax.sharding import AxisType
+  mesh = jax.make_mesh((2, 4), ("data", "model"),
+                       axis_types=(AxisType.Auto,) * 2)
+  init = nnx.with_partitioning(nnx.initializers.lecun_normal(),
+                               (None, "model"))
+  with jax.set_mesh(mesh):
+    layer = nnx.Linear(16, 8, kernel_init=init, rngs=nnx.Rngs(0))
+    sjnnx.sparsify(layer, sj.ste_nm(sj.NM(2, 4)))
+  mask = layer.kernel_mask[...]
+  assert mask.sharding.is_equivalent_to(layer.kernel[...].sharding, 2)
+  assert not mask.sharding.is_fully_replicated
+  spec = nnx.get_partition_spec(nnx.state(layer, sjnnx.Mask))
+  assert tuple(spec["kernel_mask"].get_value()) == (None, "model")

@@ -87,6 +87,18 @@ def _owner(model, path):
   return owner, attr
 
 
+def _sharding_metadata(param):
+  """The param's metadata (logical sharding annotations included) for its mask.
+
+  The mask value is computed from the already-placed param and has its
+  sharding; the annotations make `nnx.get_partition_spec` agree.
+  """
+  meta = dict(param.get_metadata())
+  if "eager_sharding" in meta:
+    meta["eager_sharding"] = False
+  return meta
+
+
 def sparsify(model, sparsifier):
   """Module surgery in place; returns the initial `SparsityState`.
 
@@ -116,7 +128,9 @@ def sparsify(model, sparsifier):
     if pattern is None:
       continue
     owner, attr = _owner(model, path)
-    setattr(owner, attr + "_mask", Mask(masks[path]))
+    setattr(owner, attr + "_mask", Mask(masks[path],
+                                        **_sharding_metadata(getattr(owner,
+                                                                     attr))))
     if path in scales:
       setattr(owner, attr + "_scale", SparsityScale(scales[path]))
     owners.setdefault(id(owner), (owner, []))[1].append((attr, pattern, path))
