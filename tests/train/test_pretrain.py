@@ -73,7 +73,10 @@ def test_cli_outputs(smoke_run):
               "steps_per_s", "grad_norm"):
     assert key in logged[-1], key
   assert [r["phase"] for r in logged] == [0, 1, 1, 1, 2, 2]
-  assert logged[0]["sparsity"] == pytest.approx(0.25)  # 3:4 frame at first
+  # The dense phase's forward pass is dense; its masks already hold the
+  # first frame (3:4).
+  assert logged[0]["sparsity"] == 0.0
+  assert logged[0]["mask_sparsity"] == pytest.approx(0.25)
   assert logged[-1]["sparsity"] == pytest.approx(0.5)
   assert (logged[-1]["n"], logged[-1]["m"], logged[-1]["beta"]) == (2, 4, 0.0)
   assert any("val_loss" in r for r in recs)
