@@ -37,9 +37,18 @@ def _static(**kw):
   return dataclasses.field(metadata=dict(static=True), **kw)
 
 
+class _BlockGrid:
+  """The block grid of a block-sparse matrix (shared by both formats)."""
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    return (self.shape[0] // self.block_shape[0],
+            self.shape[1] // self.block_shape[1])
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class BSR:
+class BSR(_BlockGrid):
   """Compressed block-sparse matrix (BSR for ``major="row"``, else BSC).
 
   Attributes:
@@ -57,15 +66,10 @@ class BSR:
   block_shape: tuple[int, int] = _static()
   major: str = _static(default="row")
 
-  @property
-  def grid(self) -> tuple[int, int]:
-    return (self.shape[0] // self.block_shape[0],
-            self.shape[1] // self.block_shape[1])
-
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class PaddedBlockSparse:
+class PaddedBlockSparse(_BlockGrid):
   """Block-sparse matrix with every major line padded to ``width`` blocks.
 
   Attributes:
@@ -82,11 +86,6 @@ class PaddedBlockSparse:
   shape: tuple[int, int] = _static()
   block_shape: tuple[int, int] = _static()
   major: str = _static(default="row")
-
-  @property
-  def grid(self) -> tuple[int, int]:
-    return (self.shape[0] // self.block_shape[0],
-            self.shape[1] // self.block_shape[1])
 
   @property
   def width(self) -> int:
