@@ -1,4 +1,4 @@
-"""Fair, interleaved timing shared by the kernel benchmarks (see KERNELS.md)."""
+"""Fair, interleaved timing shared by the kernel benchmarks (dense baseline in the same process)."""
 from __future__ import annotations
 
 import platform as _platform

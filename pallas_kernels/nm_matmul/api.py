@@ -10,8 +10,9 @@ Implementations:
 :func:`choose_implementation` returns the choice and the reason. On CPU the
 default is XLA; a Pallas kernel requested on CPU runs with ``interpret=True``.
 The kernels win by bandwidth only, so above the batch where the compressed
-weight stops dominating the traffic (``B* = (bpe/16) * FLOP/byte``, see
-``KERNELS.md``) the dense path is chosen.
+weight stops dominating the traffic (``B* = (bpe/16) * FLOP/byte``, with
+``bpe`` the compressed bits per weight and ``FLOP/byte`` the device's ridge
+point) the dense path is chosen.
 """
 from __future__ import annotations
 

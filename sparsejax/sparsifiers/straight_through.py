@@ -1,8 +1,8 @@
 """Straight-through sparsifiers: STE, SR-STE, S-STE and progressive N:M.
 
 Each keeps dense shadow weights; the forward pass sees a sparse (or decayed)
-view recomputed from |W| at every step. See ALGORITHMS.md-style formulas in
-`sparsejax.views` for the views and `sparsejax.schedules` for the schedules.
+view recomputed from |W| at every step. The formulas are in `sparsejax.views`
+(the views) and `sparsejax.schedules` (the schedules).
 """
 
 import dataclasses
