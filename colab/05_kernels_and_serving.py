@@ -258,8 +258,8 @@ for group in ("attn", "mlp"):
   for name, layer in exported["block_0"][group].items():
     print(f"block_0/{group}/{name}/kernel".ljust(26),
           type(layer["kernel"]).__name__)
-print(f"params: dense {sj.export_lib.storage_bytes(params):,} B, exported "
-      f"{sj.export_lib.storage_bytes(exported):,} B (embeddings, lm_head, "
+print(f"params: dense {sj.storage_bytes(params):,} B, exported "
+      f"{sj.storage_bytes(exported):,} B (embeddings, lm_head, "
       "norms and biases stay dense)")
 
 # %% [markdown]

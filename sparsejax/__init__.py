@@ -16,11 +16,11 @@ from sparsejax.decay import decoupled_masked_decay
 from sparsejax.decay import masked_decay
 from sparsejax.distributions import erk
 from sparsejax.distributions import uniform
-from sparsejax import export as export_lib
 from sparsejax import formats
 from sparsejax import oneshot
-from sparsejax.export import export
-from sparsejax.export import serving
+from sparsejax.deploy import export
+from sparsejax.deploy import serving
+from sparsejax.deploy import storage_bytes
 from sparsejax.masks import apply_masks
 from sparsejax.masks import check_masks
 from sparsejax.masks import compute_global_masks
@@ -119,7 +119,6 @@ __all__ = [
     "erk",
     "exponential_decay",
     "export",
-    "export_lib",
     "formats",
     "gradual_magnitude",
     "is_dense",
@@ -149,6 +148,7 @@ __all__ = [
     "static_random",
     "ste",
     "ste_nm",
+    "storage_bytes",
     "summarize",
     "switch_frames",
     "uniform",

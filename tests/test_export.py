@@ -46,14 +46,14 @@ def test_export_round_trip_and_storage(model_and_params):
   _, sparse, masks = model_and_params
   exported = sj.export(sparse, masks, RULES)
   restored = jax.tree.map(
-      lambda x: formats.decompress(x) if isinstance(x, sj.export_lib.COMPRESSED)
+      lambda x: formats.decompress(x) if isinstance(x, sj.deploy.COMPRESSED)
       else x, exported,
-      is_leaf=lambda x: isinstance(x, sj.export_lib.COMPRESSED))
+      is_leaf=lambda x: isinstance(x, sj.deploy.COMPRESSED))
   jax.tree.map(np.testing.assert_array_equal, restored, sparse)
   # 1:8 keeps 1/8 of the values plus 3 index bits per kept value (small K
   # pads to a whole tile of groups, so measure a full-size kernel).
   big = {"mlp": {"kernel": jax.random.normal(jax.random.key(2), (1024, 128))}}
   big_masks = sj.compute_masks(big, sj.NM(1, 8))
   compressed = sj.export(big, big_masks, sj.NM(1, 8))
-  ratio = big["mlp"]["kernel"].nbytes / sj.export_lib.storage_bytes(compressed)
+  ratio = big["mlp"]["kernel"].nbytes / sj.storage_bytes(compressed)
   assert 7.0 < ratio <= 8.0, ratio
