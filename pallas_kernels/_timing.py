@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-__all__ = ["compile_fn", "interleaved_medians", "environment"]
+__all__ = ["compile_fn", "interleaved_medians", "against_dense", "environment"]
 
 
 def compile_fn(fn, *args):
@@ -54,6 +54,36 @@ def interleaved_medians(calls, reps: int = 20, warmup: int = 3):
       jax.block_until_ready(calls[name]())
       times[name].append(time.perf_counter() - t0)
   return {name: statistics.median(v) for name, v in times.items()}
+
+
+def against_dense(sparse_fn, sparse_weight, x, w, masked_w, dtype,
+                  reps: int = 20):
+  """Times ``sparse_fn(x, sparse_weight)`` against XLA dense matmuls.
+
+  The baselines are ``x @ w`` (a random dense weight) and ``x @ masked_w``
+  (the masked weight as dense), both at ``dtype`` with f32 accumulation,
+  interleaved with the sparse call in this process.
+
+  Returns:
+    ``(medians, dense_compile_s, sparse_compile_s)``; ``medians`` maps
+    "dense", "masked" and "sparse" to median seconds.
+
+  >>> x, w = jax.numpy.ones((2, 4)), jax.numpy.ones((4, 4))
+  >>> med, _, _ = against_dense(lambda x, w: x @ w, w, x, w, w, x.dtype, reps=2)
+  >>> sorted(med)
+  ['dense', 'masked', 'sparse']
+  """
+
+  def dense_fn(x, w):
+    return jax.numpy.dot(x, w, preferred_element_type=jax.numpy.float32
+                         ).astype(dtype)
+
+  dense, dense_s = compile_fn(dense_fn, x, w)
+  sparse, sparse_s = compile_fn(sparse_fn, x, sparse_weight)
+  med = interleaved_medians(
+      {"dense": lambda: dense(x, w), "masked": lambda: dense(x, masked_w),
+       "sparse": lambda: sparse(x, sparse_weight)}, reps=reps)
+  return med, dense_s, sparse_s
 
 
 def environment() -> str:

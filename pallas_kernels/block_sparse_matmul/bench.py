@@ -54,18 +54,11 @@ def run(shapes, batches, blocks, densities, dtype=jnp.bfloat16,
                                 jnp.float32).astype(dtype)
           choice = choose_implementation(p, "dsd", implementation)
 
-          def dense_fn(x, w):
-            return jnp.dot(x, w, preferred_element_type=jnp.float32).astype(
-                dtype)
-
           def sparse_fn(x, p):
             return block_sparse_matmul(x, p, implementation=implementation)
 
-          dense, dc = _timing.compile_fn(dense_fn, x, w)
-          sparse, sc = _timing.compile_fn(sparse_fn, x, p)
-          med = _timing.interleaved_medians(
-              {"dense": lambda: dense(x, w), "masked": lambda: dense(x, wm),
-               "sparse": lambda: sparse(x, p)}, reps=reps)
+          med, dc, sc = _timing.against_dense(sparse_fn, p, x, w, wm, dtype,
+                                              reps)
           ratio = med["dense"] / med["sparse"]
           bound = 1.0 / dens
           stored = keep * bs * bs * itemsize

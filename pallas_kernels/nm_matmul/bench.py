@@ -13,23 +13,12 @@ from pallas_kernels import _timing
 from pallas_kernels.nm_matmul.api import choose_implementation
 from pallas_kernels.nm_matmul.api import nm_matmul
 from sparsejax.formats import compress_nm
+from sparsejax.patterns import NM
 
-__all__ = ["nm_mask", "run"]
+__all__ = ["run"]
 
 HEADER = ("op  pattern shape       B     dtype    impl        dense_us  "
           "masked_us sparse_us ratio  bound  frac   GB/s    TFLOP/s")
-
-
-def nm_mask(w, n: int, m: int):
-  """Magnitude N:M mask along axis 0 (ties broken by index).
-
-  >>> nm_mask(jnp.array([[1.0], [3.0], [2.0], [0.0]]), 2, 4)[:, 0]
-  Array([False,  True,  True, False], dtype=bool)
-  """
-  k, cols = w.shape
-  g = jnp.abs(w).reshape(k // m, m, cols)
-  rank = jnp.argsort(jnp.argsort(-g, axis=1, stable=True), axis=1)
-  return (rank < n).reshape(k, cols)
 
 
 def run(shapes, batches, patterns, dtype=jnp.bfloat16, implementation=None,
@@ -48,7 +37,7 @@ def run(shapes, batches, patterns, dtype=jnp.bfloat16, implementation=None,
   for (k, cols) in shapes:
     w = jax.random.normal(key, (k, cols), jnp.float32).astype(dtype)
     for (n, m) in patterns:
-      mask = nm_mask(w, n, m)
+      mask = NM(n, m).mask(jnp.abs(w))
       wm = jnp.where(mask, w, jnp.zeros((), dtype))
       t0 = time.perf_counter()
       c = jax.block_until_ready(compress_nm(w, mask, n, m))
@@ -60,18 +49,11 @@ def run(shapes, batches, patterns, dtype=jnp.bfloat16, implementation=None,
                               jnp.float32).astype(dtype)
         choice = choose_implementation(x, c, implementation)
 
-        def dense_fn(x, w):
-          return jnp.dot(x, w, preferred_element_type=jnp.float32).astype(
-              dtype)
-
         def sparse_fn(x, c):
           return nm_matmul(x, c, implementation=implementation)
 
-        dense, dense_c = _timing.compile_fn(dense_fn, x, w)
-        sparse, sparse_c = _timing.compile_fn(sparse_fn, x, c)
-        med = _timing.interleaved_medians(
-            {"dense": lambda: dense(x, w), "masked": lambda: dense(x, wm),
-             "sparse": lambda: sparse(x, c)}, reps=reps)
+        med, dense_c, sparse_c = _timing.against_dense(sparse_fn, c, x, w, wm,
+                                                       dtype, reps)
         ratio = med["dense"] / med["sparse"]
         io = (b * k + b * cols) * itemsize
         row = dict(
