@@ -19,7 +19,7 @@
 # A mask says *which* weights are zero; to make a sparse model cheaper to
 # serve, the zeros must not be stored or read. This notebook shows:
 #
-# 1. **N:M compressed format** (`sparsejax.formats.compress_nm`): values plus
+# 1. **N:M compressed format** (`pallas_kernels.formats.compress_nm`): values plus
 #    bit-packed in-group indices, its bytes per weight, and the physical
 #    bound on the speedup it allows;
 # 2. **block-sparse formats**: BSR and the padded fixed-width variant;
@@ -55,13 +55,13 @@ import numpy as np
 
 import pallas_kernels
 import sparsejax as sj
-from pallas_kernels.block_sparse_matmul import block_sparse_matmul_reference
-from pallas_kernels.block_sparse_matmul import choose_implementation as choose_block
-from pallas_kernels.nm_matmul import batch_crossover
-from pallas_kernels.nm_matmul import choose_implementation as choose_nm
-from pallas_kernels.nm_matmul import nm_matmul_reference
+from pallas_kernels.block_sparse import block_sparse_matmul_reference
+from pallas_kernels.block_sparse import choose_implementation as choose_block
+from pallas_kernels.nm import batch_crossover
+from pallas_kernels.nm import choose_implementation as choose_nm
+from pallas_kernels.nm import nm_matmul_reference
 from sparsejax import data
-from sparsejax import formats
+from pallas_kernels import formats
 from sparsejax.models import gpt
 
 BACKEND = jax.default_backend()

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _timing
-from pallas_kernels.block_sparse_matmul import bench as blk_bench
-from pallas_kernels.nm_matmul import bench as nm_bench
+from pallas_kernels.block_sparse import bench as blk_bench
+from pallas_kernels.nm import bench as nm_bench
 
 __all__ = ["main", "parse_shapes"]
 

@@ -16,7 +16,7 @@ from sparsejax.decay import decoupled_masked_decay
 from sparsejax.decay import masked_decay
 from sparsejax.distributions import erk
 from sparsejax.distributions import uniform
-from sparsejax import formats
+from pallas_kernels import formats
 from sparsejax import oneshot
 from sparsejax.deploy import export
 from sparsejax.deploy import serving

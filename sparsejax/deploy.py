@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pallas_kernels
-from sparsejax import formats
+from pallas_kernels import formats
 from sparsejax import masks as masks_lib
 from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import sparsejax as sj
-from sparsejax import formats
+from pallas_kernels import formats
 from sparsejax.models import gpt as gpt_lib
 
 RULES = [sj.Rule(r".*attn.*kernel", sj.NM(2, 4)),

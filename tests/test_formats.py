@@ -1,11 +1,11 @@
-"""Tests for sparsejax.formats: exact round trips, validation, pytrees."""
+"""Tests for pallas_kernels.formats: exact round trips, validation, pytrees."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sparsejax import formats as F
+from pallas_kernels import formats as F
 
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True,
                     database=None)

@@ -7,7 +7,7 @@
 * PNG plots: training/validation loss of the sparse run against the dense
   baseline, and the schedule (sparsity, N:M density, mask-decay beta);
 * the exported weights: N:M leaves in the compressed format of
-  :mod:`sparsejax.formats` plus bit-packed masks, other leaves as arrays;
+  :mod:`pallas_kernels.formats` plus bit-packed masks, other leaves as arrays;
 * a text progress bar and the final report.
 
 Only process 0 writes files.
@@ -361,7 +361,7 @@ def export_weights(params: Any, masks: Any, rules: Any,
   """Exports sparse weights: compressed N:M where possible.
 
   Each 2-D leaf whose rule is N:M (``m <= 16``) and whose mask holds that
-  pattern is stored with :func:`sparsejax.formats.compress_nm` (values and
+  pattern is stored with :func:`pallas_kernels.formats.compress_nm` (values and
   bit-packed in-group indices); other masked leaves are stored as masked
   dense arrays, dense leaves as they are. Every mask is also stored
   bit-packed (:func:`sparsejax.pack_masks`). ``manifest.json`` describes
@@ -386,7 +386,7 @@ def export_weights(params: Any, masks: Any, rules: Any,
     >>> man["leaves"]["k"]["format"], man["leaves"]["b"]["format"]
     ('nm_compressed', 'dense')
   """
-  from sparsejax import formats
+  from pallas_kernels import formats
 
   params, masks = _host(params), _host(masks)
   assignment = rules_lib.assign(params, rules) if rules else {}
@@ -424,9 +424,9 @@ def export_weights(params: Any, masks: Any, rules: Any,
     packed_arrays[path + "::mask_bits"] = np.asarray(leaf.bits)
   manifest = {
       "format_note": (
-          "nm_compressed leaves: sparsejax.formats.NMCompressed(values, "
+          "nm_compressed leaves: pallas_kernels.formats.NMCompressed(values, "
           "indices, n, m, shape, tile_groups); rebuild with "
-          "sparsejax.formats.decompress_nm. masked_dense: W*mask stored "
+          "pallas_kernels.formats.decompress_nm. masked_dense: W*mask stored "
           "dense. mask_bits: sparsejax.PackedMask bits along the last axis."),
       "leaves": leaves,
       "dense_bytes": int(dense_bytes),

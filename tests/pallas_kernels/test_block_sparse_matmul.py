@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pallas_kernels.block_sparse_matmul import api
-from pallas_kernels.block_sparse_matmul import block_sparse_matmul
-from pallas_kernels.block_sparse_matmul import block_sparse_matmul_reference
-from pallas_kernels.block_sparse_matmul import sparse_dense_matmul
-from pallas_kernels.block_sparse_matmul import sparse_dense_matmul_reference
-from sparsejax.formats import compress_bsr
-from sparsejax.formats import compress_padded_block
-from sparsejax.formats import decompress
+from pallas_kernels.block_sparse import api
+from pallas_kernels.block_sparse import block_sparse_matmul
+from pallas_kernels.block_sparse import block_sparse_matmul_reference
+from pallas_kernels.block_sparse import sparse_dense_matmul
+from pallas_kernels.block_sparse import sparse_dense_matmul_reference
+from pallas_kernels.formats import compress_bsr
+from pallas_kernels.formats import compress_padded_block
+from pallas_kernels.formats import decompress
 
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True,
                     database=None)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from pallas_kernels import _compat
-from pallas_kernels.block_sparse_matmul import block_sparse_matmul
-from pallas_kernels.block_sparse_matmul import sparse_dense_matmul
-from pallas_kernels.nm_matmul import nm_matmul
-from sparsejax.formats import compress_nm
-from sparsejax.formats import compress_padded_block
+from pallas_kernels.block_sparse import block_sparse_matmul
+from pallas_kernels.block_sparse import sparse_dense_matmul
+from pallas_kernels.nm import nm_matmul
+from pallas_kernels.formats import compress_nm
+from pallas_kernels.formats import compress_padded_block
 
 PLATFORMS = {"tpu": ("pallas_tpu", "tpu_custom_call"),
              "cuda": ("pallas_gpu", "__gpu$xla.gpu.triton")}

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pallas_kernels.nm_matmul import api
-from pallas_kernels.nm_matmul import nm_matmul
-from pallas_kernels.nm_matmul import nm_matmul_reference
-from sparsejax.formats import compress_nm
-from sparsejax.formats import decompress
+from pallas_kernels.nm import api
+from pallas_kernels.nm import nm_matmul
+from pallas_kernels.nm import nm_matmul_reference
+from pallas_kernels.formats import compress_nm
+from pallas_kernels.formats import decompress
 
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True,
                     database=None)

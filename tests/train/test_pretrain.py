@@ -93,7 +93,7 @@ def test_cli_outputs(smoke_run):
 
 
 def test_exported_weights_decompress_to_the_evaluated_model(smoke_run):
-  from sparsejax import formats
+  from pallas_kernels import formats
   workdir, _ = smoke_run
   manifest = json.loads((workdir / "export" / "manifest.json").read_text())
   weights = np.load(workdir / "export" / "weights.npz")

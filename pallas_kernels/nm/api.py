@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from pallas_kernels.nm_matmul import kernel_gpu
-from pallas_kernels.nm_matmul import kernel_tpu
-from pallas_kernels.nm_matmul import reference
-from sparsejax.formats import decompress_nm
-from sparsejax.formats import nm_values_like
-from sparsejax.formats import NMCompressed
+from pallas_kernels.nm import kernel_gpu
+from pallas_kernels.nm import kernel_tpu
+from pallas_kernels.nm import reference
+from pallas_kernels.formats import decompress_nm
+from pallas_kernels.formats import nm_values_like
+from pallas_kernels.formats import NMCompressed
 
 __all__ = ["nm_matmul", "choose_implementation", "Choice", "IMPLEMENTATIONS",
            "batch_crossover"]
@@ -49,7 +49,7 @@ class Choice(NamedTuple):
 def batch_crossover(w: NMCompressed, platform: str = "gpu") -> float:
   """Batch above which the kernel stops being memory bound.
 
-  >>> from sparsejax.formats import compress_nm
+  >>> from pallas_kernels.formats import compress_nm
   >>> c = compress_nm(jnp.ones((4, 1)), jnp.array([[1], [1], [0], [0]], bool), 2, 4)
   >>> round(batch_crossover(c, "gpu"))
   166
@@ -76,7 +76,7 @@ def choose_implementation(x, w: NMCompressed, implementation: str | None = None,
     implementation: ``None`` (automatic) or one of :data:`IMPLEMENTATIONS`.
     platform: backend to decide for; defaults to ``jax.default_backend()``.
 
-  >>> from sparsejax.formats import compress_nm
+  >>> from pallas_kernels.formats import compress_nm
   >>> c = compress_nm(jnp.ones((4, 1)), jnp.array([[1], [1], [0], [0]], bool), 2, 4)
   >>> choose_implementation(jnp.ones((1, 4)), c, platform="cpu").implementation
   'xla'
@@ -177,7 +177,7 @@ def nm_matmul(x, w: NMCompressed, *, implementation: str | None = None,
 
   Args:
     x: ``(..., K)`` activations, bf16 or f32.
-    w: :class:`~sparsejax.formats.NMCompressed` weight (any ``m <= 16``).
+    w: :class:`~pallas_kernels.formats.NMCompressed` weight (any ``m <= 16``).
     implementation: ``None`` to choose automatically (see
       :func:`choose_implementation`), ``"xla"``, ``"pallas"``,
       ``"pallas_tpu"`` or ``"pallas_gpu"``.
@@ -192,7 +192,7 @@ def nm_matmul(x, w: NMCompressed, *, implementation: str | None = None,
   The kernels tile ``N`` by 128; another ``N`` pads the compressed weight on
   every call (a copy), so prefer ``N % 128 == 0``.
 
-  >>> from sparsejax.formats import compress_nm
+  >>> from pallas_kernels.formats import compress_nm
   >>> w = jnp.arange(8.0).reshape(4, 2)
   >>> mask = jnp.array([[1, 0], [0, 1], [1, 0], [0, 1]], bool)
   >>> c = compress_nm(w, mask, 2, 4)

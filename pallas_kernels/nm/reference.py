@@ -4,8 +4,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sparsejax.formats import decompress_nm
-from sparsejax.formats import NMCompressed
+from pallas_kernels.formats import decompress_nm
+from pallas_kernels.formats import NMCompressed
 
 __all__ = ["nm_matmul_reference", "permute_activation", "out_dtype"]
 
@@ -13,7 +13,7 @@ __all__ = ["nm_matmul_reference", "permute_activation", "out_dtype"]
 def out_dtype(x, w: NMCompressed):
   """Result dtype of ``x @ w``: the promotion of both dtypes.
 
-  >>> from sparsejax.formats import compress_nm
+  >>> from pallas_kernels.formats import compress_nm
   >>> c = compress_nm(jnp.ones((4, 1)), jnp.array([[1], [1], [0], [0]], bool), 2, 4)
   >>> out_dtype(jnp.ones((1, 4), jnp.bfloat16), c)
   dtype('float32')
@@ -31,7 +31,7 @@ def nm_matmul_reference(x, w: NMCompressed) -> jax.Array:
   Returns:
     ``(B, N)`` in the promoted dtype of ``x`` and ``w``.
 
-  >>> from sparsejax.formats import compress_nm
+  >>> from pallas_kernels.formats import compress_nm
   >>> w = jnp.ones((4, 2)); mask = jnp.array([[1, 0], [0, 1], [0, 0], [0, 0]], bool)
   >>> nm_matmul_reference(jnp.array([[1., 2., 3., 4.]]), compress_nm(w, mask, 1, 4))
   Array([[1., 2.]], dtype=float32)
@@ -48,7 +48,7 @@ def permute_activation(x, w: NMCompressed) -> jax.Array:
   ``x`` (zero past ``K``): the order in which a kernel meets the expanded
   weight rows ``W_c``.
 
-  >>> from sparsejax.formats import compress_nm
+  >>> from pallas_kernels.formats import compress_nm
   >>> c = compress_nm(jnp.ones((64, 1)), jnp.ones((64, 1), bool), 2, 2)
   >>> permute_activation(jnp.arange(64.0)[None], c)[0, :3]
   Array([0., 2., 4.], dtype=float32)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from sparsejax.formats import PaddedBlockSparse
+from pallas_kernels.formats import PaddedBlockSparse
 
 pl = _compat.pl
 _SQ = _compat.SQUEEZED
@@ -68,7 +68,7 @@ def dsd_tpu(x, w: PaddedBlockSparse, *, tb: int, out_dtype, interpret=False):
     out_dtype: result dtype.
     interpret: run in the Pallas interpreter.
 
-  >>> from sparsejax.formats import compress_padded_block
+  >>> from pallas_kernels.formats import compress_padded_block
   >>> w = compress_padded_block(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2), major="col")
   >>> dsd_tpu(jnp.ones((8, 4)), w, tb=8, out_dtype=jnp.float32, interpret=True)[0]
   Array([2., 2., 2., 2.], dtype=float32)
@@ -108,7 +108,7 @@ def sdd_tpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False):
     out_dtype: result dtype.
     interpret: run in the Pallas interpreter.
 
-  >>> from sparsejax.formats import compress_padded_block
+  >>> from pallas_kernels.formats import compress_padded_block
   >>> a = compress_padded_block(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
   >>> sdd_tpu(a, jnp.ones((4, 8)), tn=8, out_dtype=jnp.float32, interpret=True)[:, 0]
   Array([2., 2., 2., 2.], dtype=float32)

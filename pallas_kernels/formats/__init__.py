@@ -5,22 +5,22 @@ static metadata), so they pass through ``jit``, sharding and checkpointing.
 Every conversion from the canonical form (dense weight + mask) is an exact
 round trip: ``decompress(compress(w, mask)) == w * mask``.
 """
-from sparsejax.formats._block import block_values_like
-from sparsejax.formats._block import BSR
-from sparsejax.formats._block import bsr_to_padded
-from sparsejax.formats._block import compress_bsr
-from sparsejax.formats._block import compress_padded_block
-from sparsejax.formats._block import decompress_block
-from sparsejax.formats._block import padded_to_bsr
-from sparsejax.formats._block import PaddedBlockSparse
-from sparsejax.formats._nm import compress_nm
-from sparsejax.formats._nm import decompress_nm
-from sparsejax.formats._nm import default_tile_groups
-from sparsejax.formats._nm import index_bits
-from sparsejax.formats._nm import nm_values_like
-from sparsejax.formats._nm import NMCompressed
-from sparsejax.formats._nm import unpack_positions
-from sparsejax.formats._nm import validate_nm_mask
+from pallas_kernels.formats._block import block_values_like
+from pallas_kernels.formats._block import BSR
+from pallas_kernels.formats._block import bsr_to_padded
+from pallas_kernels.formats._block import compress_bsr
+from pallas_kernels.formats._block import compress_padded_block
+from pallas_kernels.formats._block import decompress_block
+from pallas_kernels.formats._block import padded_to_bsr
+from pallas_kernels.formats._block import PaddedBlockSparse
+from pallas_kernels.formats._nm import compress_nm
+from pallas_kernels.formats._nm import decompress_nm
+from pallas_kernels.formats._nm import default_tile_groups
+from pallas_kernels.formats._nm import index_bits
+from pallas_kernels.formats._nm import nm_values_like
+from pallas_kernels.formats._nm import NMCompressed
+from pallas_kernels.formats._nm import unpack_positions
+from pallas_kernels.formats._nm import validate_nm_mask
 
 
 def decompress(c):

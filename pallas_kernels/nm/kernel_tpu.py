@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from pallas_kernels.nm_matmul import _tile
-from sparsejax.formats import NMCompressed
+from pallas_kernels.nm import _tile
+from pallas_kernels.formats import NMCompressed
 
 pl = _compat.pl
 
@@ -66,8 +66,8 @@ def nm_matmul_tpu(xp, w: NMCompressed, *, tb: int, tn: int, out_dtype,
   Returns:
     ``(Bp, N)`` product.
 
-  >>> from sparsejax.formats import compress_nm
-  >>> from pallas_kernels.nm_matmul.reference import permute_activation
+  >>> from pallas_kernels.formats import compress_nm
+  >>> from pallas_kernels.nm.reference import permute_activation
   >>> c = compress_nm(jnp.ones((8, 128)), jnp.ones((8, 128), bool), 1, 1)
   >>> x = permute_activation(jnp.ones((16, 8)), c)
   >>> nm_matmul_tpu(x, c, tb=16, tn=128, out_dtype=jnp.float32, interpret=True)[0, 0]

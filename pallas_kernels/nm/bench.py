@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _timing
-from pallas_kernels.nm_matmul.api import choose_implementation
-from pallas_kernels.nm_matmul.api import nm_matmul
-from sparsejax.formats import compress_nm
+from pallas_kernels.nm.api import choose_implementation
+from pallas_kernels.nm.api import nm_matmul
+from pallas_kernels.formats import compress_nm
 from sparsejax.patterns import NM
 
 __all__ = ["run"]

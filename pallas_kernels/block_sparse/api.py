@@ -5,8 +5,8 @@
 * :func:`sparse_dense_matmul` -- ``A @ X``: sparse matrix, dense operand
   (``A`` grouped by block row, ``major="row"``).
 
-Both accept :class:`~sparsejax.formats.BSR` or
-:class:`~sparsejax.formats.PaddedBlockSparse`. A BSR input is padded to the
+Both accept :class:`~pallas_kernels.formats.BSR` or
+:class:`~pallas_kernels.formats.PaddedBlockSparse`. A BSR input is padded to the
 full minor extent (always static, so it works under ``jit``); padding steps
 cost neither DMA nor MXU time in the kernels. Implementations: ``"xla"``
 (``jnp.dot`` on the expanded matrix), ``"pallas_tpu"`` (Mosaic TPU, scalar
@@ -21,13 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from pallas_kernels.block_sparse_matmul import kernel_gpu
-from pallas_kernels.block_sparse_matmul import kernel_tpu
-from sparsejax.formats import block_values_like
-from sparsejax.formats import BSR
-from sparsejax.formats import bsr_to_padded
-from sparsejax.formats import decompress_block
-from sparsejax.formats import PaddedBlockSparse
+from pallas_kernels.block_sparse import kernel_gpu
+from pallas_kernels.block_sparse import kernel_tpu
+from pallas_kernels.formats import block_values_like
+from pallas_kernels.formats import BSR
+from pallas_kernels.formats import bsr_to_padded
+from pallas_kernels.formats import decompress_block
+from pallas_kernels.formats import PaddedBlockSparse
 
 __all__ = ["block_sparse_matmul", "sparse_dense_matmul",
            "choose_implementation", "Choice", "IMPLEMENTATIONS"]
@@ -79,7 +79,7 @@ def choose_implementation(w, op: str = "dsd",
     implementation: ``None`` (automatic) or one of :data:`IMPLEMENTATIONS`.
     platform: backend to decide for; defaults to ``jax.default_backend()``.
 
-  >>> from sparsejax.formats import compress_bsr
+  >>> from pallas_kernels.formats import compress_bsr
   >>> w = compress_bsr(jnp.ones((256, 256)), jnp.eye(2, dtype=bool), (128, 128), major="col")
   >>> choose_implementation(w, platform="tpu")
   Choice(implementation='pallas_tpu', reason='blocks (128, 128) at stored density 0.50 fit the TPU kernel', interpret=False)
@@ -223,8 +223,8 @@ def block_sparse_matmul(x, w, *, implementation: str | None = None,
 
   Args:
     x: ``(..., K)`` activations.
-    w: :class:`~sparsejax.formats.BSR` or
-      :class:`~sparsejax.formats.PaddedBlockSparse`; the Pallas kernels need
+    w: :class:`~pallas_kernels.formats.BSR` or
+      :class:`~pallas_kernels.formats.PaddedBlockSparse`; the Pallas kernels need
       ``major="col"`` (any major works with ``"xla"``).
     implementation: ``None`` (automatic), ``"xla"``, ``"pallas"``,
       ``"pallas_tpu"`` or ``"pallas_gpu"``.
@@ -235,7 +235,7 @@ def block_sparse_matmul(x, w, *, implementation: str | None = None,
   Returns:
     ``(..., N)`` in the promoted dtype, accumulated in f32.
 
-  >>> from sparsejax.formats import compress_padded_block
+  >>> from pallas_kernels.formats import compress_padded_block
   >>> w = compress_padded_block(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2), major="col")
   >>> block_sparse_matmul(jnp.ones((1, 4)), w, implementation="pallas")
   Array([[2., 2., 2., 2.]], dtype=float32)
@@ -267,8 +267,8 @@ def sparse_dense_matmul(a, x, *, implementation: str | None = None,
   """Computes ``A @ x`` for block-sparse ``A`` ``(M, K)`` and dense ``x``.
 
   Args:
-    a: :class:`~sparsejax.formats.BSR` or
-      :class:`~sparsejax.formats.PaddedBlockSparse`; the Pallas kernels need
+    a: :class:`~pallas_kernels.formats.BSR` or
+      :class:`~pallas_kernels.formats.PaddedBlockSparse`; the Pallas kernels need
       ``major="row"``.
     x: ``(K, N)`` dense matrix.
     implementation: as in :func:`block_sparse_matmul`.
@@ -277,7 +277,7 @@ def sparse_dense_matmul(a, x, *, implementation: str | None = None,
   Returns:
     ``(M, N)`` in the promoted dtype, accumulated in f32.
 
-  >>> from sparsejax.formats import compress_bsr
+  >>> from pallas_kernels.formats import compress_bsr
   >>> a = compress_bsr(jnp.ones((4, 4)), jnp.array([[True, False], [False, False]]), (2, 2))
   >>> sparse_dense_matmul(a, jnp.ones((4, 1)), implementation="pallas")[:, 0]
   Array([2., 2., 0., 0.], dtype=float32)

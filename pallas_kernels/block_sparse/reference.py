@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sparsejax.formats import decompress_block
+from pallas_kernels.formats import decompress_block
 
 __all__ = ["block_sparse_matmul_reference", "sparse_dense_matmul_reference"]
 
@@ -14,7 +14,7 @@ _HI = jax.lax.Precision.HIGHEST
 def block_sparse_matmul_reference(x, w) -> jax.Array:
   """``x @ decompress(w)``: dense activation times sparse weight.
 
-  >>> from sparsejax.formats import compress_bsr
+  >>> from pallas_kernels.formats import compress_bsr
   >>> w = compress_bsr(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
   >>> block_sparse_matmul_reference(jnp.ones((1, 4)), w)
   Array([[2., 2., 2., 2.]], dtype=float32)
@@ -28,7 +28,7 @@ def block_sparse_matmul_reference(x, w) -> jax.Array:
 def sparse_dense_matmul_reference(a, x) -> jax.Array:
   """``decompress(a) @ x``: sparse matrix times dense matrix.
 
-  >>> from sparsejax.formats import compress_bsr
+  >>> from pallas_kernels.formats import compress_bsr
   >>> a = compress_bsr(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
   >>> sparse_dense_matmul_reference(a, jnp.ones((4, 1)))[:, 0]
   Array([2., 2., 2., 2.], dtype=float32)

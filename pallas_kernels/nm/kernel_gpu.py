@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from pallas_kernels.nm_matmul import _tile
-from sparsejax.formats import NMCompressed
+from pallas_kernels.nm import _tile
+from pallas_kernels.formats import NMCompressed
 
 pl = _compat.pl
 
@@ -73,8 +73,8 @@ def nm_matmul_gpu(xp, w: NMCompressed, *, tb: int, tn: int, out_dtype,
   are expanded at a time, so a ``(chunk_groups, tn)`` tile is what lives in
   registers. Tile sizes are untuned defaults until measured on a GPU.
 
-  >>> from sparsejax.formats import compress_nm
-  >>> from pallas_kernels.nm_matmul.reference import permute_activation
+  >>> from pallas_kernels.formats import compress_nm
+  >>> from pallas_kernels.nm.reference import permute_activation
   >>> c = compress_nm(jnp.ones((8, 16)), jnp.ones((8, 16), bool), 1, 1)
   >>> x = permute_activation(jnp.ones((16, 8)), c)
   >>> nm_matmul_gpu(x, c, tb=16, tn=16, out_dtype=jnp.float32, interpret=True)[0, 0]

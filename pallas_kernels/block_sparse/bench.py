@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _timing
-from pallas_kernels.block_sparse_matmul.api import block_sparse_matmul
-from pallas_kernels.block_sparse_matmul.api import choose_implementation
-from sparsejax.formats import compress_padded_block
+from pallas_kernels.block_sparse.api import block_sparse_matmul
+from pallas_kernels.block_sparse.api import choose_implementation
+from pallas_kernels.formats import compress_padded_block
 
 __all__ = ["run"]
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from sparsejax.formats import PaddedBlockSparse
+from pallas_kernels.formats import PaddedBlockSparse
 
 pl = _compat.pl
 
@@ -82,7 +82,7 @@ def dsd_gpu(x, w: PaddedBlockSparse, *, tb: int, out_dtype, interpret=False,
             num_warps: int = 4):
   """``x @ W`` with ``W`` padded block-sparse, ``major="col"`` (Triton).
 
-  >>> from sparsejax.formats import compress_padded_block
+  >>> from pallas_kernels.formats import compress_padded_block
   >>> w = compress_padded_block(jnp.ones((32, 32)), jnp.eye(2, dtype=bool), (16, 16), major="col")
   >>> dsd_gpu(jnp.ones((16, 32)), w, tb=16, out_dtype=jnp.float32, interpret=True)[0, 0]
   Array(16., dtype=float32)
@@ -100,7 +100,7 @@ def sdd_gpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False,
             num_warps: int = 4):
   """``A @ x`` with ``A`` padded block-sparse, ``major="row"`` (Triton).
 
-  >>> from sparsejax.formats import compress_padded_block
+  >>> from pallas_kernels.formats import compress_padded_block
   >>> a = compress_padded_block(jnp.ones((32, 32)), jnp.eye(2, dtype=bool), (16, 16))
   >>> sdd_gpu(a, jnp.ones((32, 16)), tn=16, out_dtype=jnp.float32, interpret=True)[0, 0]
   Array(16., dtype=float32)
