@@ -25,7 +25,12 @@ import numpy as np
 from sparsejax import _ranking
 
 
-def _where(path):
+def at_path(path):
+  """` at 'path'` for an error message about a leaf, or "" without a path.
+
+  >>> at_path("fc/kernel"), at_path("")
+  (" at 'fc/kernel'", '')
+  """
   return f" at {path!r}" if path else ""
 
 
@@ -33,7 +38,7 @@ def check_float(dtype, path=""):
   """Raises a TypeError unless `dtype` is a floating-point dtype."""
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(
-        f"sparsity patterns need floating-point scores{_where(path)}; got dtype "
+        f"sparsity patterns need floating-point scores{at_path(path)}; got dtype "
         f"{dtype}. Integer and bool leaves cannot be pruned by score.")
 
 
@@ -129,14 +134,14 @@ class NM(Pattern):
     if self.axis is not None:
       if not -ndim <= self.axis < ndim:
         raise ValueError(f"N:M axis {self.axis} is out of range for a {ndim}-D "
-                         f"leaf{_where(path)}.")
+                         f"leaf{at_path(path)}.")
       return self.axis % ndim
     if ndim == 2:
       return 0
     if 3 <= ndim <= 5:
       return ndim - 2
     raise ValueError(
-        f"N:M needs an explicit axis for a {ndim}-D leaf{_where(path)}: the "
+        f"N:M needs an explicit axis for a {ndim}-D leaf{at_path(path)}: the "
         "contraction axis is only implied for 2-D Dense kernels (axis 0) and "
         "3-5-D convolution kernels (axis -2). Pass NM(n, m, axis=...).")
 
@@ -145,16 +150,16 @@ class NM(Pattern):
     axis = self.group_axis(len(shape), path)
     if shape[axis] % self.m:
       raise ValueError(
-          f"N:M {self.n}:{self.m}{_where(path)}: group axis {axis} has length "
+          f"N:M {self.n}:{self.m}{at_path(path)}: group axis {axis} has length "
           f"{shape[axis]}, which is not divisible by m={self.m} (shape "
           f"{tuple(shape)}).")
     if self.transposable:
       if len(shape) < 2:
-        raise ValueError(f"transposable N:M needs a matrix{_where(path)}.")
+        raise ValueError(f"transposable N:M needs a matrix{at_path(path)}.")
       other = len(shape) - 1 if axis == len(shape) - 2 else len(shape) - 2
       if axis not in (len(shape) - 2, len(shape) - 1) or shape[other] % self.m:
         raise ValueError(
-            f"transposable {self.n}:{self.m}{_where(path)} tiles the last two "
+            f"transposable {self.n}:{self.m}{at_path(path)} tiles the last two "
             f"axes by {self.m}x{self.m}; shape {tuple(shape)} does not fit.")
 
   def mask(self, scores, path=""):
@@ -232,7 +237,7 @@ class Unstructured(Pattern):
     check_float(dtype, path)
     if self.per_output and len(shape) < 2:
       raise ValueError(f"per-output unstructured sparsity needs at least 2 "
-                       f"dims{_where(path)}; got shape {tuple(shape)}.")
+                       f"dims{at_path(path)}; got shape {tuple(shape)}.")
 
   def mask(self, scores, path=""):
     self.check(scores.shape, scores.dtype, path)
@@ -293,12 +298,12 @@ class Block(Pattern):
   def check(self, shape, dtype=jnp.float32, path=""):
     check_float(dtype, path)
     if len(shape) < 2:
-      raise ValueError(f"block sparsity needs at least 2 dims{_where(path)}; "
+      raise ValueError(f"block sparsity needs at least 2 dims{at_path(path)}; "
                        f"got shape {tuple(shape)}.")
     bh, bw = self.block
     if bh > shape[-2] or bw > shape[-1] or shape[-2] % bh or shape[-1] % bw:
       raise ValueError(
-          f"block {bh}x{bw}{_where(path)} must divide the last two dims of "
+          f"block {bh}x{bw}{at_path(path)} must divide the last two dims of "
           f"shape {tuple(shape)} (no padding is applied).")
 
   def block_scores(self, scores):
@@ -356,7 +361,7 @@ class Channel(Pattern):
     check_float(dtype, path)
     if not -len(shape) <= self.axis < len(shape):
       raise ValueError(f"channel axis {self.axis} is out of range for shape "
-                       f"{tuple(shape)}{_where(path)}.")
+                       f"{tuple(shape)}{at_path(path)}.")
 
   def mask(self, scores, path=""):
     self.check(scores.shape, scores.dtype, path)

@@ -8,6 +8,11 @@ a typo in a regex is the most common way for sparsity to be silently missing.
 
 By default a rule skips 1-D leaves (biases, norm scales) and embeddings
 (paths containing "embed"); say otherwise with `min_ndim` / `exclude`.
+
+Rules can also be written as one string, e.g. on a command line or in a
+config file (`parse_rules`): `"REGEX=PATTERN;REGEX=PATTERN"` where `PATTERN`
+is `n:m` (N:M along the contraction axis), a float sparsity (unstructured) or
+`dense`, e.g. `"block_.*/mlp/.*/kernel=1:8;block_.*/attn/.*/kernel=2:4"`.
 """
 
 import dataclasses
@@ -16,7 +21,9 @@ import warnings
 
 import jax
 
+from sparsejax.patterns import NM
 from sparsejax.patterns import Pattern
+from sparsejax.patterns import Unstructured
 
 _WRAPPER_ATTRS = ("value", "raw_value")
 
@@ -189,3 +196,87 @@ def report_unused(tree, rules, on_unused):
   if on_unused == "error":
     raise ValueError(message)
   warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def parse_pattern(text):
+  """Parses `"n:m"` (N:M), a float (unstructured sparsity) or `"dense"`.
+
+  Args:
+    text: the pattern as written in a rule string.
+
+  Returns:
+    `NM(n, m)`, `Unstructured(sparsity)`, or None for `"dense"`.
+
+  Raises:
+    ValueError: naming `text` when it is none of those.
+
+  >>> parse_pattern("2:4"), parse_pattern("0.9"), parse_pattern("dense")
+  (NM(n=2, m=4, axis=None, transposable=False), Unstructured(sparsity=0.9, per_output=False), None)
+  >>> parse_pattern("half")
+  Traceback (most recent call last):
+  ...
+  ValueError: bad pattern 'half': expected 'n:m', a sparsity in [0, 1) or 'dense'.
+  """
+  text = text.strip()
+  if text == "dense":
+    return None
+  if ":" in text:
+    n, _, m = text.partition(":")
+    try:
+      return NM(int(n), int(m))
+    except (TypeError, ValueError) as err:
+      raise ValueError(f"bad N:M pattern {text!r}: {err}") from None
+  try:
+    sparsity = float(text)
+  except ValueError:
+    raise ValueError(f"bad pattern {text!r}: expected 'n:m', a sparsity in "
+                     "[0, 1) or 'dense'.") from None
+  try:
+    return Unstructured(sparsity)
+  except (TypeError, ValueError) as err:
+    raise ValueError(f"bad pattern {text!r}: {err}") from None
+
+
+def parse_rules(spec):
+  """Parses `"REGEX=PATTERN;REGEX=PATTERN"` into a list of `Rule`s.
+
+  Parts are separated by `;` (blank parts are skipped); each part splits at
+  its last `=` into a regex and a pattern (see `parse_pattern`). The order
+  is kept: the first matching rule wins.
+
+  Args:
+    spec: the rules string.
+
+  Returns:
+    A non-empty list of `Rule`s.
+
+  Raises:
+    ValueError: naming the rule text that is malformed, whose pattern is bad
+      or whose regex does not compile; or if `spec` holds no rule.
+
+  >>> [(r.path, str(r.pattern)) for r in parse_rules(".*mlp.*=1:8; .*=2:4")]
+  [('.*mlp.*', '1:8'), ('.*', '2:4')]
+  >>> parse_rules("block_(.*=2:4")
+  Traceback (most recent call last):
+  ...
+  ValueError: bad sparsity rule 'block_(.*=2:4': Rule.path 'block_(.*' is not a valid regex: ...
+  """
+  if not isinstance(spec, str):
+    raise TypeError(f"parse_rules needs a string; got {spec!r}.")
+  rules = []
+  for part in spec.split(";"):
+    part = part.strip()
+    if not part:
+      continue
+    regex, sep, pattern = part.rpartition("=")
+    if not sep or not regex.strip():
+      raise ValueError(f"bad sparsity rule {part!r}: expected 'REGEX=PATTERN' "
+                       "(e.g. '.*mlp.*kernel=1:8').")
+    try:
+      rules.append(Rule(regex.strip(), parse_pattern(pattern)))
+    except ValueError as err:
+      raise ValueError(f"bad sparsity rule {part!r}: {err}") from None
+  if not rules:
+    raise ValueError(f"no sparsity rule in {spec!r}; give at least one "
+                     "'REGEX=PATTERN'.")
+  return rules

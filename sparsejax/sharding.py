@@ -6,11 +6,17 @@ leaf of any state tree (masks, `SparsityState`, optimizer moments) the
 sharding of the param it belongs to (matched by path suffix and shape, see
 `sparsejax.rules.param_of`); everything else (steps, scalars, dense-leaf
 markers, factored moments) is replicated.
+
+Two helpers serve code that runs under a mesh with explicit axes
+(`jax.sharding.AxisType.Explicit`): `explicit_sharding` says whether an array
+is sharded over one, and `sharded_mask` computes a pattern's mask there,
+gathering the scores only when the pattern ranks across shards.
 """
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
 
 
@@ -48,3 +54,48 @@ def like_params(tree, params, param_shardings, mesh):
     return replicated if owner is None else by_path[owner]
 
   return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def explicit_sharding(x):
+  """`x`'s `NamedSharding` when it is sharded over an explicit mesh, else None.
+
+  Works on arrays and tracers alike (it reads the type, not the value).
+
+  >>> explicit_sharding(jnp.ones(3)) is None
+  True
+  """
+  sharding = getattr(jax.typeof(x), "sharding", None)
+  mesh = getattr(sharding, "mesh", None)
+  if mesh is None or mesh.empty or not any(
+      t == jax.sharding.AxisType.Explicit for t in mesh.axis_types):
+    return None
+  return sharding
+
+
+def sharded_mask(pattern, scores, path=""):
+  """`pattern.mask(scores)` that also works under explicit sharding.
+
+  N:M and per-output rankings are shard-local along the output axis. Any
+  other ranking (a tensor- or block-wide order) needs the scores it ranks in
+  one place: under explicit sharding they are gathered first and the mask is
+  sharded back like the scores.
+
+  Args:
+    pattern: a `sparsejax` pattern.
+    scores: the scores it ranks (any sharding).
+    path: the leaf's name for error messages.
+
+  Returns:
+    A bool mask of the scores' shape and sharding.
+
+  >>> sharded_mask(patterns_lib.NM(1, 2), jnp.array([[1.], [2.]])).tolist()
+  [[False], [True]]
+  """
+  sharding = explicit_sharding(scores)
+  local = isinstance(pattern, patterns_lib.NM) or (
+      isinstance(pattern, patterns_lib.Unstructured) and pattern.per_output)
+  if sharding is None or local:
+    return pattern.mask(scores, path=path)
+  replicated = NamedSharding(sharding.mesh, PartitionSpec())
+  keep = pattern.mask(jax.sharding.reshard(scores, replicated), path=path)
+  return jax.sharding.reshard(keep, sharding)

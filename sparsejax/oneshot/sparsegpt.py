@@ -33,16 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax import patterns as patterns_lib
+from sparsejax.patterns import at_path
+from sparsejax.sharding import sharded_mask
 
 DEFAULT_BLOCKSIZE = 128
 DEFAULT_PERCDAMP = 0.01
 DEFAULT_DAMP_RETRIES = 6
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _where(path):
-  return f" at {path!r}" if path else ""
 
 
 def check_pattern(pattern, shape, dtype=jnp.float32, path=""):
@@ -59,7 +57,7 @@ def check_pattern(pattern, shape, dtype=jnp.float32, path=""):
   ValueError: N:M 2:4 at 'fc/kernel': group axis 0 has length 6, which is not
   divisible by m=4 (shape (6, 3)).
   """
-  where = f"SparseGPT{_where(path)}"
+  where = f"SparseGPT{at_path(path)}"
   if len(shape) != 2:
     raise ValueError(f"{where}: SparseGPT prunes 2-D Dense kernels (in, out); "
                      f"got shape {tuple(shape)}.")
@@ -148,35 +146,6 @@ def _prepare(w, h, percdamp, retries):
            _filled_like(h, jnp.nan, h.dtype), jnp.bool_(False), jnp.int32(-1))
   damp, u, ok, _ = jax.lax.while_loop(cond, body, start)
   return w, u, damp, ok
-
-
-def _explicit_sharding(x):
-  """`x`'s NamedSharding when it is sharded over an explicit mesh, else None."""
-  sharding = getattr(jax.typeof(x), "sharding", None)
-  mesh = getattr(sharding, "mesh", None)
-  if mesh is None or mesh.empty or not any(
-      t == jax.sharding.AxisType.Explicit for t in mesh.axis_types):
-    return None
-  return sharding
-
-
-def sharded_mask(pattern, scores, path=""):
-  """`pattern.mask(scores)` that also works under explicit sharding.
-
-  N:M and per-output rankings are shard-local along the output axis. Any
-  other ranking (a tensor- or block-wide order) needs the scores it ranks in
-  one place: under explicit sharding they are gathered first and the mask is
-  sharded back like the scores.
-  """
-  sharding = _explicit_sharding(scores)
-  local = isinstance(pattern, patterns_lib.NM) or (
-      isinstance(pattern, patterns_lib.Unstructured) and pattern.per_output)
-  if sharding is None or local:
-    return pattern.mask(scores, path=path)
-  replicated = jax.sharding.NamedSharding(sharding.mesh,
-                                          jax.sharding.PartitionSpec())
-  keep = pattern.mask(jax.sharding.reshard(scores, replicated), path=path)
-  return jax.sharding.reshard(keep, sharding)
 
 
 def _filled_like(x, value, dtype):
@@ -324,7 +293,7 @@ def sparsegpt_layer(kernel, hessian, pattern, *, blocksize=DEFAULT_BLOCKSIZE,
   n_in = kernel.shape[0]
   if tuple(hessian.shape) != (n_in, n_in):
     raise ValueError(
-        f"SparseGPT{_where(path)}: the Hessian has shape "
+        f"SparseGPT{at_path(path)}: the Hessian has shape "
         f"{tuple(hessian.shape)} but the kernel {tuple(kernel.shape)} needs "
         f"({n_in}, {n_in}).")
   if blocksize < 1:
@@ -336,7 +305,7 @@ def sparsegpt_layer(kernel, hessian, pattern, *, blocksize=DEFAULT_BLOCKSIZE,
     return new, keep
   if not bool(ok):
     raise FloatingPointError(
-        f"SparseGPT{_where(path)}: the Hessian is not positive definite even "
+        f"SparseGPT{at_path(path)}: the Hessian is not positive definite even "
         f"after raising the dampening from {percdamp:g} to "
         f"{percdamp * 10.0 ** retries:g} of its mean diagonal (it may hold "
         "NaN/inf or be indefinite). Check the calibration inputs of this "
@@ -344,7 +313,7 @@ def sparsegpt_layer(kernel, hessian, pattern, *, blocksize=DEFAULT_BLOCKSIZE,
   used = float(damp)
   if not np.isclose(used, percdamp, rtol=1e-6):
     warnings.warn(
-        f"SparseGPT{_where(path)}: the Hessian was not positive definite "
+        f"SparseGPT{at_path(path)}: the Hessian was not positive definite "
         f"with dampening {percdamp:g}; raised the dampening to {used:g} of "
         "its mean diagonal.", RuntimeWarning, stacklevel=2)
   return new, keep

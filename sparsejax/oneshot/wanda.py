@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax import patterns as patterns_lib
-from sparsejax.oneshot import sparsegpt as sparsegpt_lib
+from sparsejax import sharding as sharding_lib
 
 
 def wanda_scores(kernel, sq_sum):
@@ -33,14 +33,14 @@ def wanda_scores(kernel, sq_sum):
 
 @functools.partial(jax.jit, static_argnames=("pattern",))
 def _wanda(kernel, sq_sum, pattern):
-  keep = sparsegpt_lib.sharded_mask(pattern, wanda_scores(kernel, sq_sum))
+  keep = sharding_lib.sharded_mask(pattern, wanda_scores(kernel, sq_sum))
   return jnp.where(keep, kernel, jnp.zeros_like(kernel)), keep
 
 
 def check_layer(kernel_shape, sq_sum_shape, pattern, dtype=jnp.float32,
                 path=""):
   """Raises a clear error, naming the layer, if Wanda cannot prune it."""
-  where = f" at {path!r}" if path else ""
+  where = patterns_lib.at_path(path)
   if len(kernel_shape) != 2:
     raise ValueError(f"Wanda{where}: Wanda prunes 2-D Dense kernels (in, "
                      f"out); got shape {tuple(kernel_shape)}.")
