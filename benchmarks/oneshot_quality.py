@@ -16,7 +16,7 @@ Each row also reports the seconds to prune the whole model with each method:
 the `prune` call (calibration passes and compilation included), not the
 dense embedding pass nor the evaluation.
 
-Needs the MiniLM weights (see `sparsejax.models.bert.load_minilm`).
+Needs the MiniLM weights (see `sparsejax.models.minilm.load_minilm`).
 
 Run: python benchmarks/oneshot_quality.py [--windows 32] [--one-pass]
 """
@@ -32,7 +32,7 @@ from pydoc_data import topics as pydoc_topics
 import jax
 import jax.numpy as jnp
 
-from sparsejax.models import bert
+from sparsejax.models import minilm
 from sparsejax.oneshot import prune
 from sparsejax.patterns import NM
 from sparsejax.patterns import Unstructured
@@ -83,7 +83,7 @@ def main():
   parser.add_argument("--one-pass", action="store_true")
   args = parser.parse_args()
 
-  encoder = bert.load_minilm()
+  encoder = minilm.load_minilm()
   calib_texts, eval_texts = split_topics()
   batches = calibration_batches(encoder, calib_texts, args.windows,
                                 args.length, args.batch_size)

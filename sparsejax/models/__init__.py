@@ -17,14 +17,18 @@ and convolution kernels are ``(h, w, in, out)``, so N:M groups along the input
 axis apply everywhere. Module names are chosen for path rules:
 ``.*attn.*kernel`` selects attention projections and ``.*mlp.*kernel`` the
 feed-forward layers.
+
+Models only live here as models: the Hugging Face converter and the MiniLM
+package loader are in :mod:`sparsejax.models.minilm`, the sentence tokenizer
+in :mod:`sparsejax.models.tokenizer`.
 """
 from sparsejax.models.bert import BertConfig
 from sparsejax.models.bert import BertEncoder
-from sparsejax.models.bert import load_minilm
-from sparsejax.models.bert import SentenceEncoder
 from sparsejax.models.cnn import CNN
 from sparsejax.models.gpt import GPT
 from sparsejax.models.gpt import GPTConfig
+from sparsejax.models.minilm import load_minilm
+from sparsejax.models.minilm import SentenceEncoder
 from sparsejax.models.mlp import MLP
 from sparsejax.models.vit import ViT
 

