@@ -1,4 +1,10 @@
-"""Sparsity summaries: per-leaf and total, as data and as a printed table."""
+"""Sparsity summaries: per-leaf and total, as data and as a printed table.
+
+This is the per-layer report of the library: `summarize(params, masks, rules)`
+gives one row per leaf (its pattern, the N:M structure its mask actually
+holds, kept entries and sparsity) and the totals; `str(summary)` or
+`summary.table(dense=False)` prints it.
+"""
 
 import dataclasses
 
@@ -6,19 +12,54 @@ import jax
 import numpy as np
 
 from sparsejax import masks as masks_lib
+from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
+
+
+def nm_reached(mask, m, axis=0):
+  """The N:M structure a mask holds along `axis` for group size `m`.
+
+  Returns `"n:m"` when every group keeps the same `n`, `"mixed (lo-hi of m)"`
+  otherwise, and `"n/a"` when `m` does not divide the axis.
+
+  >>> nm_reached(np.array([[1], [0], [1], [0]], bool), 4)
+  '2:4'
+  >>> nm_reached(np.array([[1], [1], [1], [0]], bool), 2)
+  'mixed (1-2 of 2)'
+  """
+  mask = np.moveaxis(np.asarray(mask), axis, 0)
+  if mask.shape[0] % m:
+    return "n/a"
+  counts = mask.reshape(mask.shape[0] // m, m, -1).sum(axis=1)
+  lo, hi = int(counts.min()), int(counts.max())
+  return f"{lo}:{m}" if lo == hi else f"mixed ({lo}-{hi} of {m})"
 
 
 @dataclasses.dataclass(frozen=True)
 class LeafSummary:
+  """One leaf of a `Summary`.
+
+  Attributes:
+    path: the leaf's '/'-joined path.
+    shape: its shape.
+    pattern: the pattern's name (`"2:4"`, `"unstructured"`, ...), `"masked"`
+      for a mask without a known rule, or `"dense"`.
+    kept: entries the mask keeps.
+    size: entries of the leaf.
+    reached: for an N:M pattern, the structure the mask holds (see
+      `nm_reached`); "" otherwise.
+  """
+
   path: str
   shape: tuple[int, ...]
   pattern: str
   kept: int
   size: int
+  reached: str = ""
 
   @property
   def sparsity(self):
+    """Fraction of the leaf's entries the mask drops."""
     return 1.0 - self.kept / self.size if self.size else 0.0
 
 
@@ -42,18 +83,34 @@ class Summary:
     return 1.0 - self.kept / self.size if self.size else 0.0
 
   @property
+  def masked(self):
+    """The rows of the masked leaves."""
+    return tuple(r for r in self.leaves if r.pattern != "dense")
+
+  @property
   def masked_sparsity(self):
     """Sparsity over the masked leaves only."""
-    masked = [r for r in self.leaves if r.pattern != "dense"]
-    size = sum(r.size for r in masked)
-    return 1.0 - sum(r.kept for r in masked) / size if size else 0.0
+    size = sum(r.size for r in self.masked)
+    return 1.0 - sum(r.kept for r in self.masked) / size if size else 0.0
 
-  def __str__(self):
-    header = ("path", "shape", "pattern", "kept", "size", "sparsity")
+  def table(self, dense=True):
+    """The table as text; `dense=False` lists the masked leaves only.
+
+    >>> s = Summary((LeafSummary("w", (4, 4), "2:4", 8, 16, "2:4"),
+    ...              LeafSummary("b", (4,), "dense", 4, 4)))
+    >>> print(s.table(dense=False))
+    path   shape  pattern        reached  kept  size  sparsity
+    -----  -----  -------------  -------  ----  ----  --------
+    w      4x4    2:4            2:4      8     16    50.00%
+    total         masked 50.00%           12    20    40.00%
+    """
+    header = ("path", "shape", "pattern", "reached", "kept", "size",
+              "sparsity")
+    shown = self.leaves if dense else self.masked
     rows = [(r.path, "x".join(map(str, r.shape)) or "()", r.pattern,
-             f"{r.kept:,}", f"{r.size:,}", f"{r.sparsity:.2%}")
-            for r in self.leaves]
-    rows.append(("total", "", f"masked {self.masked_sparsity:.2%}",
+             r.reached, f"{r.kept:,}", f"{r.size:,}", f"{r.sparsity:.2%}")
+            for r in shown]
+    rows.append(("total", "", f"masked {self.masked_sparsity:.2%}", "",
                  f"{self.kept:,}", f"{self.size:,}", f"{self.sparsity:.2%}"))
     widths = [max(len(str(row[i])) for row in [header] + rows)
               for i in range(len(header))]
@@ -62,14 +119,24 @@ class Summary:
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
+  def __str__(self):
+    return self.table()
+
+
+def _reached(pattern, mask, path):
+  if not isinstance(pattern, patterns_lib.NM) or pattern.transposable:
+    return ""
+  return nm_reached(mask, pattern.m, pattern.group_axis(mask.ndim, path))
+
 
 def summarize(params, masks, rules=None, *, show=True):
   """Per-leaf and total sparsity of `masks` over `params`.
 
   Args:
     params: the params tree (for shapes of dense leaves).
-    masks: a mask tree mirroring `params`.
-    rules: optional; names each leaf's pattern in the table.
+    masks: a mask tree mirroring `params` (arrays this process can read).
+    rules: optional; names each leaf's pattern in the table and checks the
+      N:M structure each mask reached.
     show: print the table.
 
   Returns:
@@ -90,9 +157,11 @@ def summarize(params, masks, rules=None, *, show=True):
       rows.append(LeafSummary(path, shape, "dense", size, size))
       continue
     rule = assignment.get(path)
-    name = rule.pattern.name if rule is not None and rule.pattern else "masked"
-    kept = int(np.asarray(jax.device_get(m)).sum())
-    rows.append(LeafSummary(path, shape, name, kept, size))
+    pattern = rule.pattern if rule is not None else None
+    name = pattern.name if pattern is not None else "masked"
+    m = np.asarray(jax.device_get(m))
+    rows.append(LeafSummary(path, shape, name, int(m.sum()), size,
+                            _reached(pattern, m, path)))
   summary = Summary(tuple(rows))
   if show:
     print(summary)
