@@ -1,7 +1,7 @@
 """One-shot pruning quality on the GPT of the pretraining job.
 
 Takes the dense GPT that ``python -m sparsejax.pretrain --config
-configs/default.py:dense`` trains on the embedded ``pydoc_data`` corpus
+configs/dense.py`` trains on the embedded ``pydoc_data`` corpus
 (training it first if ``--workdir`` holds no finished dense run), prunes
 every transformer-block kernel (attention q/k/v/out and MLP fc1/fc2;
 embeddings and ``lm_head`` stay dense) with magnitude, Wanda and SparseGPT
@@ -30,15 +30,16 @@ import time
 import jax
 import numpy as np
 
-from sparsejax import data as data_lib
-from sparsejax.models import gpt
 from sparsejax.oneshot import prune
 from sparsejax.patterns import NM
 from sparsejax.patterns import Unstructured
+from sparsejax.pretrain import checkpoint as ckpt_lib
+from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import evaluate as evaluate_lib
+from sparsejax.pretrain import loop
+from sparsejax.pretrain import plan as plan_lib
 from sparsejax.rules import Rule
-from sparsejax.train import checkpoint as ckpt_lib
-from sparsejax.train import config as config_lib
-from sparsejax.train import loop
 
 KERNELS = r"params/block_\d+/(attn/(query|key|value|out)|mlp/fc[12])/kernel"
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -50,6 +51,8 @@ SETTINGS = {
     "4:8": dict.fromkeys(METHODS, NM(4, 8)),
 }
 NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
+DENSE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "configs", "dense.py")
 
 
 def _matching_config(workdir):
@@ -64,17 +67,17 @@ def _matching_config(workdir):
   Raises:
     ConfigError: ``workdir`` holds a run of another config.
   """
-  dense = config_lib.get_config("dense")
+  dense = config_lib.load_config_file(DENSE_CONFIG)
   try:
     ckpt_lib.check_workdir(workdir, dense)
     return dense
   except config_lib.ConfigError:
-    default = config_lib.get_config("")
+    default = config_lib.get_config()
     try:
       ckpt_lib.check_workdir(workdir, default)
     except config_lib.ConfigError:
       raise config_lib.ConfigError(
-          f"workdir {workdir} holds a run of neither configs/default.py:dense"
+          f"workdir {workdir} holds a run of neither configs/dense.py"
           " nor the embedded default; use another --workdir.") from None
     return default
 
@@ -83,7 +86,7 @@ def dense_params(workdir):
   """Restores (training first if needed) the final dense params of a run.
 
   Args:
-    workdir: A workdir of ``configs/default.py:dense`` (or of the embedded
+    workdir: A workdir of ``configs/dense.py`` (or of the embedded
       default); a missing or unfinished run is trained to the end.
 
   Returns:
@@ -91,7 +94,7 @@ def dense_params(workdir):
     its params after ``train.steps`` steps.
   """
   config = _matching_config(workdir)
-  arm = loop.plan(config)[0]
+  arm = plan_lib.plan(config)[0]
   assert arm.name == "dense", arm.name
   directory = os.path.join(workdir, "dense", "checkpoints")
   steps = config.train.steps
@@ -136,8 +139,8 @@ def main():
                                 args.batch_size, args.seed)
 
   def evaluate(p):
-    return gpt.evaluate(model, p, arm.val_tokens, seq_len=seq_len,
-                        batch_size=config.eval.batch_size)
+    return evaluate_lib.evaluate(model, p, arm.val_tokens, seq_len=seq_len,
+                                 batch_size=config.eval.batch_size)
 
   dense = evaluate(params)
   print(f"device: {jax.devices()[0].device_kind}; workdir {workdir}")

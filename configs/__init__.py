@@ -1,5 +1,7 @@
 """Pretraining configs for ``python -m sparsejax.pretrain --config FILE``.
 
-Each file defines ``get_config(variant="")`` returning a ``ConfigDict`` built
-from :func:`sparsejax.train.config.get_config`.
+Each file defines ``get_config()`` returning a ``ConfigDict`` that starts
+from the schema :func:`sparsejax.pretrain.config.get_config` (the embedded
+default) or from another file here (``gpt_small_dense.py`` is the scale of
+every ``gpt_small_*`` recipe, ``tpu_pod_dense.py`` of every ``tpu_pod_*``).
 """

@@ -1,23 +1,19 @@
-"""The embedded default of ``python -m sparsejax.pretrain`` and its variants.
+"""The embedded default of ``python -m sparsejax.pretrain``.
 
-``configs/default.py`` (progressive 2:4 next to a dense baseline on the
-``pydoc_data`` text), ``configs/default.py:smoke`` (a few steps, for CI),
-``configs/default.py:srste`` (2:4 SR-STE) and ``configs/default.py:dense``.
+Progressive 2:4 next to a dense baseline on the ``pydoc_data`` text; the
+same config as running without ``--config``.
 """
-from sparsejax.train.config import get_config as _get_config
+from sparsejax.pretrain import config as config_lib
 
 
-def get_config(variant: str = ""):
-  """Returns the default config or one of its variants.
-
-  Args:
-    variant: ``""``, ``"smoke"``, ``"srste"`` or ``"dense"``.
+def get_config():
+  """Returns the default config.
 
   Returns:
     A ``ConfigDict``.
 
   Example:
-    >>> get_config("srste").sparsity.method
-    'srste_nm'
+    >>> get_config().sparsity.method
+    'progressive_nm'
   """
-  return _get_config(variant)
+  return config_lib.get_config()

@@ -4,14 +4,13 @@ Cubic schedule from 0 to 90% unstructured sparsity per block kernel between
 25% and 75% of training, pruning every 1000 steps. Needs
 ``--config.data.paths=...``.
 """
-from sparsejax.train import config as base
+import os
+
+from sparsejax.pretrain import config as config_lib
 
 
-def get_config(variant: str = ""):
+def get_config():
   """Returns the recipe.
-
-  Args:
-    variant: unused.
 
   Returns:
     A ``ConfigDict``.
@@ -21,9 +20,10 @@ def get_config(variant: str = ""):
     >>> c.sparsity.method, c.sparsity.begin_fraction, c.sparsity.end_fraction
     ('gradual_magnitude', 0.25, 0.75)
   """
-  del variant
-  c = base.gpt_small("gradual_magnitude")
-  c.sparsity.rules = f"{base.ALL_BLOCK_KERNELS}=0.9"
+  c = config_lib.load_config_file(
+      os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
+  c.sparsity.method = "gradual_magnitude"
+  c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=0.9"
   c.sparsity.begin_fraction = 0.25
   c.sparsity.end_fraction = 0.75
   c.sparsity.frequency = 1000

@@ -5,14 +5,13 @@ Dense for the first 10% of training, then the N:M pattern tightens stepwise
 decaying beta, then hard 1:8 fine-tuning for the last 10%. Needs
 ``--config.data.paths=...``.
 """
-from sparsejax.train import config as base
+import os
+
+from sparsejax.pretrain import config as config_lib
 
 
-def get_config(variant: str = ""):
+def get_config():
   """Returns the recipe.
-
-  Args:
-    variant: unused.
 
   Returns:
     A ``ConfigDict``.
@@ -22,9 +21,10 @@ def get_config(variant: str = ""):
     >>> c.sparsity.method, c.sparsity.structure, c.sparsity.decay
     ('progressive_nm', 'stepwise', 'exponential')
   """
-  del variant
-  c = base.gpt_small("progressive_nm")
-  c.sparsity.rules = f"{base.ALL_BLOCK_KERNELS}=1:8"
+  c = config_lib.load_config_file(
+      os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
+  c.sparsity.method = "progressive_nm"
+  c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=1:8"
   c.sparsity.dense_fraction = 0.1
   c.sparsity.finetune_fraction = 0.1
   c.sparsity.structure = "stepwise"

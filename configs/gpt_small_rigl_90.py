@@ -4,14 +4,13 @@ Drop fraction 0.3 cosine-annealed, masks updated every 100 steps until 75%
 of training, grown weights start at zero with reset optimizer moments.
 Needs ``--config.data.paths=...``.
 """
-from sparsejax.train import config as base
+import os
+
+from sparsejax.pretrain import config as config_lib
 
 
-def get_config(variant: str = ""):
+def get_config():
   """Returns the recipe.
-
-  Args:
-    variant: unused.
 
   Returns:
     A ``ConfigDict``.
@@ -21,9 +20,10 @@ def get_config(variant: str = ""):
     >>> c.sparsity.method, c.sparsity.distribution, c.sparsity.target
     ('rigl', 'erk', 0.9)
   """
-  del variant
-  c = base.gpt_small("rigl")
-  c.sparsity.rules = f"{base.ALL_BLOCK_KERNELS}=0.9"
+  c = config_lib.load_config_file(
+      os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
+  c.sparsity.method = "rigl"
+  c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=0.9"
   c.sparsity.distribution = "erk"
   c.sparsity.target = 0.9
   c.sparsity.alpha = 0.3

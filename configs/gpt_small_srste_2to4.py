@@ -3,14 +3,13 @@
 The masked-decay strength 6e-5 is the published value for GPT-2 124M with
 AdamW. Needs ``--config.data.paths=...`` (plain text files or folders).
 """
-from sparsejax.train import config as base
+import os
+
+from sparsejax.pretrain import config as config_lib
 
 
-def get_config(variant: str = ""):
+def get_config():
   """Returns the recipe.
-
-  Args:
-    variant: unused (kept for ``--config FILE:VARIANT``).
 
   Returns:
     A ``ConfigDict``.
@@ -19,8 +18,9 @@ def get_config(variant: str = ""):
     >>> get_config().sparsity.rules
     'blocks?(_\\\\d+)?/(attn|mlp)/\\\\w+/kernel=2:4'
   """
-  del variant
-  c = base.gpt_small("srste_nm")
-  c.sparsity.rules = f"{base.ALL_BLOCK_KERNELS}=2:4"
+  c = config_lib.load_config_file(
+      os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
+  c.sparsity.method = "srste_nm"
+  c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.srste_decay = 6e-5
   return c

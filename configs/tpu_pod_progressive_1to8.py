@@ -4,14 +4,13 @@ Geometric frames 8:64, 4:32, 2:16, 1:8 (every group axis is a multiple of
 64). Launch on every host with ``--config.data.paths=...`` and a shared
 ``--workdir`` (see :mod:`sparsejax.pretrain`).
 """
-from sparsejax.train import config as base
+import os
+
+from sparsejax.pretrain import config as config_lib
 
 
-def get_config(variant: str = ""):
+def get_config():
   """Returns the recipe.
-
-  Args:
-    variant: unused.
 
   Returns:
     A ``ConfigDict``.
@@ -21,9 +20,10 @@ def get_config(variant: str = ""):
     >>> c.sparsity.structure, c.distributed
     ('geometric', True)
   """
-  del variant
-  c = base.tpu_pod("progressive_nm")
-  c.sparsity.rules = f"{base.ALL_BLOCK_KERNELS}=1:8"
+  c = config_lib.load_config_file(
+      os.path.join(os.path.dirname(__file__), "tpu_pod_dense.py"))
+  c.sparsity.method = "progressive_nm"
+  c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=1:8"
   c.sparsity.dense_fraction = 0.1
   c.sparsity.finetune_fraction = 0.1
   c.sparsity.structure = "geometric"

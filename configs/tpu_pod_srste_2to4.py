@@ -3,14 +3,13 @@
 The masked-decay strength 2e-4 is the published value for the larger GPT-2
 models. Launch on every host with ``--config.data.paths=...``.
 """
-from sparsejax.train import config as base
+import os
+
+from sparsejax.pretrain import config as config_lib
 
 
-def get_config(variant: str = ""):
+def get_config():
   """Returns the recipe.
-
-  Args:
-    variant: unused.
 
   Returns:
     A ``ConfigDict``.
@@ -19,8 +18,9 @@ def get_config(variant: str = ""):
     >>> get_config().sparsity.srste_decay
     0.0002
   """
-  del variant
-  c = base.tpu_pod("srste_nm")
-  c.sparsity.rules = f"{base.ALL_BLOCK_KERNELS}=2:4"
+  c = config_lib.load_config_file(
+      os.path.join(os.path.dirname(__file__), "tpu_pod_dense.py"))
+  c.sparsity.method = "srste_nm"
+  c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.srste_decay = 2e-4
   return c

@@ -38,10 +38,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from sparsejax import data as data_lib
 
 __all__ = [
     "GPTConfig",
@@ -59,7 +57,6 @@ __all__ = [
     "cross_entropy",
     "lm_loss",
     "make_loss_fn",
-    "evaluate",
 ]
 
 
@@ -68,8 +65,7 @@ class GPTConfig:
   """Hyper-parameters of :class:`GPT`.
 
   Attributes:
-    vocab_size: Vocabulary size; 256 for the byte-level tokenizer of
-      :mod:`sparsejax.data`.
+    vocab_size: Vocabulary size; 256 for byte-level tokens.
     d_model: Residual width; a multiple of 64 keeps every kernel's axis 0
       compatible with 1:8 geometric and 1:16 N:M schedules.
     n_layers: Number of transformer blocks.
@@ -539,7 +535,7 @@ def unstack_layers(params: Any) -> Any:
 
 
 # --------------------------------------------------------------------------
-# Loss and evaluation
+# Loss
 # --------------------------------------------------------------------------
 
 
@@ -575,7 +571,7 @@ def lm_loss(model: GPT, params: Any, batch: dict[str, jax.Array],
     model: The model.
     params: The ``params`` collection (boxed or unboxed).
     batch: ``{"inputs", "targets"}`` integer arrays of shape ``(batch, T)``,
-      as produced by :func:`sparsejax.data.next_batch`; an optional
+      (targets are the inputs shifted by one token); an optional
       ``"weights"`` entry masks tokens.
     dropout_rng: When given, dropout is active with this key.
 
@@ -621,60 +617,3 @@ def make_loss_fn(model: GPT) -> Callable[..., jax.Array]:
     (64, 256)
   """
   return functools.partial(lm_loss, model)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _summed_loss(model: GPT, params: Any, inputs: jax.Array,
-                 targets: jax.Array, weights: jax.Array) -> jax.Array:
-  logits = model.apply({"params": params}, inputs)
-  losses = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), targets)
-  return (losses * weights[:, None]).sum()
-
-
-def evaluate(model: GPT, params: Any, tokens: Any, *, seq_len: int,
-             batch_size: int = 8) -> dict[str, float]:
-  """Validation loss and perplexity over a whole token array.
-
-  The array is cut into consecutive non-overlapping windows (see
-  :func:`sparsejax.data.sequential_windows`); the result is the mean loss per
-  predicted token. The last batch is padded with zero-weight windows so only
-  one shape is compiled.
-
-  Args:
-    model: The model.
-    params: The ``params`` collection.
-    tokens: 1-D token array (e.g. the validation split).
-    seq_len: Window length.
-    batch_size: Windows per forward pass.
-
-  Returns:
-    ``{"loss": float, "perplexity": float, "tokens": int}``.
-
-  Example:
-    >>> model = GPT(GPTConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128,
-    ...                       max_len=32))
-    >>> p = init_params(model, jax.random.key(0))
-    >>> r = evaluate(model, p, np.arange(81) % 256, seq_len=16, batch_size=2)
-    >>> r["tokens"], 200 < r["perplexity"] < 320
-    (80, True)
-  """
-  windows = data_lib.sequential_windows(tokens, seq_len)
-  inputs, targets = windows["inputs"], windows["targets"]
-  n = len(inputs)
-  if n < 1:
-    raise ValueError(f"need more than {seq_len} tokens, got {len(tokens)}")
-  total = 0.0
-  for start in range(0, n, batch_size):
-    xb = inputs[start:start + batch_size]
-    yb = targets[start:start + batch_size]
-    k = len(xb)
-    weights = np.zeros(batch_size, np.float32)
-    weights[:k] = 1.0
-    if k < batch_size:
-      pad = np.zeros((batch_size - k, seq_len), np.int32)
-      xb, yb = np.concatenate([xb, pad]), np.concatenate([yb, pad])
-    total += float(_summed_loss(model, params, xb, yb, weights))
-  count = n * seq_len
-  loss = total / count
-  return {"loss": loss, "perplexity": float(math.exp(loss)), "tokens": count}

@@ -10,11 +10,12 @@ import pytest
 from flax import nnx
 from jax.sharding import Mesh
 
-from sparsejax import data
 from sparsejax.models import cnn
 from sparsejax.models import gpt
 from sparsejax.models import mlp
 from sparsejax.models import vit
+from sparsejax.pretrain import data
+from sparsejax.pretrain import evaluate as evaluate_lib
 
 
 def _paths(tree):
@@ -319,9 +320,11 @@ def test_gpt_loss_decreases_on_pydoc_corpus():
   assert losses[0] > 5.0  # about log(256) at initialisation
   assert np.mean(losses[-5:]) < losses[0] - 1.5
 
-  before = gpt.evaluate(model, gpt.init_params(model, jax.random.key(0)),
-                        val[:2049], seq_len=32, batch_size=16)
-  after = gpt.evaluate(model, params, val[:2049], seq_len=32, batch_size=16)
+  initial = gpt.init_params(model, jax.random.key(0))
+  before = evaluate_lib.evaluate(model, initial, val[:2049], seq_len=32,
+                                 batch_size=16)
+  after = evaluate_lib.evaluate(model, params, val[:2049], seq_len=32,
+                                batch_size=16)
   assert after["tokens"] == 2048
   assert after["loss"] < before["loss"] - 1.0
   np.testing.assert_allclose(after["perplexity"], np.exp(after["loss"]),
@@ -332,7 +335,8 @@ def test_evaluate_matches_lm_loss_with_padding(tiny_gpt):
   model, params, _, _ = tiny_gpt
   tokens = np.random.default_rng(1).integers(0, 256, 5 * 16 + 1)
   # 5 windows in batches of 2: the last batch is padded.
-  res = gpt.evaluate(model, params, tokens, seq_len=16, batch_size=2)
+  res = evaluate_lib.evaluate(model, params, tokens, seq_len=16,
+                              batch_size=2)
   windows = data.sequential_windows(tokens, 16)
   expected = jax.jit(gpt.lm_loss, static_argnums=0)(model, params, windows)
   assert res["tokens"] == 80

@@ -1,49 +1,40 @@
-"""The pretraining configuration: the embedded default, its variants, checks.
+"""The pretraining configuration: its schema (every key, with defaults), checks.
 
-A run is described by one ``ml_collections.ConfigDict`` (see
-:func:`get_config` for every key and its meaning). Config files in
-``configs/`` start from :func:`get_config` and change what their recipe
-needs, so every recipe has the same keys; :func:`validate` rejects unknown
-keys and bad values with a message naming the key, before any compute.
+A run is described by one ``ml_collections.ConfigDict``. :func:`get_config`
+is the schema: every key a run may set, with the values of the embedded
+default run. Config files in ``configs/`` (``configs/smoke.py``,
+``configs/gpt_small_srste_2to4.py``, ...) start from it, or from another
+config file (:func:`load_config_file`), and change what their recipe needs;
+:func:`validate` rejects unknown keys and bad values with a message naming
+the key, before any compute.
 
-Sparsity rules are written as one string so that they can be overridden on
-the command line: ``"REGEX=PATTERN;REGEX=PATTERN"`` where ``PATTERN`` is
-``n:m`` (N:M along the contraction axis) or a float sparsity (unstructured),
-e.g. ``"block_.*/mlp/.*/kernel=1:8;block_.*/attn/.*/kernel=2:4"``.
+Sparsity rules are one string so that they can be overridden on the command
+line; its syntax is :func:`sparsejax.rules.parse_rules`'s, e.g.
+``"block_.*/mlp/.*/kernel=1:8;block_.*/attn/.*/kernel=2:4"``.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
-import sparsejax as sj
+from sparsejax import rules as rules_lib
 
 __all__ = [
     "ConfigError",
-    "METHODS",
-    "RESUME_FREE",
+    "ALL_BLOCK_KERNELS",
+    "MLP_KERNELS",
+    "ATTN_KERNELS",
     "get_config",
-    "gpt_small",
-    "tpu_pod",
-    "validate",
-    "parse_pattern",
-    "parse_rules",
-    "resume_fields",
-    "drop_free",
+    "load_config_file",
+    "sparsity_rules",
     "to_dict",
+    "validate",
 ]
-
-METHODS = ("none", "progressive_nm", "srste_nm", "ste_nm", "sste",
-           "gradual_magnitude", "rigl", "set", "static_random")
-"""Values of ``sparsity.method``; ``"none"`` trains the dense model only."""
-
-RESUME_FREE = ("mesh", "checkpoint", "log_every", "eval", "outputs",
-               "distributed", "progress", "sparsity.baseline")
-"""Keys (sections or dotted keys) that may change between a run and its
-resumption: they do not shape the trajectory of an arm's params."""
 
 ALL_BLOCK_KERNELS = r"blocks?(_\d+)?/(attn|mlp)/\w+/kernel"
 """Every Dense kernel of the transformer blocks (per-layer or scanned)."""
@@ -59,26 +50,22 @@ class ConfigError(ValueError):
   """A configuration (or workdir) that cannot be run; raised before compute."""
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Returns the embedded default configuration, or one of its variants.
+def get_config() -> ml_collections.ConfigDict:
+  """The schema of a run: every key, with the values of the embedded default.
 
   The default trains a small byte-level GPT on the ``pydoc_data`` help text
   that ships with Python, with progressive 2:4 sparsity (stepwise structure
   decay 3:4 -> 2:4, linear mask decay, a dense warm-up and a hard-mask
-  fine-tune), next to a dense baseline of the same config.
-
-  Args:
-    variant: ``""`` (the default), ``"smoke"`` (a few steps of a tiny model,
-      for CI), ``"srste"`` (2:4 SR-STE instead of progressive) or
-      ``"dense"`` (the dense model only).
+  fine-tune), next to a dense baseline of the same config. It is what
+  ``python -m sparsejax.pretrain`` runs without ``--config``.
 
   Returns:
     An unlocked ``ConfigDict``.
 
   Example:
-    >>> cfg = get_config("smoke")
-    >>> cfg.sparsity.method, cfg.train.steps
-    ('progressive_nm', 12)
+    >>> cfg = get_config()
+    >>> cfg.sparsity.method, cfg.train.steps, cfg.sparsity.baseline
+    ('progressive_nm', 500, True)
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -115,7 +102,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.train.steps = 500
 
   c.sparsity = ml_collections.ConfigDict()
-  c.sparsity.method = "progressive_nm"
+  c.sparsity.method = "progressive_nm"  # "none" or a key of plan.SPARSIFIERS
   c.sparsity.rules = f"{ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.baseline = True      # also train the dense model of this config
   # Progressive N:M: phases as fractions of train.steps.
@@ -164,33 +151,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.progress = True
   c.distributed = False               # call jax.distributed.initialize()
 
-  if variant in ("", "default"):
-    pass
-  elif variant == "smoke":
-    c.data.seq_len = 32
-    c.data.batch_size = 8
-    c.model.d_model = 32
-    c.model.n_layers = 1
-    c.model.n_heads = 2
-    c.model.d_ff = 64
-    c.optim.warmup_steps = 2
-    c.train.steps = 12
-    c.sparsity.dense_fraction = 0.25
-    c.sparsity.finetune_fraction = 0.25
-    c.sparsity.c = 0.2
-    c.checkpoint.every = 4
-    c.eval.every = 6
-    c.eval.batch_size = 8
-    c.eval.max_windows = 16
-    c.log_every = 2
-    c.outputs.plots = False
-  elif variant == "srste":
-    c.sparsity.method = "srste_nm"
-  elif variant == "dense":
-    c.sparsity.method = "none"
-  else:
-    raise ConfigError(f"unknown config variant {variant!r}; choose one of "
-                      "'', 'smoke', 'srste', 'dense'.")
   return c
 
 
@@ -204,114 +164,68 @@ def to_dict(config: Any) -> dict[str, Any]:
     Nested dicts of JSON scalars.
 
   Example:
-    >>> to_dict(get_config("smoke"))["model"]["d_model"]
-    32
+    >>> to_dict(get_config())["model"]["d_model"]
+    128
   """
   if isinstance(config, ml_collections.ConfigDict):
     return json.loads(config.to_json_best_effort(sort_keys=True))
   return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
-def resume_fields(config: Any) -> dict[str, Any]:
-  """The part of a config that a resumed run must share with the original.
-
-  Everything but :data:`RESUME_FREE` (mesh, checkpointing, logging,
-  evaluation, outputs) determines the trajectory of the parameters.
+def sparsity_rules(config: Any) -> list[rules_lib.Rule]:
+  """The rules of ``sparsity.rules``, parsed; errors name the key.
 
   Args:
-    config: A ``ConfigDict``.
+    config: A run's ``ConfigDict``.
 
   Returns:
-    A plain dict.
+    The ``sparsejax.Rule`` list, first match wins.
+
+  Raises:
+    ConfigError: The rules string is malformed (see
+      :func:`sparsejax.rules.parse_rules`).
 
   Example:
-    >>> "mesh" in resume_fields(get_config()), "model" in resume_fields(
-    ...     get_config())
-    (False, True)
+    >>> [str(r.pattern) for r in sparsity_rules(get_config())]
+    ['2:4']
   """
-  return drop_free(to_dict(config))
-
-
-def drop_free(tree: dict[str, Any]) -> dict[str, Any]:
-  """Removes the :data:`RESUME_FREE` keys from a config dict.
-
-  Args:
-    tree: A plain dict of a config.
-
-  Returns:
-    A copy without the free keys.
-
-  Example:
-    >>> sorted(drop_free({"mesh": 1, "sparsity": {"baseline": 1, "c": 2}}))
-    ['sparsity']
-  """
-  out = json.loads(json.dumps(tree))
-  for key in RESUME_FREE:
-    *parents, leaf = key.split(".")
-    node = out
-    for p in parents:
-      node = node.get(p, {}) if isinstance(node, dict) else {}
-    if isinstance(node, dict):
-      node.pop(leaf, None)
-  return out
-
-
-def parse_pattern(text: str) -> Any:
-  """Parses ``"n:m"`` (N:M), a float (unstructured sparsity) or ``"dense"``.
-
-  Args:
-    text: The pattern as written in a rule.
-
-  Returns:
-    A ``sparsejax`` pattern, or ``None`` for ``"dense"``.
-
-  Example:
-    >>> str(parse_pattern("2:4")), parse_pattern("0.9").sparsity
-    ('2:4', 0.9)
-  """
-  text = text.strip()
-  if text == "dense":
-    return None
-  if ":" in text:
-    n, _, m = text.partition(":")
-    try:
-      return sj.NM(int(n), int(m))
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"bad N:M pattern {text!r}: {e}") from None
   try:
-    return sj.Unstructured(float(text))
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"bad pattern {text!r}: expected 'n:m', a sparsity in "
-                      f"[0, 1) or 'dense' ({e}).") from None
+    return rules_lib.parse_rules(config.sparsity.rules)
+  except ValueError as err:
+    raise ConfigError(f"sparsity.rules: {err}") from None
 
 
-def parse_rules(spec: str) -> list[Any]:
-  """Parses ``"REGEX=PATTERN;REGEX=PATTERN"`` into ``sparsejax.Rule``\\ s.
+def load_config_file(path: str | os.PathLike, *args: Any
+                     ) -> ml_collections.ConfigDict:
+  """Calls ``get_config(*args)`` of a config file, as ``--config`` does.
+
+  Config files build on each other with it, e.g. a recipe on its scale:
+  ``load_config_file(os.path.join(os.path.dirname(__file__), "gpt_small.py"))``.
 
   Args:
-    spec: The rules string of ``sparsity.rules``.
+    path: A Python file defining ``get_config``.
+    *args: Passed to ``get_config``.
 
   Returns:
-    A list of rules, first match wins.
+    The ``ConfigDict`` it returns.
+
+  Raises:
+    ConfigError: The file does not exist or has no ``get_config``.
 
   Example:
-    >>> [str(r.pattern) for r in parse_rules(".*mlp.*=1:8; .*attn.*=2:4")]
-    ['1:8', '2:4']
+    >>> load_config_file(__file__).model.d_model
+    128
   """
-  rules = []
-  for part in spec.split(";"):
-    part = part.strip()
-    if not part:
-      continue
-    regex, sep, pattern = part.rpartition("=")
-    if not sep or not regex.strip():
-      raise ConfigError(f"bad sparsity rule {part!r}: expected "
-                        "'REGEX=PATTERN' (e.g. '.*mlp.*kernel=1:8').")
-    rules.append(sj.Rule(regex.strip(), parse_pattern(pattern)))
-  if not rules:
-    raise ConfigError("sparsity.rules is empty; give at least one "
-                      "'REGEX=PATTERN' rule or set sparsity.method='none'.")
-  return rules
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist.")
+  name = "_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(f"config file {path!r} defines no get_config().")
+  return module.get_config(*args)
 
 
 def _unknown_keys(config: Any, schema: Any, prefix: str = "") -> list[str]:
@@ -350,24 +264,24 @@ def validate(config: Any) -> None:
 
   Shape checks that need the model (an N:M pattern that does not divide a
   layer, a mesh that does not divide a dimension) come later, in
-  :func:`sparsejax.train.loop.plan`, still before any compute.
+  :func:`sparsejax.pretrain.plan.plan`, still before any compute.
 
   Args:
     config: A ``ConfigDict`` built from :func:`get_config`.
 
   Example:
-    >>> cfg = get_config("smoke")
+    >>> cfg = get_config()
     >>> validate(cfg)
-    >>> cfg.sparsity.method = "magic"
+    >>> cfg.sparsity.decay = "cubic"
     >>> validate(cfg)
     Traceback (most recent call last):
     ...
-    sparsejax.train.config.ConfigError: sparsity.method='magic'; choose one of ...
+    sparsejax.pretrain.config.ConfigError: sparsity.decay='cubic'; choose one of ...
   """
   unknown = _unknown_keys(config, get_config())
   if unknown:
     raise ConfigError(f"unknown config key(s): {', '.join(unknown)}. Every "
-                      "config starts from sparsejax.train.config.get_config(); "
+                      "config starts from sparsejax.pretrain.config.get_config(); "
                       "check the spelling.")
   d, m, o, s, t = (config.data, config.model, config.optim, config.sparsity,
                    config.train)
@@ -395,9 +309,8 @@ def validate(config: Any) -> None:
   if o.warmup_steps >= t.steps:
     raise ConfigError(f"optim.warmup_steps={o.warmup_steps} must be < "
                       f"train.steps={t.steps}.")
-  _choice(s.method, "sparsity.method", METHODS)
   if s.method != "none":
-    parse_rules(s.rules)
+    sparsity_rules(config)
   _choice(s.structure, "sparsity.structure", ("", "stepwise", "geometric"))
   _choice(s.decay, "sparsity.decay", ("", "linear", "exponential"))
   _choice(s.grad, "sparsity.grad", ("identity", "autodiff"))
@@ -430,92 +343,3 @@ def validate(config: Any) -> None:
   _positive(config.eval.batch_size, "eval.batch_size")
   _positive(config.eval.max_windows, "eval.max_windows", allow_zero=True)
   _positive(config.log_every, "log_every")
-
-
-def gpt_small(method: str = "none") -> ml_collections.ConfigDict:
-  """GPT-small scale (12 layers, width 768, ~85M block weights) on a GPU box.
-
-  Byte-level tokens, sequences of 1024, a global batch of 256 sequences,
-  AdamW with the GPT-2 hyper-parameters, 100k steps; data from plain text
-  files (``data.paths``). The mesh is pure data parallel over every local
-  device. The recipes in ``configs/gpt_small_*.py`` set the sparsity.
-
-  Args:
-    method: ``sparsity.method``.
-
-  Returns:
-    A ``ConfigDict``.
-
-  Example:
-    >>> c = gpt_small("srste_nm")
-    >>> c.model.d_model, c.data.seq_len, c.sparsity.baseline
-    (768, 1024, False)
-  """
-  c = get_config()
-  c.data.source = "files"
-  c.data.seq_len = 1024
-  c.data.batch_size = 256
-  c.data.val_fraction = 0.005
-  c.model.d_model = 768
-  c.model.n_layers = 12
-  c.model.n_heads = 12
-  c.model.d_ff = 3072
-  c.model.remat = True
-  c.optim.lr = 6e-4
-  c.optim.warmup_steps = 2000
-  c.optim.b2 = 0.95
-  c.optim.weight_decay = 0.1
-  c.optim.end_lr_fraction = 0.1
-  c.train.steps = 100_000
-  c.sparsity.method = method
-  c.sparsity.baseline = False
-  c.sparsity.frequency = 1000
-  c.checkpoint.every = 2000
-  c.checkpoint.keep = 3
-  c.eval.every = 2000
-  c.eval.batch_size = 64
-  c.eval.max_windows = 1024
-  c.log_every = 50
-  c.progress = False
-  return c
-
-
-def tpu_pod(method: str = "none") -> ml_collections.ConfigDict:
-  """TPU-pod-slice scale (24 layers, width 2048, ~1.2B block weights).
-
-  bfloat16 compute, scanned and rematerialised blocks, sequences of 2048, a
-  global batch of 1024 sequences; parameters sharded 8-way (``fsdp``) and the
-  batch over every chip; one process per host
-  (``distributed=True``), each loading only its rows.
-
-  Args:
-    method: ``sparsity.method``.
-
-  Returns:
-    A ``ConfigDict``.
-
-  Example:
-    >>> c = tpu_pod("progressive_nm")
-    >>> c.model.scan_layers, c.mesh.fsdp, c.distributed
-    (True, 8, True)
-  """
-  c = gpt_small(method)
-  c.data.seq_len = 2048
-  c.data.batch_size = 1024
-  c.model.d_model = 2048
-  c.model.n_layers = 24
-  c.model.n_heads = 16
-  c.model.d_ff = 8192
-  c.model.dtype = "bfloat16"
-  c.model.scan_layers = True
-  c.model.remat = True
-  c.model.positions = "rotary"
-  c.optim.lr = 2e-4
-  c.optim.warmup_steps = 1000
-  c.train.steps = 200_000
-  c.mesh.data = -1
-  c.mesh.fsdp = 8
-  c.mesh.tensor = 1
-  c.eval.batch_size = 256
-  c.distributed = True
-  return c

@@ -1,7 +1,6 @@
 """`python -m sparsejax.pretrain`: the command line, outputs, bad input."""
 
 import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,13 +10,15 @@ import jax
 import numpy as np
 import pytest
 
-from sparsejax.train import config as config_lib
-from sparsejax.train import loop
-from sparsejax.train import outputs
-from sparsejax.train import recipes
+from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import loop
+from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import report as report_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
+SMOKE = os.path.join(ROOT, "configs", "smoke.py")
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if not p.endswith("__init__.py"))
 
@@ -32,16 +33,13 @@ def _cli(*args, timeout=240):
 
 
 def _load(path):
-  spec = importlib.util.spec_from_file_location("cfg_module", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_lib.load_config_file(path)
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("cli")
-  proc = _cli("--config", "configs/default.py:smoke", "--workdir",
+  proc = _cli("--config", "configs/smoke.py", "--workdir",
               str(workdir), "--config.outputs.plots=True")
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc
@@ -66,7 +64,7 @@ def test_cli_outputs(smoke_run):
   assert 0 < sparse["val_loss"] < np.log(256)
   assert sparse["perplexity"] == pytest.approx(np.exp(sparse["val_loss"]))
   assert dense["steps_per_s"] > 0 and sparse["steps_per_s"] > 0
-  recs = outputs.read_metrics(workdir / "sparse" / "metrics.jsonl")
+  recs = metrics_lib.read_metrics(workdir / "sparse" / "metrics.jsonl")
   logged = [r for r in recs if "loss" in r]
   assert [r["step"] for r in logged] == [2, 4, 6, 8, 10, 12]
   for key in ("loss", "lr", "sparsity", "flip_rate", "phase", "n", "m", "beta",
@@ -109,7 +107,7 @@ def test_exported_weights_decompress_to_the_evaluated_model(smoke_run):
 
 
 def test_cli_rejects_unknown_key_before_compute(tmp_path):
-  proc = _cli("--config", "configs/default.py:smoke", "--workdir",
+  proc = _cli("--config", "configs/smoke.py", "--workdir",
               str(tmp_path / "w"), "--config.model.widht=3", timeout=120)
   assert proc.returncode != 0
   assert "widht" in proc.stderr
@@ -125,32 +123,32 @@ def _refused(cfg, tmp_path, match, devices=None):
 
 
 def test_unknown_key_in_a_config_file(tmp_path):
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   cfg.model.widht = 3
   _refused(cfg, tmp_path, "unknown config key.*model.widht")
 
 
 def test_pattern_that_does_not_divide_a_layer(tmp_path):
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   cfg.sparsity.rules = r"block_0/mlp/fc1/kernel=2:5"
   _refused(cfg, tmp_path, "block_0/mlp/fc1/kernel.*not divisible by m=5")
 
 
 def test_geometric_frames_must_divide(tmp_path):
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   cfg.sparsity.rules = config_lib.ALL_BLOCK_KERNELS + "=1:8"
   cfg.sparsity.structure = "geometric"  # needs axis 0 divisible by 64
   _refused(cfg, tmp_path, "does not fit the model")
 
 
 def test_rule_matching_nothing(tmp_path):
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   cfg.sparsity.rules = ".*mpl.*kernel=2:4"
   _refused(cfg, tmp_path, "mpl")
 
 
 def test_mesh_that_does_not_match_the_devices(tmp_path):
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   cfg.mesh.data, cfg.mesh.tensor = 3, 1
   _refused(cfg, tmp_path, "3 device.*but 1 are available")
 
@@ -158,7 +156,7 @@ def test_mesh_that_does_not_match_the_devices(tmp_path):
 def test_mesh_that_does_not_divide_the_batch(tmp_path):
   if jax.device_count() < 8:
     pytest.skip("needs 8 devices")
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   cfg.data.batch_size = 6
   _refused(cfg, tmp_path, "data.batch_size=6 is not divisible",
            devices=jax.devices())
@@ -172,14 +170,14 @@ def test_mesh_that_does_not_divide_the_batch(tmp_path):
     ("data.source", "files", "data.paths"),
 ])
 def test_bad_values(tmp_path, key, value, match):
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   section, name = key.split(".")
   cfg[section][name] = value
   _refused(cfg, tmp_path, match)
 
 
 def test_missing_data_files(tmp_path):
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   cfg.data.source = "files"
   cfg.data.paths = str(tmp_path / "nope.txt")
   _refused(cfg, tmp_path, "nope.txt")
@@ -196,7 +194,7 @@ def test_every_config_file_plans(path, tmp_path):
   cfg.data.seq_len = min(cfg.data.seq_len, 256)
   cfg.data.val_fraction = 0.1
   cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = -1, 1, 1
-  arms = loop.plan(cfg, jax.devices()[:1])
+  arms = plan_lib.plan(cfg, jax.devices()[:1])
   assert arms[-1].abstract_state.params
   sp = arms[-1].sparsifier
   assert (sp is None) == (cfg.sparsity.method == "none")
@@ -205,17 +203,18 @@ def test_every_config_file_plans(path, tmp_path):
 def test_text_files_are_a_data_source(tmp_path):
   text = tmp_path / "corpus.txt"
   text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
-  cfg = config_lib.get_config("smoke")
+  cfg = _load(SMOKE)
   cfg.data.source, cfg.data.paths = "files", str(text)
-  arm = loop.plan(cfg, jax.devices()[:1])[-1]
+  arm = plan_lib.plan(cfg, jax.devices()[:1])[-1]
   assert len(arm.train_tokens) + len(arm.val_tokens) == text.stat().st_size
 
 
 def test_default_config_is_progressive_with_baseline():
   cfg = config_lib.get_config()
   config_lib.validate(cfg)
-  sp = recipes.make_sparsifier(cfg)
+  sp = plan_lib.make_sparsifier(cfg)
   assert type(sp).__name__ == "Progressive" and cfg.sparsity.baseline
-  table = recipes.schedule_table(cfg, sp, range(cfg.train.steps))
+  table = report_lib.schedule_table(sp, config_lib.sparsity_rules(cfg),
+                                    range(cfg.train.steps))
   assert (table["n"][-1], table["m"][-1]) == (2, 4)
   assert table["phase"][0] == 0 and table["phase"][-1] == 2

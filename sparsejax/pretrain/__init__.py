@@ -1,4 +1,4 @@
-r"""Pretrain a sparse GPT: ``python -m sparsejax.pretrain``.
+r"""The pretraining application: ``python -m sparsejax.pretrain``.
 
 With no arguments this trains the embedded default -- a small byte-level GPT
 on the ``pydoc_data`` help text that ships with Python, with progressive 2:4
@@ -10,12 +10,12 @@ progressive 2:4 (+1.6%; 2:4 SR-STE: 1.565, +1.8%).
 
 Configs
 -------
-A config is a Python file with ``get_config(variant)`` returning an
-``ml_collections.ConfigDict`` (see :func:`sparsejax.train.config.get_config`
-for every key)::
+A config is a Python file with ``get_config()`` returning an
+``ml_collections.ConfigDict`` (see :func:`sparsejax.pretrain.config.get_config`
+for every key); the files in ``configs/`` are the recipes::
 
-  python -m sparsejax.pretrain --config configs/default.py:smoke
-  python -m sparsejax.pretrain --config configs/default.py:srste \
+  python -m sparsejax.pretrain --config configs/smoke.py
+  python -m sparsejax.pretrain --config configs/srste.py \
       --config.train.steps=2000 --workdir runs/srste
   python -m sparsejax.pretrain --config configs/gpt_small_progressive_1to8.py \
       --config.data.paths=/data/text --workdir /ckpt/gpt-small-1to8
@@ -58,71 +58,24 @@ In Python, the same launch is:
 
 >>> import jax  # doctest: +SKIP
 >>> jax.distributed.initialize()  # doctest: +SKIP
->>> from sparsejax.train import config, loop  # doctest: +SKIP
+>>> from sparsejax.pretrain import config, loop  # doctest: +SKIP
 >>> loop.run(config.get_config(), "/mnt/shared/run")  # doctest: +SKIP
+
+Modules
+-------
+The application imports the library, never the other way round:
+
+* :mod:`~sparsejax.pretrain.config` -- the config schema and its checks;
+* :mod:`~sparsejax.pretrain.data` -- corpus, byte tokenizer, checkpointable
+  batches;
+* :mod:`~sparsejax.pretrain.plan` -- model, optimizer, sparsifier, mesh and
+  shardings from a config, checked before any compute;
+* :mod:`~sparsejax.pretrain.mesh` -- the ``(data, fsdp, tensor)`` mesh;
+* :mod:`~sparsejax.pretrain.step` -- the train state and the jitted step;
+* :mod:`~sparsejax.pretrain.evaluate` -- validation loss and perplexity;
+* :mod:`~sparsejax.pretrain.checkpoint` -- orbax checkpoints, resume checks;
+* :mod:`~sparsejax.pretrain.metrics`, :mod:`~sparsejax.pretrain.report`,
+  :mod:`~sparsejax.pretrain.plots`, :mod:`~sparsejax.pretrain.export` -- what
+  a run writes and prints;
+* :mod:`~sparsejax.pretrain.loop` -- the training loop.
 """
-from __future__ import annotations
-
-import datetime
-import os
-import sys
-import time
-
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-
-__all__ = ["DEFAULT_CONFIG", "main"]
-
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                              "train", "config.py")
-"""Path of the embedded default config file (used when no ``--config``)."""
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", DEFAULT_CONFIG,
-    "Config file with get_config(variant): PATH.py or PATH.py:VARIANT.")
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None,
-    "Output folder (checkpoints, metrics, plots, export); a compatible run "
-    "there is resumed. Default: a new folder under ./runs/.")
-
-
-def main(argv: list[str]) -> None:
-  """Entry point of ``python -m sparsejax.pretrain`` (absl ``app.run``).
-
-  Args:
-    argv: Remaining command-line arguments (none are accepted).
-
-  Example:
-    >>> main(["pretrain", "extra"])
-    Traceback (most recent call last):
-    ...
-    absl.app.UsageError: unexpected arguments: extra
-  """
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  t0 = time.perf_counter()
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join(
-      "runs", datetime.datetime.now().strftime("pretrain-%Y%m%d-%H%M%S"))
-  import jax
-  if config.get("distributed", False):
-    jax.distributed.initialize()
-  from sparsejax.train import config as config_lib
-  from sparsejax.train import loop
-  try:
-    out = loop.run(config, workdir)
-  except config_lib.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  if jax.process_index() == 0:
-    state = "finished" if out["finished"] else "stopped"
-    print(f"{state}; outputs in {os.path.abspath(workdir)}; wall time "
-          f"{time.perf_counter() - t0:.1f} s", flush=True)
-
-
-if __name__ == "__main__":
-  app.run(main)

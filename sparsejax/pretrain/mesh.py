@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sparsejax import rules as rules_lib
 from sparsejax.models import gpt
-from sparsejax.train import config as config_lib
+from sparsejax.pretrain import config as config_lib
 
 __all__ = [
     "AXES",

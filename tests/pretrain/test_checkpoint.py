@@ -8,14 +8,22 @@ import jax
 import numpy as np
 import pytest
 
-from sparsejax.train import checkpoint as ckpt_lib
-from sparsejax.train import config as config_lib
-from sparsejax.train import loop
-from sparsejax.train import outputs
+import sparsejax as sj
+from sparsejax.pretrain import checkpoint as ckpt_lib
+from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import loop
+from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import step as step_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+SMOKE = os.path.join(ROOT, "configs", "smoke.py")
 
 
 def _smoke(**overrides):
-  cfg = config_lib.get_config("smoke")
+  cfg = config_lib.load_config_file(SMOKE)
   cfg.sparsity.baseline = False
   cfg.outputs.export = False
   cfg.progress = False
@@ -87,8 +95,8 @@ def test_resume_is_bit_exact(uninterrupted, tmp_path):
       "sparse"]["val_loss"]
   # The metrics of the resumed run hold every step once, equal to the full
   # run's losses.
-  recs = outputs.read_metrics(os.path.join(workdir, "sparse", "metrics.jsonl"))
-  ref = outputs.read_metrics(os.path.join(full_dir, "sparse",
+  recs = metrics_lib.read_metrics(os.path.join(workdir, "sparse", "metrics.jsonl"))
+  ref = metrics_lib.read_metrics(os.path.join(full_dir, "sparse",
                                           "metrics.jsonl"))
   losses = [(r["step"], r["loss"]) for r in recs if "loss" in r]
   assert losses == [(r["step"], r["loss"]) for r in ref if "loss" in r]
@@ -100,7 +108,6 @@ def test_keep_last_k(uninterrupted, tmp_path):
                                                "checkpoints"))
   assert steps == [8, 12]  # every 4 steps, keep 2
   ckpt = ckpt_lib.Checkpointer(tmp_path, keep=3, async_save=True)
-  from sparsejax import data as data_lib
   for step in range(1, 6):
     ckpt.save(step, {"x": jax.numpy.full((4,), step)},
               data_lib.DataState(index=step))
@@ -114,7 +121,7 @@ def test_restore_onto_a_different_mesh(uninterrupted):
     pytest.skip("needs 8 devices")
   workdir, full = uninterrupted
   cfg = _smoke(mesh__data=2, mesh__fsdp=2, mesh__tensor=2)
-  arm = loop.plan(cfg)[0]
+  arm = plan_lib.plan(cfg)[0]
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "sparse", "checkpoints"),
                                keep=2, async_save=False)
   with arm.context():
@@ -127,7 +134,7 @@ def test_restore_onto_a_different_mesh(uninterrupted):
   kernel = state.params["block_0"]["mlp"]["fc1"]["kernel"]
   assert len(kernel.sharding.device_set) == 8
   assert tuple(kernel.sharding.spec) == ("fsdp", "tensor")
-  mask = loop.sj.sparsity_state(state.opt_state).masks["block_0"]["mlp"][
+  mask = sj.sparsity_state(state.opt_state).masks["block_0"]["mlp"][
       "fc1"]["kernel"]
   assert mask.sharding.is_equivalent_to(kernel.sharding, 2)
 
@@ -145,7 +152,7 @@ def test_incompatible_workdir_refused_before_compute(uninterrupted, change,
   else:
     cfg.optim.lr = 1e-2
   compiled = []
-  monkeypatch.setattr(loop, "_init_state",
+  monkeypatch.setattr(step_lib, "init_state",
                       lambda *a: compiled.append(a) or 1 / 0)
   with pytest.raises(config_lib.ConfigError, match="different config"):
     loop.run(cfg, workdir, devices=jax.devices()[:1], report=False)

@@ -1,10 +1,10 @@
-"""Tests of `sparsejax.data`."""
+"""Tests of `sparsejax.pretrain.data`."""
 import jax
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sparsejax import data
+from sparsejax.pretrain import data
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,14 @@ import pytest
 import sparsejax as sj
 from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
-from sparsejax.train import config as config_lib
-from sparsejax.train import loop
-from sparsejax.train import outputs
+from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import loop
+from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import plan as plan_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+SMOKE = os.path.join(ROOT, "configs", "smoke.py")
 
 COLLECTIVES = re.compile(
     r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)"
@@ -29,7 +34,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _smoke(data=-1, fsdp=1, tensor=1):
-  cfg = config_lib.get_config("smoke")
+  cfg = config_lib.load_config_file(SMOKE)
   cfg.sparsity.baseline = False
   cfg.outputs.export = False
   cfg.progress = False
@@ -39,7 +44,7 @@ def _smoke(data=-1, fsdp=1, tensor=1):
 
 
 def _losses(workdir):
-  recs = outputs.read_metrics(os.path.join(workdir, "sparse", "metrics.jsonl"))
+  recs = metrics_lib.read_metrics(os.path.join(workdir, "sparse", "metrics.jsonl"))
   return np.array([r["loss"] for r in recs if "loss" in r])
 
 
@@ -69,7 +74,7 @@ def test_one_device_and_eight_devices_agree(tmp_path):
 
 
 def test_state_is_sharded_like_params():
-  arm = loop.plan(_smoke(2, 2, 2))[-1]
+  arm = plan_lib.plan(_smoke(2, 2, 2))[-1]
   params_sh = arm.param_shardings
   sp_state = sj.sparsity_state(arm.state_shardings.opt_state)
   for path, sharding in rules_lib.named_leaves(params_sh):
@@ -94,7 +99,7 @@ def test_nm_mask_update_has_no_collectives(mesh):
   cfg = _smoke(*mesh)
   cfg.model.d_model = 64  # 64 / 8 shards keeps whole 2:4 groups per shard
   cfg.model.d_ff = 128
-  arm = loop.plan(cfg)[-1]
+  arm = plan_lib.plan(cfg)[-1]
   sp = arm.sparsifier
   mask_sh = sj.sparsity_state(arm.state_shardings.opt_state).masks
   sharded = [s for s in jax.tree.leaves(arm.param_shardings)

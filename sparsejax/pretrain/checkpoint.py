@@ -1,6 +1,6 @@
 """Checkpoints of a pretraining run, with orbax ``CheckpointManager``.
 
-A checkpoint holds the whole :class:`~sparsejax.train.loop.TrainState`
+A checkpoint holds the whole :class:`~sparsejax.pretrain.step.TrainState`
 (step, params, optimizer state -- which carries the masks and the sparsifier
 state -- and the PRNG key) plus a small JSON item with the data position and
 the step. Restoring both and running on gives exactly the params of a run
@@ -17,7 +17,8 @@ each array is placed, whatever mesh wrote it.
 
 The run's config is stored next to the checkpoints (``config.json`` in the
 workdir); :func:`check_workdir` refuses a workdir written by an incompatible
-config before anything is computed or written.
+config before anything is computed or written: every key but
+:data:`RESUME_FREE` must be equal (:func:`resume_fields`).
 """
 from __future__ import annotations
 
@@ -28,11 +29,14 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from sparsejax import data as data_lib
-from sparsejax.train import config as config_lib
+from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import data as data_lib
 
 __all__ = [
     "CONFIG_FILE",
+    "RESUME_FREE",
+    "resume_fields",
+    "drop_free",
     "Checkpointer",
     "check_workdir",
     "write_config",
@@ -40,6 +44,55 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
+
+RESUME_FREE = ("mesh", "checkpoint", "log_every", "eval", "outputs",
+               "distributed", "progress", "sparsity.baseline")
+"""Keys (sections or dotted keys) that may change between a run and its
+resumption: they do not shape the trajectory of an arm's params."""
+
+
+def resume_fields(config: Any) -> dict[str, Any]:
+  """The part of a config that a resumed run must share with the original.
+
+  Everything but :data:`RESUME_FREE` (mesh, checkpointing, logging,
+  evaluation, outputs) determines the trajectory of the parameters.
+
+  Args:
+    config: A ``ConfigDict``.
+
+  Returns:
+    A plain dict.
+
+  Example:
+    >>> fields = resume_fields(config_lib.get_config())
+    >>> "mesh" in fields, "model" in fields
+    (False, True)
+  """
+  return drop_free(config_lib.to_dict(config))
+
+
+def drop_free(tree: dict[str, Any]) -> dict[str, Any]:
+  """Removes the :data:`RESUME_FREE` keys from a config dict.
+
+  Args:
+    tree: A plain dict of a config.
+
+  Returns:
+    A copy without the free keys.
+
+  Example:
+    >>> sorted(drop_free({"mesh": 1, "sparsity": {"baseline": 1, "c": 2}}))
+    ['sparsity']
+  """
+  out = json.loads(json.dumps(tree))
+  for key in RESUME_FREE:
+    *parents, leaf = key.split(".")
+    node = out
+    for p in parents:
+      node = node.get(p, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+      node.pop(leaf, None)
+  return out
 
 
 def finished_steps(directory: str | os.PathLike) -> list[int]:
@@ -72,7 +125,7 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
   """Refuses a workdir that holds a run of an incompatible config.
 
   Compares the stored ``config.json`` with ``config`` on every key that
-  shapes the trajectory (:func:`sparsejax.train.config.resume_fields`);
+  shapes the trajectory (:func:`resume_fields`);
   mesh, checkpointing, logging, evaluation and outputs may differ.
 
   Args:
@@ -89,7 +142,7 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
   Example:
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
-    >>> cfg = config_lib.get_config("smoke")
+    >>> cfg = config_lib.get_config()
     >>> check_workdir(d, cfg)
     False
     >>> write_config(d, cfg)
@@ -99,7 +152,7 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
     >>> check_workdir(d, cfg)
     Traceback (most recent call last):
     ...
-    sparsejax.train.config.ConfigError: workdir ... model.d_model: 32 -> 64...
+    sparsejax.pretrain.config.ConfigError: workdir ... model.d_model: 128 -> 64...
   """
   path = os.path.join(os.fspath(workdir), CONFIG_FILE)
   if not os.path.exists(path):
@@ -117,8 +170,8 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
   except (OSError, ValueError) as e:
     raise config_lib.ConfigError(
         f"{path} is unreadable ({e}); use another --workdir.") from None
-  old = config_lib.drop_free(stored)
-  new = config_lib.resume_fields(config)
+  old = drop_free(stored)
+  new = resume_fields(config)
   diffs = []
 
   def walk(a, b, prefix):
@@ -148,7 +201,7 @@ def write_config(workdir: str | os.PathLike, config: Any) -> None:
   Example:
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
-    >>> write_config(d, config_lib.get_config("smoke"))
+    >>> write_config(d, config_lib.get_config())
     >>> sorted(os.listdir(d))
     ['config.json']
   """

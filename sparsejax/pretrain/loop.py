@@ -1,0 +1,236 @@
+"""The pretraining loop: train each planned arm, then write the outputs.
+
+Each arm lives in its own sub-folder of the workdir (checkpoints,
+``metrics.jsonl``) and resumes on its own from its last complete checkpoint;
+see :mod:`sparsejax.pretrain.step` for why a resumed run is bit-exact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+import sparsejax as sj
+from sparsejax.pretrain import checkpoint as ckpt_lib
+from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import evaluate as evaluate_lib
+from sparsejax.pretrain import export as export_lib
+from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import plots as plots_lib
+from sparsejax.pretrain import report as report_lib
+from sparsejax.pretrain import step as step_lib
+
+__all__ = ["train_arm", "run"]
+
+
+class _Evaluator:
+  """Evaluates an arm's state (hard masks applied), compiling once."""
+
+  def __init__(self, arm: plan_lib.Arm):
+    self.arm = arm
+    self.params_of = step_lib.eval_params_fn(arm)
+    self.loss_sum = evaluate_lib.loss_sum_fn(arm.model, arm.param_shardings,
+                                             arm.batch_sharding)
+
+  def __call__(self, state: step_lib.TrainState) -> tuple[Any, dict]:
+    cfg, params = self.arm.config, self.params_of(state)
+    with self.arm.context():
+      result = evaluate_lib.evaluate(
+          self.arm.model, params, self.arm.val_tokens,
+          seq_len=cfg.data.seq_len, batch_size=cfg.eval.batch_size,
+          max_windows=cfg.eval.max_windows,
+          batch_sharding=self.arm.batch_sharding, loss_sum=self.loss_sum)
+    return params, result
+
+
+def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
+              progress: bool = True) -> dict[str, Any]:
+  """Trains (or resumes) one arm, checkpointing and logging as configured.
+
+  Args:
+    arm: The planned arm.
+    workdir: The arm's folder.
+    stop_at: Stop (with a checkpoint) after this many steps, as if the run
+      were interrupted there.
+    progress: Show the progress bar.
+
+  Returns:
+    ``{"state", "step", "finished", "steps_per_s", "train_s", "resumed_from"}``
+    and, when finished, ``"val_loss"``, ``"perplexity"``, ``"eval_params"``.
+  """
+  cfg = arm.config
+  total = cfg.train.steps
+  end = total if stop_at is None else min(stop_at, total)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                               keep=cfg.checkpoint.keep,
+                               async_save=cfg.checkpoint.async_save)
+  latest = ckpt.latest_step()
+  if latest is None:
+    state, data_state, start = (step_lib.init_state(arm),
+                                data_lib.DataState(seed=cfg.seed), 0)
+  else:
+    with arm.context():
+      state, data_state = ckpt.restore(latest, arm.abstract_state)
+    start = latest
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  writer = metrics_lib.MetricsWriter(
+      metrics_path, resume_step=latest,
+      tensorboard_dir=(os.path.join(workdir, "tensorboard")
+                       if cfg.outputs.tensorboard else None))
+  table = report_lib.schedule_table(arm.sparsifier, arm.rules,
+                                    np.arange(total + 1))
+  step_fn = step_lib.make_train_step(arm, plan_lib.learning_rate(cfg))
+  evaluator = _Evaluator(arm)
+  bar = report_lib.ProgressBar(total, start, arm.name,
+                               enabled=progress and cfg.progress)
+  timed_s, paused, since_log = 0.0, 0.0, 0
+  t_first = t_log = None
+  last_eval = None
+  for step in range(start, end):
+    local, data_state = data_lib.next_batch(
+        arm.train_tokens, data_state, cfg.data.batch_size, cfg.data.seq_len)
+    batch = data_lib.global_batch(local, arm.batch_sharding)
+    with arm.context():
+      state, metrics = step_fn(state, batch)
+    s = step + 1
+    since_log += 1
+    if t_first is None:  # The first step compiles; time from its end.
+      jax.block_until_ready(metrics["loss"])
+      t_first = t_log = time.perf_counter()
+      since_log = 0
+    if s % cfg.log_every == 0 or s == end:
+      record, now = dict(jax.device_get(metrics)), time.perf_counter()
+      if since_log and now > t_log + paused:
+        record["steps_per_s"] = since_log / (now - t_log - paused)
+      for key in ("n", "m", "beta", "phase"):
+        if key in table and key not in record:
+          record[key] = table[key][s]
+      writer.write(s, record)
+      bar.update(s, f"loss {float(record['loss']):.3f}")
+      t_log, paused, since_log = now, 0.0, 0
+    if s % cfg.eval.every == 0 or s == total:
+      t0 = time.perf_counter()
+      params, result = evaluator(state)
+      last_eval = (s, params, result)
+      writer.write(s, {"val_loss": result["loss"],
+                       "val_perplexity": result["perplexity"]})
+      dt = time.perf_counter() - t0
+      paused += dt
+      timed_s -= dt
+    if s % cfg.checkpoint.every == 0 or s == end:
+      ckpt.save(s, state, data_state)
+  timed_steps = 0
+  if t_first is not None:
+    jax.block_until_ready(state.params)
+    timed_s += time.perf_counter() - t_first
+    timed_steps = end - start - 1
+  bar.close()
+  ckpt.close()
+  writer.close()
+  steps_per_s = timed_steps / timed_s if timed_steps > 0 else None
+  if steps_per_s is None:  # Nothing (timed) ran now: use the logged rates.
+    rates = [r["steps_per_s"] for r in metrics_lib.read_metrics(metrics_path)
+             if "steps_per_s" in r]
+    steps_per_s = float(np.median(rates)) if rates else None
+  out = {"state": state, "step": max(end, start),
+         "finished": max(end, start) >= total, "resumed_from": latest,
+         "steps_per_s": steps_per_s,
+         "train_s": timed_s if timed_steps > 0 else None}
+  if out["finished"]:
+    if last_eval is not None and last_eval[0] == total:
+      _, params, result = last_eval
+    else:
+      params, result = evaluator(state)
+    out.update(val_loss=result["loss"], perplexity=result["perplexity"],
+               eval_params=params)
+  return out
+
+
+def _write_outputs(arms: list[plan_lib.Arm], workdir: str,
+                   results: dict[str, Any], final: dict[str, Any],
+                   report: bool) -> sj.Summary | None:
+  """Per-layer summary, plots, export, ``summary.json`` and the report."""
+  cfg = arms[-1].config
+  layers = None
+  sparse = [a for a in arms if a.name == "sparse"]
+  if sparse:
+    arm, out = sparse[0], final["sparse"]
+    masks = export_lib.to_host(sj.sparsity_state(out["state"].opt_state).masks)
+    params = export_lib.to_host(out["eval_params"])
+    layers = sj.summarize(params, masks, arm.rules, show=False)
+    if cfg.outputs.export:
+      export_lib.export_weights(params, masks, arm.rules,
+                                os.path.join(workdir, "export"))
+  if cfg.outputs.plots:
+    plots_lib.write_plots(arms, workdir)
+  rows = [] if layers is None else [
+      dict(path=r.path, shape=list(r.shape), pattern=r.pattern,
+           reached=r.reached, kept=r.kept, size=r.size, sparsity=r.sparsity)
+      for r in layers.masked]
+  if metrics_lib.is_main():
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump({"results": results, "layers": rows}, f, indent=2)
+    if report:
+      print(report_lib.format_report(results, layers), flush=True)
+  return layers
+
+
+def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
+        stop_at: int | None = None, progress: bool = True,
+        report: bool = True) -> dict[str, Any]:
+  """Plans, trains every arm, evaluates and writes the outputs.
+
+  Everything that can be refused (config, mesh, patterns, data, a workdir of
+  an incompatible run) is refused before any compute and before anything is
+  written.
+
+  Args:
+    config: The run's ``ConfigDict``.
+    workdir: Output folder; a compatible run there is resumed.
+    devices: Devices for the mesh (default: all).
+    stop_at: Stop the first unfinished arm after this many steps (with a
+      checkpoint), as if interrupted; later arms are not started.
+    progress: Show progress bars.
+    report: Print the final report.
+
+  Returns:
+    ``{"arms": {name: per-arm result}, "results": {...}, "layers": Summary or
+    None, "finished": bool}``.
+
+  Example:
+    A config that cannot run is refused before anything is computed or
+    written (``tests/pretrain`` runs real trainings):
+
+    >>> import tempfile
+    >>> from sparsejax.pretrain import config
+    >>> cfg = config.get_config()
+    >>> cfg.mesh.data = 3
+    >>> run(cfg, tempfile.mkdtemp(), devices=jax.devices()[:1])
+    Traceback (most recent call last):
+    ...
+    sparsejax.pretrain.config.ConfigError: mesh {'data': 3, ...} has 3 device(s) but 1 are available; ...
+  """
+  workdir = os.path.abspath(os.fspath(workdir))
+  arms = plan_lib.plan(config, devices)
+  ckpt_lib.check_workdir(workdir, config)
+  ckpt_lib.write_config(workdir, config)
+  final, results = {}, {}
+  for arm in arms:
+    out = train_arm(arm, os.path.join(workdir, arm.name), stop_at=stop_at,
+                    progress=progress)
+    final[arm.name] = out
+    if not out["finished"]:
+      return {"arms": final, "results": results, "layers": None,
+              "finished": False}
+    results[arm.name] = {
+        "label": arm.label, "val_loss": out["val_loss"],
+        "perplexity": out["perplexity"], "steps_per_s": out["steps_per_s"],
+        "train_s": out["train_s"], "resumed_from": out["resumed_from"]}
+  layers = _write_outputs(arms, workdir, results, final, report)
+  return {"arms": final, "results": results, "layers": layers,
+          "finished": True}

@@ -1,0 +1,149 @@
+"""The metrics of a run: ``metrics.jsonl`` per arm, optionally TensorBoard.
+
+One JSON object per logged step (loss, lr, sparsity, flip rate, phase, N:M,
+beta, steps/s; ``val_loss`` at evaluations), mirrored to TensorBoard when
+``outputs.tensorboard`` is set and a writer is installed. Only process 0
+writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["MetricsWriter", "read_metrics", "is_main"]
+
+
+def is_main() -> bool:
+  """Whether this is process 0, the one that writes files."""
+  return jax.process_index() == 0
+
+
+def _jsonable(v: Any) -> Any:
+  v = np.asarray(v)
+  if v.dtype == bool:
+    return bool(v)
+  if np.issubdtype(v.dtype, np.integer):
+    return int(v)
+  v = float(v)
+  return v if math.isfinite(v) else str(v)
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """Reads a ``metrics.jsonl`` file (missing file: empty list).
+
+  Args:
+    path: File path.
+
+  Returns:
+    The records in file order.
+
+  Example:
+    >>> read_metrics("/nonexistent/metrics.jsonl")
+    []
+  """
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsWriter:
+  """Appends metrics as JSON lines (and to TensorBoard when asked).
+
+  On resume, records after the restored step (written by the interrupted
+  run after its last checkpoint) are dropped first, so the file holds each
+  step once.
+
+  Args:
+    path: The ``metrics.jsonl`` path.
+    resume_step: The restored step; ``None`` starts a new file.
+    tensorboard_dir: Folder for TensorBoard event files, or ``None``.
+
+  Example:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "metrics.jsonl")
+    >>> w = MetricsWriter(path)
+    >>> w.write(1, {"loss": np.float32(2.5)}); w.write(2, {"loss": 2.0})
+    >>> w.close()
+    >>> w = MetricsWriter(path, resume_step=1); w.close()
+    >>> read_metrics(path)
+    [{'step': 1, 'loss': 2.5}]
+  """
+
+  def __init__(self, path: str | os.PathLike, resume_step: int | None = None,
+               tensorboard_dir: str | None = None):
+    self.path = os.fspath(path)
+    self._file = None
+    self._tb = None
+    if not is_main():
+      return
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    keep = []
+    if resume_step is not None:
+      keep = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+    with open(self.path, "w") as f:
+      for r in keep:
+        f.write(json.dumps(r) + "\n")
+    self._file = open(self.path, "a")
+    if tensorboard_dir:
+      self._tb = _tensorboard_writer(tensorboard_dir)
+
+  def write(self, step: int, metrics: dict[str, Any]) -> None:
+    """Writes one record for ``step``."""
+    if self._file is None:
+      return
+    record = {"step": int(step)}
+    record.update({k: _jsonable(v) for k, v in metrics.items()})
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in record.items():
+        if k != "step" and isinstance(v, (int, float)):
+          self._tb.add_scalar(k, v, int(step))
+
+  def close(self) -> None:
+    """Closes the file (and the TensorBoard writer)."""
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def _tensorboard_writer(logdir: str) -> Any:
+  """A TensorBoard ``SummaryWriter`` if one is installed, else ``None``."""
+  try:
+    from torch.utils.tensorboard import SummaryWriter
+  except ImportError:
+    try:
+      from tensorboardX import SummaryWriter
+    except ImportError:
+      try:
+        import tensorflow as tf
+      except ImportError:
+        print("outputs.tensorboard=True but no TensorBoard writer is "
+              "installed (pip install tensorboardX); writing JSONL only.",
+              file=sys.stderr)
+        return None
+
+      class _TF:
+
+        def __init__(self, d):
+          self.w = tf.summary.create_file_writer(d)
+
+        def add_scalar(self, k, v, step):
+          with self.w.as_default():
+            tf.summary.scalar(k, v, step=step)
+
+        def close(self):
+          self.w.close()
+
+      return _TF(logdir)
+  return SummaryWriter(logdir)

@@ -1,0 +1,342 @@
+"""What a run builds from its config: model, optimizer, sparsifier, mesh, arms.
+
+:func:`plan` derives everything a run needs *abstractly* (shapes, shardings,
+sparsity patterns checked against every layer, the mesh checked against the
+devices, the data loaded), so a bad config fails before any compute and
+before anything is written.
+
+A run has one or two *arms* trained with the same config, data order and
+initial params: ``dense`` (the baseline, ``sparsity.method="none"``) and
+``sparse`` (the configured method).
+
+The sparsifier of a config comes from :func:`make_sparsifier` only: it holds
+the one table from ``sparsity.method`` to a factory of the library. The
+phases and windows of the methods are given as fractions of ``train.steps``
+so that one recipe scales with the length of the run.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from typing import Any, Callable, Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import sparsejax as sj
+from sparsejax import sharding as state_shardings
+from sparsejax.models import gpt
+from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import mesh as mesh_lib
+from sparsejax.pretrain import step as step_lib
+
+__all__ = ["Arm", "SPARSIFIERS", "model_config", "learning_rate",
+           "make_optimizer", "make_sparsifier", "load_tokens", "plan"]
+
+
+def _steps(fraction: float, total: int) -> int:
+  return int(round(fraction * total))
+
+
+def _distribution(s: Any) -> dict[str, Any]:
+  dist = s.distribution or None
+  return {"distribution": dist, "sparsity": s.target if dist else None}
+
+
+def _progressive(rules: list[sj.Rule], c: Any) -> Any:
+  s, total = c.sparsity, c.train.steps
+  return sj.progressive_nm(
+      rules, total_steps=total, dense_steps=_steps(s.dense_fraction, total),
+      finetune_steps=_steps(s.finetune_fraction, total),
+      structure=s.structure or None, decay=s.decay or None,
+      c=s.c if s.decay else None, grad=s.grad, on_unused="error")
+
+
+def _gradual(rules: list[sj.Rule], c: Any) -> Any:
+  s, total = c.sparsity, c.train.steps
+  return sj.gradual_magnitude(
+      rules, begin_step=_steps(s.begin_fraction, total),
+      end_step=_steps(s.end_fraction, total), frequency=s.frequency,
+      on_unused="error")
+
+
+def _drop_grow(factory: Callable[..., Any]) -> Callable[..., Any]:
+  def make(rules: list[sj.Rule], c: Any) -> Any:
+    s = c.sparsity
+    return factory(rules, t_end=max(_steps(s.t_end_fraction, c.train.steps), 1),
+                   alpha=s.alpha, delta_t=s.delta_t, seed=c.seed,
+                   on_unused="error", **_distribution(s))
+  return make
+
+
+SPARSIFIERS: dict[str, Callable[[list[sj.Rule], Any], Any]] = {
+    "progressive_nm": _progressive,
+    "srste_nm": lambda rules, c: sj.srste_nm(
+        rules, decay=c.sparsity.srste_decay, on_unused="error"),
+    "ste_nm": lambda rules, c: sj.ste_nm(rules, on_unused="error"),
+    "sste": lambda rules, c: sj.sste(rules, on_unused="error"),
+    "gradual_magnitude": _gradual,
+    "rigl": _drop_grow(sj.rigl),
+    "set": _drop_grow(sj.set_sparse),
+    "static_random": lambda rules, c: sj.static_random(
+        rules, seed=c.seed, on_unused="error", **_distribution(c.sparsity)),
+}
+"""``sparsity.method`` -> ``factory(rules, config)`` of the sparsifier."""
+
+
+def make_sparsifier(config: Any) -> Any:
+  """The sparsifier of ``config.sparsity`` (``None`` for ``method="none"``).
+
+  Args:
+    config: The run's ``ConfigDict``.
+
+  Returns:
+    A ``sparsejax`` sparsifier, or ``None``.
+
+  Raises:
+    ConfigError: ``sparsity.method`` names no method, or bad rules.
+
+  Example:
+    >>> sp = make_sparsifier(config_lib.get_config())
+    >>> type(sp).__name__, sp.total_steps, sp.dense_steps
+    ('Progressive', 500, 75)
+  """
+  method = config.sparsity.method
+  if method == "none":
+    return None
+  if method not in SPARSIFIERS:
+    raise config_lib.ConfigError(
+        f"sparsity.method={method!r}; choose one of "
+        f"{('none',) + tuple(SPARSIFIERS)}.")
+  return SPARSIFIERS[method](config_lib.sparsity_rules(config), config)
+
+
+def model_config(config: Any) -> gpt.GPTConfig:
+  """The :class:`~sparsejax.models.gpt.GPTConfig` of a run.
+
+  Args:
+    config: The run's ``ConfigDict``.
+
+  Returns:
+    A ``GPTConfig`` with a 256-token byte vocabulary and ``max_len`` equal to
+    ``data.seq_len``.
+
+  Example:
+    >>> model_config(config_lib.get_config()).d_model
+    128
+  """
+  m = config.model
+  return gpt.GPTConfig(
+      vocab_size=data_lib.VOCAB_SIZE, d_model=m.d_model, n_layers=m.n_layers,
+      n_heads=m.n_heads, d_ff=m.d_ff, max_len=config.data.seq_len,
+      dropout=m.dropout, dtype=jnp.dtype(m.dtype), positions=m.positions,
+      tie_embeddings=m.tie_embeddings, scan_layers=m.scan_layers,
+      remat=m.remat)
+
+
+def learning_rate(config: Any) -> optax.Schedule:
+  """Linear warm-up then cosine decay to ``end_lr_fraction * lr``.
+
+  Args:
+    config: The run's ``ConfigDict``.
+
+  Returns:
+    An optax schedule ``step -> lr``.
+
+  Example:
+    >>> lr = learning_rate(config_lib.get_config())
+    >>> float(lr(0)), round(float(lr(40)), 6)
+    (0.0, 0.003)
+  """
+  o = config.optim
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=o.lr, warmup_steps=o.warmup_steps,
+      decay_steps=config.train.steps, end_value=o.lr * o.end_lr_fraction)
+
+
+def make_optimizer(config: Any, sparsifier: Any = None
+                   ) -> optax.GradientTransformation:
+  """Gradient clipping + AdamW (no decay on biases/norms), wrapped if sparse.
+
+  Args:
+    config: The run's ``ConfigDict``.
+    sparsifier: Optional sparsifier; the optimizer is then
+      ``sparsejax.wrap(tx, sparsifier)`` and its state holds the masks.
+
+  Returns:
+    An optax transformation.
+
+  Example:
+    >>> cfg = config_lib.get_config()
+    >>> tx = make_optimizer(cfg, make_sparsifier(cfg))
+    >>> params = {"block_0": {"mlp": {"fc1": {"kernel": jnp.ones((8, 8))}}}}
+    >>> type(tx.init(params)).__name__
+    'WrappedState'
+  """
+  o = config.optim
+  decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+  parts = [optax.clip_by_global_norm(o.clip_norm)] if o.clip_norm else []
+  parts.append(optax.adamw(learning_rate(config), b1=o.b1, b2=o.b2,
+                           weight_decay=o.weight_decay, mask=decay_mask))
+  tx = optax.chain(*parts)
+  return tx if sparsifier is None else sj.wrap(tx, sparsifier)
+
+
+def load_tokens(config: Any) -> tuple[np.ndarray, np.ndarray]:
+  """The training and validation token splits of ``config.data``.
+
+  Args:
+    config: The run's ``ConfigDict``.
+
+  Returns:
+    ``(train, val)`` byte-level token arrays.
+
+  Raises:
+    ConfigError: Unreadable files, or too little data for one batch.
+
+  Example:
+    >>> train, val = load_tokens(config_lib.get_config())
+    >>> len(val) / (len(train) + len(val))
+    0.1...
+  """
+  d = config.data
+  if d.source == "pydoc":
+    tokens = data_lib.encode(data_lib.pydoc_corpus())
+  else:
+    paths = [p.strip() for p in d.paths.split(",") if p.strip()]
+    try:
+      tokens = data_lib.text_files(paths)
+    except (OSError, ValueError) as e:
+      raise config_lib.ConfigError(f"data.paths: {e}") from None
+  train, val = data_lib.train_val_split(tokens, d.val_fraction)
+  n = data_lib.num_windows(len(train), d.seq_len)
+  if n < d.batch_size:
+    raise config_lib.ConfigError(
+        f"the training split ({len(train)} tokens) gives only {n} windows of "
+        f"{d.seq_len + 1} tokens; data.batch_size={d.batch_size} needs more "
+        "data or a shorter data.seq_len.")
+  if len(val) <= d.seq_len:
+    raise config_lib.ConfigError(
+        f"the validation split ({len(val)} tokens) is shorter than one window "
+        f"(data.seq_len={d.seq_len}); raise data.val_fraction.")
+  return train, val
+
+
+@dataclasses.dataclass
+class Arm:
+  """One arm of a run, fully planned (no arrays allocated yet).
+
+  Attributes:
+    name: ``"dense"`` or ``"sparse"``.
+    config: The arm's config.
+    label: Display name (e.g. ``"sparse (progressive_nm 2:4)"``).
+    model: The GPT.
+    sparsifier: The sparsifier or ``None``.
+    tx: The optimizer.
+    rules: Sparsity rules (empty for dense).
+    mesh: The device mesh.
+    param_shardings: Shardings of the params.
+    state_shardings: Shardings of the :class:`~.step.TrainState`.
+    abstract_state: Shapes, dtypes and shardings of the ``TrainState``.
+    batch_sharding: Sharding of token batches.
+    train_tokens: Training split.
+    val_tokens: Validation split.
+  """
+  name: str
+  config: Any
+  label: str
+  model: gpt.GPT
+  sparsifier: Any
+  tx: Any
+  rules: list[Any]
+  mesh: Any
+  param_shardings: Any
+  state_shardings: Any
+  abstract_state: Any
+  batch_sharding: Any
+  train_tokens: np.ndarray
+  val_tokens: np.ndarray
+
+  @contextlib.contextmanager
+  def context(self) -> Iterator[None]:
+    """Mesh and logical-axis rules active while tracing the model."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(
+        mesh_lib.logical_rules()):
+      yield
+
+
+def _label(config: Any, rules: list[sj.Rule]) -> str:
+  if config.sparsity.method == "none":
+    return "dense"
+  patterns = sorted({str(r.pattern or "dense") for r in rules})
+  return f"sparse ({config.sparsity.method} {','.join(patterns)})"
+
+
+def _plan_arm(name: str, config: Any, devices: Sequence[Any] | None,
+              tokens: tuple[np.ndarray, np.ndarray]) -> Arm:
+  model = gpt.GPT(model_config(config))
+  sparsifier = make_sparsifier(config)
+  tx = make_optimizer(config, sparsifier)
+  rules = [] if sparsifier is None else config_lib.sparsity_rules(config)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  param_sh = mesh_lib.param_shardings(model, mesh)
+  init = step_lib.init_fn(model, tx, config.data.seq_len)
+  try:
+    abstract = jax.eval_shape(init, jax.random.key(0))
+  except (ValueError, TypeError) as e:
+    raise config_lib.ConfigError(
+        f"sparsity.rules={config.sparsity.rules!r} with "
+        f"sparsity.method={config.sparsity.method!r} does not fit the model: "
+        f"{e}") from None
+  mesh_lib.check_divisible(
+      abstract.params, param_sh, mesh,
+      {"data.batch_size": config.data.batch_size,
+       "eval.batch_size": config.eval.batch_size})
+  state_sh = state_shardings.like_params(abstract, abstract.params, param_sh,
+                                         mesh)._replace(params=param_sh)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract, state_sh)
+  return Arm(
+      name=name, config=config, label=_label(config, rules), model=model,
+      sparsifier=sparsifier, tx=tx, rules=rules, mesh=mesh,
+      param_shardings=param_sh, state_shardings=state_sh,
+      abstract_state=abstract, batch_sharding=mesh_lib.batch_sharding(mesh),
+      train_tokens=tokens[0], val_tokens=tokens[1])
+
+
+def plan(config: Any, devices: Sequence[Any] | None = None) -> list[Arm]:
+  """Validates ``config`` and plans its arms without computing anything.
+
+  Args:
+    config: The run's ``ConfigDict``.
+    devices: Devices of the mesh (default: all).
+
+  Returns:
+    The arms in training order (dense baseline first).
+
+  Raises:
+    ConfigError: Unknown keys, bad values, a pattern that does not divide a
+      layer, a mesh that does not match the devices, too little data.
+
+  Example:
+    >>> [a.name for a in plan(config_lib.get_config(), jax.devices()[:1])]
+    ['dense', 'sparse']
+  """
+  config_lib.validate(config)
+  make_sparsifier(config)  # an unknown method fails before the data loads
+  tokens = load_tokens(config)
+  if config.sparsity.method == "none":
+    return [_plan_arm("dense", config, devices, tokens)]
+  arms = []
+  if config.sparsity.baseline:
+    dense = copy.deepcopy(config)
+    dense.sparsity.method = "none"
+    arms.append(_plan_arm("dense", dense, devices, tokens))
+  arms.append(_plan_arm("sparse", config, devices, tokens))
+  return arms
