@@ -28,6 +28,19 @@ def _pyplot():
   return plt
 
 
+def _finish(plt: Any, fig: Any, ax: Any, title: str,
+            path: str | os.PathLike) -> bool:
+  """Labels the step axis, titles, adds grid and legend, saves and closes."""
+  ax.set_xlabel("step")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
 def plot_losses(runs: dict[str, list[dict[str, Any]]],
                 path: str | os.PathLike) -> bool:
   """Plots training (and validation) loss of several runs over steps.
@@ -59,15 +72,8 @@ def plot_losses(runs: dict[str, list[dict[str, Any]]],
     va = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
     if va:
       ax.plot(*zip(*va), "o--", color=color, label=f"{label} validation")
-  ax.set_xlabel("step")
   ax.set_ylabel("loss (nats/byte)")
-  ax.set_title("Training and validation loss")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return True
+  return _finish(plt, fig, ax, "Training and validation loss", path)
 
 
 def plot_schedule(steps: np.ndarray, series: dict[str, np.ndarray],
@@ -96,15 +102,8 @@ def plot_schedule(steps: np.ndarray, series: dict[str, np.ndarray],
   fig, ax = plt.subplots(figsize=(7, 4))
   for name, values in series.items():
     ax.plot(steps, values, label=name)
-  ax.set_xlabel("step")
   ax.set_ylim(-0.05, 1.05)
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return True
+  return _finish(plt, fig, ax, title, path)
 
 
 def write_plots(arms: list[Any], workdir: str) -> None:
