@@ -1,4 +1,4 @@
-"""Data used by tests, tutorials, one-shot calibration and pretraining.
+"""The data of a pretraining run (also used by tests, tutorials, benchmarks).
 
 Everything here is deterministic and offline:
 
