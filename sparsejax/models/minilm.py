@@ -62,7 +62,7 @@ def convert_hf_bert(tensors: Mapping[str, np.ndarray], num_layers: int,
 
   Example:
     >>> cfg = bert.BertConfig(vocab_size=10, hidden_size=4, num_layers=1,
-    ...                  num_heads=2, intermediate_size=8, max_position=6)
+    ...                       num_heads=2, intermediate_size=8, max_position=6)
     >>> names = {"embeddings.word_embeddings.weight": (10, 4),
     ...          "embeddings.position_embeddings.weight": (6, 4),
     ...          "embeddings.token_type_embeddings.weight": (2, 4),
@@ -158,7 +158,7 @@ class SentenceEncoder:
     ...       e = E(); e.ids = [1] * len(t.split()); out.append(e)
     ...     return out
     >>> cfg = bert.BertConfig(vocab_size=50, hidden_size=64, num_layers=1,
-    ...                  num_heads=2, intermediate_size=64, max_position=16)
+    ...                       num_heads=2, intermediate_size=64, max_position=16)
     >>> model = bert.BertEncoder(cfg)
     >>> params = jax.jit(model.init)(jax.random.key(0),
     ...                             jnp.ones((1, 2), jnp.int32))
