@@ -54,7 +54,8 @@ def test_not_a_string():
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("2:4", sj.NM(2, 4)), (" 1:16 ", sj.NM(1, 16)), ("0.5", sj.Unstructured(0.5)),
-    ("0", sj.Unstructured(0.0)), ("dense", None)])
+    ("2:4", sj.NM(2, 4)), (" 1:16 ", sj.NM(1, 16)),
+    ("0.5", sj.Unstructured(0.5)), ("0", sj.Unstructured(0.0)),
+    ("dense", None)])
 def test_parse_pattern(text, expected):
   assert rules_lib.parse_pattern(text) == expected

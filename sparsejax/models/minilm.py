@@ -158,7 +158,8 @@ class SentenceEncoder:
     ...       e = E(); e.ids = [1] * len(t.split()); out.append(e)
     ...     return out
     >>> cfg = bert.BertConfig(vocab_size=50, hidden_size=64, num_layers=1,
-    ...                       num_heads=2, intermediate_size=64, max_position=16)
+    ...                       num_heads=2, intermediate_size=64,
+    ...                       max_position=16)
     >>> model = bert.BertEncoder(cfg)
     >>> params = jax.jit(model.init)(jax.random.key(0),
     ...                             jnp.ones((1, 2), jnp.int32))

@@ -17,7 +17,7 @@ __all__ = ["bucket_length", "pad_batch"]
 
 
 def bucket_length(longest: int, max_length: int) -> int:
-  """The padded length for a batch: a power of two >= 16, at most ``max_length``.
+  """The padded length of a batch: a power of two >= 16, <= ``max_length``.
 
   Args:
     longest: The longest tokenized text of the batch.

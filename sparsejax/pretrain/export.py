@@ -72,7 +72,7 @@ def _holds_exact_nm(pattern: Any, mask: np.ndarray, path: str) -> bool:
 
 def _export_rules(params: Any, masks: Any, rules: list[sj.Rule]
                   ) -> list[sj.Rule]:
-  """``rules`` behind one keep-as-is rule per N:M leaf the format cannot hold."""
+  """``rules`` after a keep-as-is rule per N:M leaf the format cannot hold."""
   assignment = rules_lib.assign(params, rules)
   as_is = []
   for path, _, m in masks_lib.named_pairs(params, masks):
