@@ -48,7 +48,7 @@ import numpy as np
 import optax
 
 import sparsejax as sj
-from sparsejax import data
+from sparsejax.pretrain import data
 
 print("jax", jax.__version__, "| sparsejax", sj.__version__, "|",
       jax.devices()[0].platform)

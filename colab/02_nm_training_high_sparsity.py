@@ -34,7 +34,7 @@
 #
 # Everything runs on a CPU runtime in well under a minute: a 64-128-128-8 MLP,
 # 300 steps per method, on a synthetic regression task (a random two-layer
-# teacher network, `sparsejax.data.synthetic_regression`). It is a toy: the
+# teacher network, `sparsejax.pretrain.data.synthetic_regression`). It is a toy: the
 # point is how to set the methods up, log them and read them, not a benchmark.
 
 # %%
@@ -59,7 +59,7 @@ import optax
 from flax import nnx
 
 import sparsejax as sj
-from sparsejax import data
+from sparsejax.pretrain import data
 from sparsejax.models.mlp import MLP
 
 print("jax", jax.__version__, "| sparsejax", sj.__version__, "|",

@@ -56,7 +56,7 @@ import optax
 from flax import nnx
 
 import sparsejax as sj
-from sparsejax import data
+from sparsejax.pretrain import data
 from sparsejax.models.mlp import MLP
 
 print("jax", jax.__version__, "| sparsejax", sj.__version__, "|",

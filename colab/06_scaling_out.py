@@ -70,7 +70,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import sparsejax as sj
-from sparsejax import data
+from sparsejax.pretrain import data
 from sparsejax import sharding as sj_sharding
 from sparsejax.models import gpt
 
@@ -193,7 +193,7 @@ print("unstructured top-k refresh, collectives:",
 # `sparsifier.view(params, sj.sparsity_state(opt_state))`. Only the `jit`
 # call changes: it names the shardings of its inputs and outputs, so params,
 # optimizer state and masks never move. Batches come from
-# `sparsejax.data.next_batch` (byte-level text of Python's built-in help,
+# `sparsejax.pretrain.data.next_batch` (byte-level text of Python's built-in help,
 # shipped with Python: nothing is downloaded) at an explicit `DataState`
 # position that goes into the checkpoint.
 
