@@ -19,11 +19,13 @@ natural order (a masked strided load; ``x`` is tiny and cache resident), so
 nothing is permuted or padded per call. The K loop is an ``scf.for`` that
 Triton software-pipelines over ``num_stages`` stages.
 
-Why Triton here: the K loop has a data-dependent trip count per split and
-dynamic strided slices, which the Triton lowering supports directly and which
-cross-export for ``cuda`` from a CPU-only host at both ends of the supported
-JAX range. The Hopper-specific version (TMA, ``wgmma``) is
-:mod:`.kernel_mosaic_gpu`.
+Why Triton here: the K loop has a data-dependent trip count per split, and
+the activation is read with per-element (stride-``m``) addressing and masks;
+the Triton lowering supports both directly and cross-exports for ``cuda``
+from a CPU-only host at both ends of the supported JAX range. Mosaic GPU's
+TMA and ``wgmma`` operands need tiled, swizzled shared-memory layouts, which
+a stride-``m`` view of the activation is not, and Pallas Mosaic GPU offers no
+register gather or lane shuffle to build ``x_c`` on chip.
 
 All tile sizes are powers of two; ``chunk`` is at least 16 (the MMA's K).
 """
