@@ -87,6 +87,8 @@ def kernel_for(name: str) -> Kernel:
   'gpu'
   """
   return KERNELS[_ALIASES.get(name, name)]
+
+
 # Ridge points (dense bf16 FLOP/s over HBM bytes/s): H100 SXM ~989T/3.35T,
 # TPU v5e ~197T/0.82T.
 _RIDGE = {"gpu": 295.0, "tpu": 240.0}

@@ -68,14 +68,17 @@ def plan(batch: int, w: NMCompressed, *, tn: int | None = None,
   >>> c = jax.eval_shape(lambda: compress_nm(  # shapes only
   ...     jnp.ones((4096, 4096), jnp.bfloat16), jnp.ones((4096, 4096), bool), 2, 4))
   >>> plan(1, c)
-  Plan(tb=16, tn=128, chunk=64, splits=16, steps_per_split=1)
+  Plan(tb=16, tn=128, chunk=32, splits=11, steps_per_split=3)
   """
   tb = min(max_tb, max(16, _tile.pow2_at_least(batch)))
   cols = w.shape[1]
   if tn is None:
     tn = 128 if cols > 64 else max(16, _tile.pow2_at_least(cols))
   if chunk is None:
-    chunk = 64 if w.m <= 4 else 32
+    # Live per step: n value and n position tiles plus one expanded tile of
+    # (chunk, tn); 32 x 128 (16 x 128 for m >= 8, whose steps run m dots)
+    # keeps them in registers at 8 warps.
+    chunk = 32 if w.m <= 4 else 16
   chunk = max(16, min(chunk, w.tile_groups))
   if chunk & (chunk - 1) or chunk % w.words_per_plane:
     raise ValueError(f"chunk={chunk} must be a power of two and a multiple "
@@ -147,7 +150,7 @@ def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, m, bits, tg, q, tb, tn, chunk,
 
 def nm_matmul_gpu(x, w: NMCompressed, *, out_dtype=None, interpret=False,
                   tn: int | None = None, chunk: int | None = None,
-                  splits: int | None = None, num_warps: int = 4,
+                  splits: int | None = None, num_warps: int = 8,
                   num_stages: int = 3) -> jax.Array:
   """``x @ W`` on the Triton lowering; ``x`` is ``(B, K)`` in natural order.
 

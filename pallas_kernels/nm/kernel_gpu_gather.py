@@ -82,7 +82,7 @@ def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, bits, m, tg, q, tb, tn, chunk,
 
 def nm_matmul_gpu_gather(x, w: NMCompressed, *, out_dtype=None,
                          interpret=False, tn: int = 128, chunk: int = 16,
-                         num_warps: int = 4, num_stages: int = 3) -> jax.Array:
+                         num_warps: int = 8, num_stages: int = 3) -> jax.Array:
   """``x @ W`` by gather-and-FMA (Triton lowering); meant for 1:8 and 1:16.
 
   Args:
