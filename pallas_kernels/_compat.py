@@ -9,7 +9,14 @@ only. Differences handled:
   ``jax.experimental.pallas.triton`` (``TritonCompilerParams`` before 0.7).
   The Triton lowering warns that it is deprecated from 0.11; the warning is
   silenced here for our own calls only.
-* ``pl.load``/``pl.store`` are gone (0.9): kernels index refs directly.
+* ``pl.load``/``pl.store`` are gone (0.9): kernels index refs directly;
+  masked loads and stores for ragged edges on the Triton lowering are
+  ``jax.experimental.pallas.triton.load``/``store`` (:func:`masked_load`,
+  :func:`masked_store`).
+* ``pl.Buffered(n)`` as a ``BlockSpec`` ``pipeline_mode``: the Mosaic TPU
+  grid pipeline accepts only 1 (resident operands) or 2 buffers at both ends
+  of the range; :func:`buffered` returns ``None`` (default double
+  buffering) where a release lacks the class.
 * Cross-lowering for CUDA from a CPU-only host: 0.12 needs an abstract GPU
   device (``jax.sharding.AbstractDevice``) to pick the target architecture;
   the Triton custom call has no serialization stability guarantee, so export
@@ -32,7 +39,8 @@ except ImportError:  # pragma: no cover - jaxlib without the Triton dialect
 __all__ = ["pl", "pltpu", "PrefetchScalarGridSpec", "tpu_params",
            "triton_params", "vmem", "smem", "silence_triton_deprecation",
            "export", "tpu_interpret_params", "JAX_VERSION", "backend",
-           "HAS_TRITON", "SQUEEZED"]
+           "HAS_TRITON", "SQUEEZED", "masked_load", "masked_store",
+           "buffered"]
 
 JAX_VERSION = tuple(int(p) for p in jax.__version__.split(".")[:3]
                     if p.isdigit())
@@ -71,6 +79,34 @@ def triton_params(num_warps: int = 4, num_stages: int = 3):
   if _TritonParams is None:
     raise RuntimeError("this jaxlib has no Pallas Triton lowering.")
   return _TritonParams(num_warps=num_warps, num_stages=num_stages)
+
+
+def masked_load(ref, mask, other=0):
+  """A Triton-lowering load of ``ref`` (a ``ref.at[...]`` view) under ``mask``.
+
+  Masked-off elements read ``other`` and touch no memory, so a kernel can
+  walk ragged edges without padded operands.
+  """
+  if _pltriton is None:
+    raise RuntimeError("this jaxlib has no Pallas Triton lowering.")
+  return _pltriton.load(ref, mask=mask, other=other)
+
+
+def masked_store(ref, value, mask):
+  """A Triton-lowering store of ``value`` into ``ref`` under ``mask``."""
+  if _pltriton is None:
+    raise RuntimeError("this jaxlib has no Pallas Triton lowering.")
+  _pltriton.store(ref, value, mask=mask)
+
+
+def buffered(count: int):
+  """``pl.Buffered(count)`` for a ``BlockSpec`` ``pipeline_mode``, or None.
+
+  >>> buffered(3) is None or buffered(3).buffer_count == 3
+  True
+  """
+  cls = getattr(pl, "Buffered", None)
+  return cls(count) if cls is not None else None
 
 
 def vmem(shape, dtype):

@@ -23,7 +23,7 @@ def random_nm_mask(rng, k, cols, n, m):
 @SETTINGS
 @given(pattern=st.sampled_from(PATTERNS), groups=st.integers(1, 40),
        cols=st.integers(1, 9), dtype=st.sampled_from(["float32", "bfloat16"]),
-       tg=st.sampled_from([None, 32, 64]), seed=st.integers(0, 2**16))
+       tg=st.sampled_from([None, 16, 32, 64]), seed=st.integers(0, 2**16))
 def test_nm_round_trip(pattern, groups, cols, dtype, tg, seed):
   n, m = pattern
   k = groups * m
@@ -39,7 +39,10 @@ def test_nm_round_trip(pattern, groups, cols, dtype, tg, seed):
       np.asarray(F.nm_values_like(c, expect), np.float32),
       np.asarray(c.values, np.float32))
   assert c.values.dtype == w.dtype
-  assert c.indices.dtype == jnp.uint32
+  assert c.indices.dtype == (jnp.uint32 if c.tile_groups >= 32 else jnp.uint16)
+  # N is never padded; K only to whole tiles of groups.
+  assert c.values.shape == (c.num_tiles * n * c.tile_groups, cols)
+  assert c.indices.shape[1] == cols
 
 
 def test_nm_compress_jits(maybe_jit):
@@ -60,22 +63,48 @@ def test_nm_pytree_metadata_is_static():
   leaves, treedef = jax.tree.flatten(c)
   assert len(leaves) == 2
   c2 = jax.tree.unflatten(treedef, leaves)
-  assert (c2.n, c2.m, c2.shape, c2.tile_groups) == (1, 4, (32, 4), 32)
+  assert (c2.n, c2.m, c2.shape, c2.tile_groups) == (1, 4, (32, 4), 16)
   out = jax.jit(lambda c: c)(c)
   assert out.shape == (32, 4)
 
 
 @pytest.mark.parametrize("n,m,bits", [(2, 4, 2), (1, 4, 2), (2, 8, 3),
                                       (1, 8, 3), (1, 16, 4)])
-def test_nm_indices_are_bit_packed(n, m, bits):
-  k, cols = 256 * m, 128  # one full 256-group tile: no padding
+@pytest.mark.parametrize("groups", [256, 16])  # a 256-group tile; a tiny layer
+def test_nm_indices_are_bit_packed(n, m, bits, groups):
+  k, cols = groups * m, 72  # whole tiles, ragged N: no padding at all
   mask = random_nm_mask(np.random.default_rng(0), k, cols, n, m)
   c = F.compress_nm(jnp.ones((k, cols), jnp.bfloat16), mask, n, m)
+  assert c.tile_groups == groups
   kept = k * cols * n // m
-  assert c.indices.size * 32 == kept * bits
+  assert c.indices.size * c.indices.dtype.itemsize * 8 == kept * bits
   assert c.values.size == kept
   bpe = 8 * c.nbytes() / (k * cols)
   assert bpe == pytest.approx(16 * n / m + n / m * bits)
+
+
+@pytest.mark.parametrize("k,cols,n,m", [(64, 64, 2, 4), (128, 32, 1, 8),
+                                        (8, 4, 2, 4), (1000, 3, 1, 4)])
+def test_nm_small_layers_stay_smaller_than_dense(k, cols, n, m):
+  mask = random_nm_mask(np.random.default_rng(2), k, cols, n, m)
+  w = jnp.ones((k, cols), jnp.bfloat16)
+  c = F.compress_nm(w, mask, n, m)
+  groups = k // m
+  # K pads to whole tiles of >= 16 groups, at most 1/8 where a tile allows.
+  padded = c.num_tiles * c.tile_groups
+  assert padded - groups <= max(16 - groups, groups // 8)
+  if groups >= 16:
+    assert c.nbytes() < w.nbytes
+
+
+@pytest.mark.parametrize("k,m", [(4096, 4), (14336, 8), (4000, 4), (400, 4),
+                                 (64, 4), (8, 4), (4096, 16)])
+def test_default_tile_groups_bounds_padding(k, m):
+  groups = k // m
+  tg = F.default_tile_groups(k, m)
+  assert 16 <= tg <= 256 and tg & (tg - 1) == 0
+  pad = -(-groups // tg) * tg - groups
+  assert pad <= max(groups // 8, 16 - groups) or tg == 16
 
 
 def test_nm_validation_errors():
@@ -93,6 +122,8 @@ def test_nm_validation_errors():
     F.compress_nm(jnp.ones(8), jnp.ones(8, bool), 2, 4)
   with pytest.raises(ValueError, match="tile_groups"):
     F.compress_nm(w, good, 2, 4, tile_groups=48)
+  with pytest.raises(ValueError, match="tile_groups"):
+    F.compress_nm(w, good, 2, 4, tile_groups=8)
   bad = good.at[0, 1].set(~good[0, 1])
   with pytest.raises(ValueError, match=r"not 2:4 .*group 0 .*column 1"):
     F.compress_nm(w, bad, 2, 4)

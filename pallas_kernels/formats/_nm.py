@@ -1,20 +1,30 @@
-"""N:M compressed format with bit-packed in-group indices and a tiled layout.
+"""N:M compressed format with bit-planed in-group indices and a tiled layout.
 
 Layout (``K`` the contraction axis, ``G = K / m`` groups, ``tg`` groups per
-tile, ``T = ceil(G / tg)`` tiles, ``Q = tg / 32`` and ``bits = ceil(log2 m)``):
+K tile, ``T = ceil(G / tg)`` tiles, ``bits = ceil(log2 m)``, word width
+``ww = min(32, tg)`` bits and ``Q = max(1, tg / 32)`` words per bit plane):
 
 * ``values`` has shape ``(T * n * tg, N)``. Inside tile ``t`` the rows are
   *slot-major*: row ``t*n*tg + s*tg + g`` holds the ``s``-th kept value (in
   increasing in-group position) of group ``t*tg + g``. Expanding a tile is then
   ``W_c = sum_s where(idx_s == c, val_s, 0)`` for every in-group position
   ``c``: lane-aligned elementwise selects, no gathers. ``W_c`` multiplies the
-  activation columns ``t*tg*m + g*m + c``, a cheap permutation of ``x``.
-* ``indices`` has shape ``(T * n * bits * Q, N)`` and dtype ``uint32``: bit
+  activation columns ``(t*tg + g)*m + c`` -- a stride-``m`` slice of the
+  activation in its natural order, so nothing is permuted per call.
+* ``indices`` has shape ``(T * n * bits * Q, N)`` and an unsigned dtype of
+  ``ww`` bits (``uint32`` for ``tg >= 32``, ``uint16`` for ``tg = 16``): bit
   planes. Word row ``t*n*bits*Q + (s*bits + b)*Q + w`` stores, in bit ``p``,
   bit ``b`` of the in-group position of slot ``s`` of group-in-tile
-  ``g = p*Q + w``. Each kept value costs exactly ``bits`` bits, and unpacking is
-  ``sum_b ((plane_b[None] >> p) & 1) << b`` on a ``(32, Q, N)`` block followed
-  by a layout-trivial reshape to ``(tg, N)``.
+  ``g = p*Q + w``. Each kept value costs exactly ``bits`` bits. Decoding a run
+  of groups is, per bit plane, one shift by the row's constant bit position,
+  one mask and one or -- no cross-lane data movement, and the ``(32, Q, N)``
+  result reshapes to ``(32*Q, N)`` without relayout on TPU's ``(8, 128)``
+  tiles (``Q = 8`` for ``tg = 256``). Bit planes keep exactly ``bits`` bits
+  for every ``m`` (3-bit positions of ``m = 8`` do not pack into bytes or
+  words evenly), which the bandwidth bound depends on.
+* ``N`` is not padded: kernels mask the ragged last column tile. ``K`` is
+  padded only to whole tiles of groups; the default tile size keeps that
+  padding at most ``1/8`` of the groups where a power-of-two tile allows it.
 
 Groups past ``G`` (the ragged tail of the last tile) hold zero values and
 position 0, so they contribute nothing.
@@ -44,20 +54,38 @@ def index_bits(m: int) -> int:
   return max(1, math.ceil(math.log2(m)))
 
 
+_MIN_TILE = 16
+_MAX_DEFAULT_TILE = 256
+
+
 def default_tile_groups(k: int, m: int) -> int:
-  """Default number of groups per tile: a power of two in ``[32, 256]``.
+  """Default number of groups per K tile: a power of two in ``[16, 256]``.
 
-  256 groups (8 packed word rows per bit plane) suit the TPU's ``(8, 128)``
-  tiles; small matrices get smaller tiles so that padding stays small.
+  The largest tile whose padding of ``K`` stays within ``1/8`` of the groups
+  (or, failing that, the one with the least padding). 256 groups (8 word rows
+  per bit plane) suit the TPU's ``(8, 128)`` tiles; small matrices get small
+  tiles so that a tiny layer does not grow.
 
-  >>> default_tile_groups(4096, 4), default_tile_groups(16, 4)
-  (256, 32)
+  >>> default_tile_groups(4096, 4), default_tile_groups(64, 4)
+  (256, 16)
+  >>> default_tile_groups(2000, 4), default_tile_groups(400, 4)
+  (256, 16)
   """
   groups = max(1, -(-k // m))
-  tg = 32
-  while tg < groups and tg < 256:
-    tg *= 2
-  return tg
+  best = None
+  tg = _MAX_DEFAULT_TILE
+  while tg >= _MIN_TILE:
+    pad = -(-groups // tg) * tg - groups
+    if 8 * pad <= groups:
+      return tg
+    if best is None or pad < best[0]:
+      best = (pad, tg)
+    tg //= 2
+  return best[1]
+
+
+def _word_dtype(tile_groups: int):
+  return jnp.uint32 if tile_groups >= _WORD else jnp.uint16
 
 
 def _check_nm(n, m):
@@ -77,12 +105,12 @@ class NMCompressed:
 
   Attributes:
     values: ``(num_tiles * n * tile_groups, N)`` kept values, slot-major tiles.
-    indices: ``(num_tiles * n * bits * tile_groups // 32, N)`` uint32 bit
-      planes of the in-group positions.
+    indices: ``(num_tiles * n * bits * words_per_plane, N)`` bit planes of the
+      in-group positions (``uint32``; ``uint16`` when ``tile_groups == 16``).
     n: kept values per group (static).
     m: group size along axis 0 (static).
     shape: the dense ``(K, N)`` shape (static).
-    tile_groups: groups per tile, a power of two >= 32 (static).
+    tile_groups: groups per K tile, a power of two >= 16 (static).
   """
   values: jax.Array
   indices: jax.Array
@@ -109,7 +137,12 @@ class NMCompressed:
 
   @property
   def words_per_plane(self) -> int:
-    return self.tile_groups // _WORD
+    return max(1, self.tile_groups // _WORD)
+
+  @property
+  def bits_per_word(self) -> int:
+    """Groups (bits) stored per index word: ``min(32, tile_groups)``."""
+    return min(_WORD, self.tile_groups)
 
   def nbytes(self) -> int:
     """Bytes of values plus packed indices (what a kernel reads)."""
@@ -166,7 +199,7 @@ def compress_nm(w, mask, n: int, m: int, *, tile_groups: int | None = None,
       keeps exactly ``n`` entries.
     n: kept entries per group.
     m: group size, ``m <= 16``.
-    tile_groups: groups per tile (power of two, multiple of 32); defaults to
+    tile_groups: groups per K tile (a power of two >= 16); defaults to
       :func:`default_tile_groups`.
     validate: check the mask on the host when it is concrete. Under ``jit``
       the check is skipped, so compression can be traced.
@@ -182,7 +215,7 @@ def compress_nm(w, mask, n: int, m: int, *, tile_groups: int | None = None,
   >>> mask = jnp.array([1, 0, 0, 1, 0, 1, 1, 0], bool).reshape(8, 1)
   >>> c = compress_nm(w, mask, 2, 4)
   >>> c.values.shape, c.indices.shape, c.indices.dtype
-  ((64, 1), (4, 1), dtype('uint32'))
+  ((32, 1), (4, 1), dtype('uint16'))
   >>> decompress_nm(c)[:, 0]
   Array([0., 0., 0., 3., 0., 5., 6., 0.], dtype=float32)
   """
@@ -198,9 +231,9 @@ def compress_nm(w, mask, n: int, m: int, *, tile_groups: int | None = None,
     raise ValueError(f"w axis 0 (K={k}) must be divisible by m={m}.")
   if tile_groups is None:
     tile_groups = default_tile_groups(k, m)
-  if tile_groups < _WORD or tile_groups & (tile_groups - 1):
-    raise ValueError(f"tile_groups must be a power of two >= 32, got "
-                     f"{tile_groups}.")
+  if tile_groups < _MIN_TILE or tile_groups & (tile_groups - 1):
+    raise ValueError(f"tile_groups must be a power of two >= {_MIN_TILE}, "
+                     f"got {tile_groups}.")
   if validate and _is_concrete(mask):
     validate_nm_mask(mask, n, m)
   return _compress_nm(w, mask, n=int(n), m=int(m), tile_groups=int(tile_groups))
@@ -225,16 +258,17 @@ def _compress_nm(w, mask, *, n, m, tile_groups):
   if gpad:
     vals = jnp.pad(vals, ((0, gpad), (0, 0), (0, 0)))
     pos = jnp.pad(pos, ((0, gpad), (0, 0), (0, 0)))
-  tg, q, bits = tile_groups, tile_groups // _WORD, index_bits(m)
+  tg, bits = tile_groups, index_bits(m)
+  q, ww = max(1, tg // _WORD), min(_WORD, tg)
   vals = vals.reshape(tiles, tg, n, cols).transpose(0, 2, 1, 3)
   values = vals.reshape(tiles * n * tg, cols)
   # pos[t, s, p*Q + w] -> bit planes words[t, s, b, w] with bit p.
   pos = pos.reshape(tiles, tg, n, cols).transpose(0, 2, 1, 3)
-  pos = pos.reshape(tiles, n, 1, _WORD, q, cols)
+  pos = pos.reshape(tiles, n, 1, ww, q, cols)
   b = jnp.arange(bits, dtype=jnp.uint32).reshape(1, 1, bits, 1, 1, 1)
-  p = jnp.arange(_WORD, dtype=jnp.uint32).reshape(1, 1, 1, _WORD, 1, 1)
+  p = jnp.arange(ww, dtype=jnp.uint32).reshape(1, 1, 1, ww, 1, 1)
   planes = (((pos >> b) & 1) << p).sum(axis=3, dtype=jnp.uint32)
-  indices = planes.reshape(tiles * n * bits * q, cols)
+  indices = planes.reshape(tiles * n * bits * q, cols).astype(_word_dtype(tg))
   return NMCompressed(values=values, indices=indices, n=n, m=m,
                       shape=(k, cols), tile_groups=tg)
 
@@ -248,9 +282,10 @@ def unpack_positions(c: NMCompressed) -> jax.Array:
   Array([1, 0], dtype=int32)
   """
   t, n, bits, q = c.num_tiles, c.n, c.bits, c.words_per_plane
-  words = c.indices.reshape(t, n, bits, 1, q, -1)
+  ww = c.bits_per_word
+  words = c.indices.astype(jnp.uint32).reshape(t, n, bits, 1, q, -1)
   b = jnp.arange(bits, dtype=jnp.uint32).reshape(1, 1, bits, 1, 1, 1)
-  p = jnp.arange(_WORD, dtype=jnp.uint32).reshape(1, 1, 1, _WORD, 1, 1)
+  p = jnp.arange(ww, dtype=jnp.uint32).reshape(1, 1, 1, ww, 1, 1)
   pos = (((words >> p) & 1) << b).sum(axis=2, dtype=jnp.uint32)
   return pos.reshape(t, n, c.tile_groups, -1).astype(jnp.int32)
 
@@ -280,7 +315,7 @@ def nm_values_like(c: NMCompressed, dense) -> jax.Array:
 
   >>> w = jnp.array([[1.0], [2.0], [3.0], [4.0]])
   >>> c = compress_nm(w, jnp.array([[0], [1], [0], [1]], bool), 2, 4)
-  >>> nm_values_like(c, 10 * w)[jnp.array([0, 32]), 0]
+  >>> nm_values_like(c, 10 * w)[jnp.array([0, 16]), 0]
   Array([20., 40.], dtype=float32)
   """
   dense = jnp.asarray(dense)

@@ -1,10 +1,19 @@
 """``nm_matmul``: ``x @ W`` with ``W`` N:M compressed; picks the implementation.
 
-Implementations:
+Implementations (:data:`KERNELS` maps each name to its kernel, platform and
+layout check, for a dispatch to choose among):
 
-* ``"pallas_tpu"`` -- Mosaic TPU kernel (:mod:`.kernel_tpu`).
-* ``"pallas_gpu"`` -- Triton kernel (:mod:`.kernel_gpu`).
+* ``"tpu"`` -- Mosaic TPU kernel (:mod:`.kernel_tpu`).
+* ``"triton"`` -- split-K expand-then-MMA kernel on the Triton lowering
+  (:mod:`.kernel_gpu`).
+* ``"triton_gather"`` -- gather-and-FMA kernel on CUDA cores for 1:8 and 1:16
+  at small batch (:mod:`.kernel_gpu_gather`).
 * ``"xla"`` -- ``jnp.dot`` on the expanded weight (always available).
+
+``"pallas_tpu"`` and ``"pallas_gpu"`` are aliases of ``"tpu"`` and
+``"triton"``; ``"pallas"`` means the backend's default kernel. Every kernel
+takes the activation as it comes and the weight as ``compress_nm`` stored it:
+nothing is padded or permuted per call.
 
 ``implementation=None`` chooses by backend, layout and batch:
 :func:`choose_implementation` returns the choice and the reason. On CPU the
@@ -17,13 +26,14 @@ point) the dense path is chosen.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
 from pallas_kernels.nm import kernel_gpu
+from pallas_kernels.nm import kernel_gpu_gather
 from pallas_kernels.nm import kernel_tpu
 from pallas_kernels.nm import reference
 from pallas_kernels.formats import decompress_nm
@@ -31,9 +41,54 @@ from pallas_kernels.formats import nm_values_like
 from pallas_kernels.formats import NMCompressed
 
 __all__ = ["nm_matmul", "choose_implementation", "Choice", "IMPLEMENTATIONS",
-           "batch_crossover"]
+           "batch_crossover", "KERNELS", "Kernel", "kernel_for"]
 
-IMPLEMENTATIONS = ("xla", "pallas_tpu", "pallas_gpu", "pallas")
+
+class Kernel(NamedTuple):
+  """One Pallas implementation: its function, native platform and limits.
+
+  ``fn(x2, w, *, out_dtype, interpret)`` computes ``(B, N)`` from ``(B, K)``;
+  ``unsupported(w)`` returns ``None`` or why the real (non-interpreted)
+  lowering cannot take this layout.
+  """
+  fn: Callable[..., jax.Array]
+  platform: str
+  unsupported: Callable[[NMCompressed], str | None]
+
+
+def _any_layout(w):
+  del w
+  return None
+
+
+def _tpu_layout(w):
+  if w.tile_groups % kernel_tpu.LOWERING_TILE_GROUPS:
+    return (f"tile_groups={w.tile_groups} is not a multiple of "
+            f"{kernel_tpu.LOWERING_TILE_GROUPS} (TPU tiling of the index "
+            "planes)")
+  return None
+
+
+KERNELS: dict[str, Kernel] = {
+    "tpu": Kernel(kernel_tpu.nm_matmul_tpu, "tpu", _tpu_layout),
+    "triton": Kernel(kernel_gpu.nm_matmul_gpu, "gpu", _any_layout),
+    "triton_gather": Kernel(kernel_gpu_gather.nm_matmul_gpu_gather, "gpu",
+                            _any_layout),
+}
+_ALIASES = {"pallas_tpu": "tpu", "pallas_gpu": "triton"}
+
+IMPLEMENTATIONS = ("xla", *KERNELS, *_ALIASES, "pallas")
+
+
+def kernel_for(name: str) -> Kernel:
+  """The :class:`Kernel` registered under ``name`` (aliases resolved).
+
+  >>> kernel_for("pallas_gpu").platform
+  'gpu'
+  """
+  return KERNELS[_ALIASES.get(name, name)]
+
+
 # Ridge points (dense bf16 FLOP/s over HBM bytes/s): H100 SXM ~989T/3.35T,
 # TPU v5e ~197T/0.82T.
 _RIDGE = {"gpu": 295.0, "tpu": 240.0}
@@ -58,12 +113,20 @@ def batch_crossover(w: NMCompressed, platform: str = "gpu") -> float:
   return bpe / 16.0 * _RIDGE.get(platform, _RIDGE["gpu"])
 
 
+_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float32, jnp.bfloat16, jnp.float16))
+
+
 def _check(x, w):
   if not isinstance(w, NMCompressed):
     raise TypeError(f"w must be an NMCompressed, got {type(w).__name__}.")
   if x.ndim < 1 or x.shape[-1] != w.shape[0]:
     raise ValueError(f"x last axis ({x.shape[-1:]}) must equal K={w.shape[0]} "
                      f"of w {w.shape}.")
+  for name, dt in (("x", x.dtype), ("w.values", w.values.dtype)):
+    if jnp.dtype(dt) not in _DTYPES:
+      raise TypeError(f"{name} dtype {jnp.dtype(dt).name} is not supported "
+                      f"(x {x.shape}, w {w.shape}); use one of "
+                      f"{sorted(jnp.dtype(d).name for d in _DTYPES)}.")
 
 
 def choose_implementation(x, w: NMCompressed, implementation: str | None = None,
@@ -93,7 +156,7 @@ def choose_implementation(x, w: NMCompressed, implementation: str | None = None,
     impl = implementation
     if impl == "pallas":
       impl = "pallas_gpu" if platform == "gpu" else "pallas_tpu"
-    native = {"pallas_tpu": "tpu", "pallas_gpu": "gpu"}[impl]
+    native = kernel_for(impl).platform
     return Choice(impl, "requested", platform != native)
   batch = 1
   for d in x.shape[:-1]:
@@ -114,35 +177,8 @@ def choose_implementation(x, w: NMCompressed, implementation: str | None = None,
                 "weights read", False)
 
 
-def _round_up(a, b):
-  return -(-a // b) * b
-
-
-def _pad_cols(w: NMCompressed, cols: int) -> NMCompressed:
-  extra = cols - w.shape[1]
-  if not extra:
-    return w
-  return NMCompressed(values=jnp.pad(w.values, ((0, 0), (0, extra))),
-                      indices=jnp.pad(w.indices, ((0, 0), (0, extra))),
-                      n=w.n, m=w.m, shape=(w.shape[0], cols),
-                      tile_groups=w.tile_groups)
-
-
 def _run_kernel(x2, w, impl, interpret, odt):
-  b = x2.shape[0]
-  if impl == "pallas_gpu":
-    tb = min(64, max(16, 1 << (b - 1).bit_length()))
-  else:
-    tb = min(256, _round_up(b, 16))
-  tn = 128
-  bp = _round_up(b, tb)
-  wp = _pad_cols(w, _round_up(w.shape[1], tn))
-  xp = reference.permute_activation(x2, w)
-  xp = jnp.pad(xp, ((0, bp - b), (0, 0)))
-  fn = kernel_gpu.nm_matmul_gpu if impl == "pallas_gpu" else \
-      kernel_tpu.nm_matmul_tpu
-  out = fn(xp, wp, tb=tb, tn=tn, out_dtype=odt, interpret=interpret)
-  return out[:b, :w.shape[1]]
+  return kernel_for(impl).fn(x2, w, out_dtype=odt, interpret=interpret)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -179,8 +215,8 @@ def nm_matmul(x, w: NMCompressed, *, implementation: str | None = None,
     x: ``(..., K)`` activations, bf16 or f32.
     w: :class:`~pallas_kernels.formats.NMCompressed` weight (any ``m <= 16``).
     implementation: ``None`` to choose automatically (see
-      :func:`choose_implementation`), ``"xla"``, ``"pallas"``,
-      ``"pallas_tpu"`` or ``"pallas_gpu"``.
+      :func:`choose_implementation`), ``"xla"``, ``"pallas"`` or a name in
+      :data:`KERNELS` (``"tpu"``, ``"triton"``, ``"triton_gather"``, ...).
     interpret: run a Pallas kernel in interpret mode (a bool, or
       ``pltpu.InterpretParams`` for TPU semantics); defaults to True when the
       kernel's platform is not the current backend.
@@ -189,8 +225,8 @@ def nm_matmul(x, w: NMCompressed, *, implementation: str | None = None,
     ``(..., N)`` in the promoted dtype, accumulated in f32. Differentiable
     in ``x`` and ``w.values``.
 
-  The kernels tile ``N`` by 128; another ``N`` pads the compressed weight on
-  every call (a copy), so prefer ``N % 128 == 0``.
+  Any ``B``, ``K`` and ``N`` run without per-call padding: the kernels mask
+  ragged edges.
 
   >>> from pallas_kernels.formats import compress_nm
   >>> w = jnp.arange(8.0).reshape(4, 2)
@@ -199,6 +235,8 @@ def nm_matmul(x, w: NMCompressed, *, implementation: str | None = None,
   >>> nm_matmul(jnp.ones((1, 4)), c)
   Array([[ 4., 10.]], dtype=float32)
   >>> nm_matmul(jnp.ones((1, 4)), c, implementation="pallas")
+  Array([[ 4., 10.]], dtype=float32)
+  >>> nm_matmul(jnp.ones((1, 4)), c, implementation="triton_gather")
   Array([[ 4., 10.]], dtype=float32)
   """
   x = jnp.asarray(x)

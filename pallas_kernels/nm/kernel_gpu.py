@@ -1,106 +1,214 @@
-"""N:M matmul on NVIDIA GPUs through the Pallas Triton lowering.
+"""N:M matmul on NVIDIA GPUs through the Pallas Triton lowering (split-K).
 
-Why Triton and not Mosaic GPU: (1) the kernel walks the K tiles with a
-``fori_loop`` and dynamic ``pl.ds`` slices of whole-array refs, which the
-Triton lowering supports directly; (2) on Hopper there is no sparse ``wgmma``
-reachable from Pallas, so the win is bandwidth (read compressed tiles, expand
-in registers) and Triton's ``tl.dot`` already issues ``wgmma``/``mma`` for the
-dense product of the expanded tile; (3) it is the GPU lowering that can be
-cross-exported and tested from a CPU-only host at both ends of the supported
-JAX range (the Mosaic GPU lowering needs the CUDA plugin's MLIR dialects on
-JAX 0.12). The Triton lowering is deprecated from JAX 0.11; a Mosaic GPU port
-is the follow-up once it can be tested.
+Decode regime first: at batch 1-16 the whole chip must be reading compressed
+weights all the time, so the grid is ``(N/tn, splits, B/tb)``: ``N`` in column
+tiles of ``tn`` output features and the contraction split into ``splits``
+contiguous runs of K chunks, each program writing an f32 partial sum that a
+small XLA reduction adds up (as split-K decode-attention kernels do). The
+number of splits is chosen so that the grid has at least two programs per SM
+of a 132-SM H100/H200 (:func:`plan`).
 
-Triton needs power-of-two tiles: ``tb``, ``tn`` and ``tile_groups`` are powers
-of two (``tile_groups`` always is) and at least 16.
+Per K chunk of ``chunk`` groups, a program loads the ``n`` value strips and
+the ``n * bits`` index bit-plane rows of its column tile (masked at the ragged
+``N`` edge), decodes positions with one shift/mask/or per bit plane, expands
+``W_c`` for every in-group position ``c`` with ``n`` selects and accumulates
+``W_c^T @ x_c^T`` into a ``(tn, tb)`` f32 accumulator: the weight tile is the
+large MMA operand (``M = tn``) and the batch, padded to 16 in registers only,
+the small one. ``x_c`` is a stride-``m`` slice of the activation in its
+natural order (a masked strided load; ``x`` is tiny and cache resident), so
+nothing is permuted or padded per call. The K loop is an ``scf.for`` that
+Triton software-pipelines over ``num_stages`` stages.
+
+Why Triton here: the K loop has a data-dependent trip count per split, and
+the activation is read with per-element (stride-``m``) addressing and masks;
+the Triton lowering supports both directly and cross-exports for ``cuda``
+from a CPU-only host at both ends of the supported JAX range. Mosaic GPU's
+TMA and ``wgmma`` operands need tiled, swizzled shared-memory layouts, which
+a stride-``m`` view of the activation is not, and Pallas Mosaic GPU offers no
+register gather or lane shuffle to build ``x_c`` on chip.
+
+All tile sizes are powers of two; ``chunk`` is at least 16 (the MMA's K).
 """
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from pallas_kernels.nm import _tile
 from pallas_kernels.formats import NMCompressed
+from pallas_kernels.nm import _tile
 
 pl = _compat.pl
 
-__all__ = ["nm_matmul_gpu"]
+__all__ = ["nm_matmul_gpu", "plan", "Plan", "split_k", "MIN_PROGRAMS"]
 
-_WORD = 32
-
-
-def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, m, bits, tg, q, tb, tn, tiles,
-            chunk, cdt):
-  i = pl.program_id(0)
-  j = pl.program_id(1)
-  rows = pl.ds(i * tb, tb)
-  cols = pl.ds(j * tn, tn)
-  per = chunk // q  # bit positions per chunk
-
-  nchunks = _WORD // per
-
-  # One loop step expands `chunk` groups of one tile (bounded registers).
-  def body(step, acc):
-    t = jax.lax.div(step, nchunks)
-    start = jax.lax.rem(step, nchunks) * per
-    g0 = start * q
-    poss, vals = [], []
-    for s in range(n):
-      planes = [p_ref[pl.ds(((t * n + s) * bits + b) * q, q), cols]
-                for b in range(bits)]
-      poss.append(_tile.unpack_planes(planes, start, per))
-      vals.append(v_ref[pl.ds((t * n + s) * tg + g0, chunk), cols])
-    for c in range(m):
-      wc = _tile.expanded(vals, poss, c, cdt)
-      xc = x_ref[rows, pl.ds((t * m + c) * tg + g0, chunk)].astype(cdt)
-      acc = acc + _tile.dot(xc, wc)
-    return acc
-
-  acc = jax.lax.fori_loop(0, tiles * nchunks, body,
-                          jnp.zeros((tb, tn), jnp.float32))
-  o_ref[...] = acc.astype(o_ref.dtype)
+_SMS = 132          # H100 / H200 SXM
+_PROGRAMS_PER_SM = 2
+MIN_PROGRAMS = _SMS * _PROGRAMS_PER_SM
 
 
-def nm_matmul_gpu(xp, w: NMCompressed, *, tb: int, tn: int, out_dtype,
-                  interpret=False, chunk_groups: int = 64, num_warps: int = 4,
-                  num_stages: int = 2):
-  """Runs the Triton kernel on prepared operands (see ``nm_matmul_tpu``).
+class Plan(NamedTuple):
+  """Tiling of one call: batch tile, column tile, groups per step, splits."""
+  tb: int
+  tn: int
+  chunk: int
+  splits: int
+  steps_per_split: int
 
-  ``chunk_groups`` (a power of two, multiple of ``tile_groups // 32``) groups
-  are expanded at a time, so a ``(chunk_groups, tn)`` tile is what lives in
-  registers. Tile sizes are untuned defaults until measured on a GPU.
+
+def plan(batch: int, w: NMCompressed, *, tn: int | None = None,
+         chunk: int | None = None, min_programs: int = MIN_PROGRAMS,
+         max_tb: int = 64) -> Plan:
+  """Chooses tiles and the K split for ``batch`` rows times ``w``.
 
   >>> from pallas_kernels.formats import compress_nm
-  >>> from pallas_kernels.nm.reference import permute_activation
-  >>> c = compress_nm(jnp.ones((8, 16)), jnp.ones((8, 16), bool), 1, 1)
-  >>> x = permute_activation(jnp.ones((16, 8)), c)
-  >>> nm_matmul_gpu(x, c, tb=16, tn=16, out_dtype=jnp.float32, interpret=True)[0, 0]
-  Array(8., dtype=float32)
+  >>> c = jax.eval_shape(lambda: compress_nm(  # shapes only
+  ...     jnp.ones((4096, 4096), jnp.bfloat16), jnp.ones((4096, 4096), bool), 2, 4))
+  >>> plan(1, c)
+  Plan(tb=16, tn=128, chunk=32, splits=11, steps_per_split=3)
   """
-  bp = xp.shape[0]
+  tb = min(max_tb, max(16, _tile.pow2_at_least(batch)))
   cols = w.shape[1]
-  cdt = _tile.compute_dtype(xp.dtype, w.values.dtype)
-  planes = jax.lax.bitcast_convert_type(w.indices, jnp.int32)
-  q = w.words_per_plane
-  chunk = max(min(chunk_groups, w.tile_groups), q)
-  if chunk % q or chunk & (chunk - 1):
-    raise ValueError(f"chunk_groups={chunk_groups} must be a power of two and "
-                     f"a multiple of tile_groups // 32 = {q}.")
+  if tn is None:
+    tn = 128 if cols > 64 else max(16, _tile.pow2_at_least(cols))
+  if chunk is None:
+    # Live per step: n value and n position tiles plus one expanded tile of
+    # (chunk, tn); 32 x 128 (16 x 128 for m >= 8, whose steps run m dots)
+    # keeps them in registers at 8 warps.
+    chunk = 32 if w.m <= 4 else 16
+  chunk = max(16, min(chunk, w.tile_groups))
+  if chunk & (chunk - 1) or chunk % w.words_per_plane:
+    raise ValueError(f"chunk={chunk} must be a power of two and a multiple "
+                     f"of the words per bit plane ({w.words_per_plane}).")
+  steps = w.num_tiles * (w.tile_groups // chunk)
+  tiles = -(-cols // tn) * -(-batch // tb)
+  splits, per = split_k(steps, -(-min_programs // tiles))
+  return Plan(tb, tn, chunk, splits, per)
+
+
+def split_k(steps: int, want: int) -> tuple[int, int]:
+  """``(splits, steps_per_split)``: at least ``want`` splits where ``steps``
+  allows, none empty.
+
+  >>> split_k(16, 9), split_k(4, 100), split_k(10, 1), split_k(10, 4)
+  ((16, 1), (4, 1), (1, 10), (5, 2))
+  """
+  per = max(1, steps // max(1, want))
+  return -(-steps // per), per
+
+
+def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, m, bits, tg, q, tb, tn, chunk,
+            per_split, steps, batch, k, cols, cdt, split_out):
+  j = pl.program_id(0)
+  s = pl.program_id(1)
+  i = pl.program_id(2)
+  col_ids = j * tn + jax.lax.broadcasted_iota(jnp.int32, (1, tn), 1)
+  cmask = col_ids < cols
+  row_ids = i * tb + jax.lax.broadcasted_iota(jnp.int32, (tb, 1), 0)
+  rmask = row_ids < batch
+  colsl = pl.ds(j * tn, tn)
+  rowsl = pl.ds(i * tb, tb)
+  nper = chunk // q            # bit positions per chunk
+  nchunks = tg // chunk
+  first = s * per_split
+  count = jnp.minimum(per_split, steps - first)
+
+  def body(step, acc):
+    st = first + step
+    t = jax.lax.div(st, nchunks)
+    start = jax.lax.rem(st, nchunks) * nper
+    g0 = start * q
+    poss, vals = [], []
+    for sl in range(n):
+      planes = [_compat.masked_load(
+          p_ref.at[pl.ds(((t * n + sl) * bits + b) * q, q), colsl], cmask)
+                for b in range(bits)]
+      poss.append(_tile.unpack_planes(planes, start, nper))
+      vals.append(_compat.masked_load(
+          v_ref.at[pl.ds((t * n + sl) * tg + g0, chunk), colsl], cmask))
+    kbase = (t * tg + g0) * m
+    kcol = kbase + m * jax.lax.broadcasted_iota(jnp.int32, (1, chunk), 1)
+    for c in range(m):
+      wc = _tile.expanded(vals, poss, c, cdt)                     # (chunk, tn)
+      xmask = rmask & (kcol + c < k)
+      xc = _compat.masked_load(                                   # (tb, chunk)
+          x_ref.at[jnp.where(xmask, row_ids, 0), jnp.where(xmask, kcol + c, 0)],
+          xmask).astype(cdt)
+      acc = acc + _tile.dot(wc.T, xc.T)                           # (tn, tb)
+    return acc
+
+  acc = jax.lax.fori_loop(0, count, body, jnp.zeros((tn, tb), jnp.float32))
+  out = acc.T.astype(o_ref.dtype)
+  if split_out:
+    _compat.masked_store(o_ref.at[s, rowsl, colsl], out, rmask & cmask)
+  else:
+    _compat.masked_store(o_ref.at[rowsl, colsl], out, rmask & cmask)
+
+
+def nm_matmul_gpu(x, w: NMCompressed, *, out_dtype=None, interpret=False,
+                  tn: int | None = None, chunk: int | None = None,
+                  splits: int | None = None, num_warps: int = 8,
+                  num_stages: int = 3) -> jax.Array:
+  """``x @ W`` on the Triton lowering; ``x`` is ``(B, K)`` in natural order.
+
+  Args:
+    x: ``(B, K)`` activations (any ``B``; no padding needed).
+    w: the compressed weight, as stored by ``compress_nm``.
+    out_dtype: result dtype (default: promotion of both dtypes).
+    interpret: run in the Pallas interpreter (CPU).
+    tn: output-column tile (power of two); default from :func:`plan`.
+    chunk: groups expanded per loop step (power of two >= 16).
+    splits: force the number of K splits (default from :func:`plan`).
+    num_warps: Triton warps per program.
+    num_stages: Triton software-pipelining stages of the K loop.
+
+  Returns:
+    ``(B, N)`` product, accumulated in f32.
+
+  >>> from pallas_kernels.formats import compress_nm
+  >>> c = compress_nm(jnp.ones((64, 24)), jnp.ones((64, 24), bool), 1, 1)
+  >>> nm_matmul_gpu(jnp.ones((3, 64)), c, interpret=True)[2, :3]
+  Array([64., 64., 64.], dtype=float32)
+  """
+  b, k = x.shape
+  if k != w.shape[0]:
+    raise ValueError(f"x {x.shape} last axis must equal K={w.shape[0]} of w "
+                     f"{w.shape}.")
+  cols = w.shape[1]
+  out_dtype = out_dtype or _tile.compute_dtype(x.dtype, w.values.dtype)
+  cdt = _tile.compute_dtype(x.dtype, w.values.dtype)
+  pln = plan(b, w, tn=tn, chunk=chunk)
+  if splits is not None:
+    steps = w.num_tiles * (w.tile_groups // pln.chunk)
+    sp, per = split_k(steps, splits)
+    pln = pln._replace(splits=sp, steps_per_split=per)
+  tb, tn, ch = pln.tb, pln.tn, pln.chunk
+  split_out = pln.splits > 1
   kernel = functools.partial(
-      _kernel, n=w.n, m=w.m, bits=w.bits, tg=w.tile_groups, q=q, tb=tb,
-      tn=tn, tiles=w.num_tiles, chunk=chunk, cdt=cdt)
+      _kernel, n=w.n, m=w.m, bits=w.bits, tg=w.tile_groups,
+      q=w.words_per_plane, tb=tb, tn=tn, chunk=ch,
+      per_split=pln.steps_per_split,
+      steps=w.num_tiles * (w.tile_groups // ch), batch=b, k=k, cols=cols,
+      cdt=cdt, split_out=split_out)
+  if split_out:
+    out_shape = jax.ShapeDtypeStruct((pln.splits, b, cols), jnp.float32)
+  else:
+    out_shape = jax.ShapeDtypeStruct((b, cols), out_dtype)
   whole = pl.no_block_spec
   with _compat.silence_triton_deprecation():
-    return pl.pallas_call(
+    out = pl.pallas_call(
         kernel,
-        out_shape=jax.ShapeDtypeStruct((bp, cols), out_dtype),
-        grid=(bp // tb, cols // tn),
+        out_shape=out_shape,
+        grid=(pl.cdiv(cols, tn), pln.splits, pl.cdiv(b, tb)),
         in_specs=[whole, whole, whole],
-        out_specs=pl.BlockSpec((tb, tn), lambda i, j: (i, j)),
+        out_specs=whole,
         compiler_params=_compat.triton_params(num_warps, num_stages),
         interpret=interpret,
         name="nm_matmul_gpu",
-    )(xp, w.values, planes)
+    )(x, w.values, w.indices)
+  if split_out:
+    out = out.sum(axis=0).astype(out_dtype)
+  return out

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from pallas_kernels.formats import decompress_nm
 from pallas_kernels.formats import NMCompressed
 
-__all__ = ["nm_matmul_reference", "permute_activation", "out_dtype"]
+__all__ = ["nm_matmul_reference", "out_dtype"]
 
 
 def out_dtype(x, w: NMCompressed):
@@ -39,21 +39,3 @@ def nm_matmul_reference(x, w: NMCompressed) -> jax.Array:
   dense = decompress_nm(w)
   return jnp.dot(x, dense, preferred_element_type=jnp.float32,
                  precision=jax.lax.Precision.HIGHEST).astype(out_dtype(x, w))
-
-
-def permute_activation(x, w: NMCompressed) -> jax.Array:
-  """Reorders the columns of ``x`` into the slot-major tile order of ``w``.
-
-  Column ``(t*m + c)*tg + g`` of the result is column ``(t*tg + g)*m + c`` of
-  ``x`` (zero past ``K``): the order in which a kernel meets the expanded
-  weight rows ``W_c``.
-
-  >>> from pallas_kernels.formats import compress_nm
-  >>> c = compress_nm(jnp.ones((64, 1)), jnp.ones((64, 1), bool), 2, 2)
-  >>> permute_activation(jnp.arange(64.0)[None], c)[0, :3]
-  Array([0., 2., 4.], dtype=float32)
-  """
-  b, k = x.shape
-  t, tg, m = w.num_tiles, w.tile_groups, w.m
-  x = jnp.pad(x, ((0, 0), (0, t * tg * m - k)))
-  return x.reshape(b, t, tg, m).transpose(0, 1, 3, 2).reshape(b, t * m * tg)

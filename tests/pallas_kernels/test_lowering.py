@@ -17,15 +17,17 @@ from pallas_kernels.formats import compress_padded_block
 
 PLATFORMS = {"tpu": ("pallas_tpu", "tpu_custom_call"),
              "cuda": ("pallas_gpu", "__gpu$xla.gpu.triton")}
+# Every N:M kernel by name, with the platform it lowers for.
+NM_KERNELS = [("tpu", "tpu"), ("triton", "cuda"), ("triton_gather", "cuda")]
 
 
-def _nm_operands(n, m, dtype, k=2048, cols=256):
+def _nm_operands(n, m, dtype, k=2048, cols=256, batch=8):
   rng = np.random.default_rng(0)
   w = jnp.asarray(rng.normal(size=(k, cols)), dtype)
   scores = rng.random((k // m, m, cols))
   mask = (np.argsort(np.argsort(-scores, axis=1), axis=1) < n).reshape(k, cols)
   c = compress_nm(w, mask, n, m, tile_groups=256)
-  return jax.ShapeDtypeStruct((8, k), dtype), c
+  return jax.ShapeDtypeStruct((batch, k), dtype), c
 
 
 def _export(fn, platform, *args):
@@ -35,16 +37,33 @@ def _export(fn, platform, *args):
   return exp
 
 
-@pytest.mark.parametrize("platform", sorted(PLATFORMS))
+@pytest.mark.parametrize("impl,platform", NM_KERNELS)
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("pattern", [(2, 4), (2, 8), (1, 16)])
-def test_nm_matmul_lowers(platform, dtype, pattern):
+@pytest.mark.parametrize("pattern", [(2, 4), (1, 4), (2, 8), (1, 8), (1, 16)])
+def test_nm_matmul_lowers(impl, platform, dtype, pattern):
   x, c = _nm_operands(*pattern, dtype)
-  impl = PLATFORMS[platform][0]
   exp = _export(lambda x, c: nm_matmul(x, c, implementation=impl,
                                        interpret=False), platform, x, c)
   assert exp.out_avals[0].shape == (8, 256)
   assert exp.out_avals[0].dtype == jnp.dtype(dtype)
+
+
+@pytest.mark.parametrize("impl,platform", NM_KERNELS)
+@pytest.mark.parametrize("batch", [1, 16, 300])
+def test_nm_matmul_lowers_ragged(impl, platform, batch):
+  """Ragged K (a partial last tile) and N, batch 1 to past one batch tile."""
+  x, c = _nm_operands(2, 8, "bfloat16", k=3000, cols=1300, batch=batch)
+  assert c.num_tiles * c.tile_groups > 3000 // 8
+  exp = _export(lambda x, c: nm_matmul(x, c, implementation=impl,
+                                       interpret=False), platform, x, c)
+  assert exp.out_avals[0].shape == (batch, 1300)
+
+
+@pytest.mark.parametrize("impl,platform", NM_KERNELS)
+def test_nm_matmul_lowers_f16(impl, platform):
+  x, c = _nm_operands(1, 8, "float16", k=2048, cols=128, batch=4)
+  _export(lambda x, c: nm_matmul(x, c, implementation=impl, interpret=False),
+          platform, x, c)
 
 
 def _block(major, bs, dtype, shape=(512, 512)):
@@ -87,12 +106,13 @@ def test_block_sizes_lower_for_cuda(bs):
       x, w, implementation="pallas_gpu", interpret=False), "cuda", x, w)
 
 
-def test_gradient_lowers_for_tpu():
+@pytest.mark.parametrize("impl,platform", NM_KERNELS)
+def test_gradient_lowers(impl, platform):
   x, c = _nm_operands(2, 4, "bfloat16", k=1024, cols=128)
   xs = jnp.zeros(x.shape, x.dtype)
 
   def loss(x, c):
-    return nm_matmul(x, c, implementation="pallas_tpu",
+    return nm_matmul(x, c, implementation=impl,
                      interpret=False).astype(jnp.float32).sum()
 
-  _export(jax.value_and_grad(loss), "tpu", xs, c)
+  _export(jax.value_and_grad(loss), platform, xs, c)
