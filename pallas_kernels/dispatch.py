@@ -234,15 +234,15 @@ def _read(path: pathlib.Path) -> dict[str, Any]:
   return data
 
 
-_loaded: dict[tuple[str, float], Any] = {}
+_loaded: dict[tuple[str, int, int, int], Any] = {}
 
 
 def _memo_read(path: pathlib.Path):
   try:
-    stamp = path.stat().st_mtime_ns
+    st = path.stat()
   except OSError:
     return None
-  key = (str(path), stamp)
+  key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
   if key not in _loaded:
     try:
       _loaded[key] = _read(path)
@@ -343,9 +343,11 @@ def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
   data["rows"] = merge_rows(old, check_rows(list(rows)))
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+  head = json.dumps({k: v for k, v in data.items() if k != "rows"})[:-1]
+  body = ",\n".join("  " + json.dumps(r) for r in data["rows"])
   with os.fdopen(fd, "w", encoding="utf-8") as f:
-    json.dump(data, f, indent=1)
-    f.write("\n")
+    f.write(f'{head}, "rows": [\n{body}\n]}}\n' if body else
+            f'{head}, "rows": []}}\n')
   os.replace(tmp, path)
   return path
 
