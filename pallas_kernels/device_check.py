@@ -168,10 +168,13 @@ def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return out
 
 
-def _summary(rows, emit):
-  emit("# targets at batch <= 16 (best kernel d/s; bound = 16/bpe):")
-  for pattern, target in TARGETS.items():
-    n, m = (int(v) for v in pattern.split(":"))
+def _summary(rows, p: Plan, emit):
+  emit("# targets at batch <= 16 (kernel d/s; bound = 16/bpe):")
+  for (n, m) in p.patterns:
+    pattern = f"{n}:{m}"
+    if pattern not in TARGETS:
+      continue
+    target = TARGETS[pattern]
     kern = [r for r in rows if r["op"] == "nm" and r["pattern"] == pattern
             and r["implementation"] != "xla" and r["batch"] <= 16]
     bound = _timing.nm_bound(n, m)
@@ -316,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
       raise SystemExit(f"--ops: unknown suite {op!r}; known: {sorted(SUITES)}")
     rows += SUITES[op](p, emit, deadline)
   if rows:
-    _summary(rows, emit)
+    _summary(rows, p, emit)
   if not args.no_peer:
     peer_rows(p, emit)
   if args.write_table:
