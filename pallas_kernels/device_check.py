@@ -128,15 +128,41 @@ def _nm_suite(p: Plan, emit, deadline: float) -> list[dict[str, Any]]:
   from pallas_kernels.nm import bench as nm_bench  # pylint: disable=g-import-not-at-top
   emit(nm_bench.HEADER)
   rows = []
+  impls = list(p.implementations or nm_bench.default_implementations())
   for shape in p.shapes:
     for pattern in p.patterns:
+      where = f"nm {pattern[0]}:{pattern[1]} {shape[0]}x{shape[1]}"
       if time.perf_counter() > deadline:
-        emit(f"# nm {pattern[0]}:{pattern[1]} {shape[0]}x{shape[1]}: "
-             "skipped (time budget)")
+        emit(f"# {where}: skipped (time budget)")
         continue
-      rows += nm_bench.run([shape], p.batches, [pattern], jnp.dtype(p.dtype),
-                           p.implementations, p.reps, emit, p.chain)
+
+      def run(names, shape=shape, pattern=pattern):
+        return nm_bench.run([shape], p.batches, [pattern], jnp.dtype(p.dtype),
+                            names, p.reps, emit, p.chain)
+
+      rows += _isolating_failures(run, impls, where, emit)
   return rows
+
+
+def _isolating_failures(run, impls, where, emit):
+  """``run(impls)``; if it fails, each implementation alone, failures noted."""
+  try:
+    return run(impls)
+  except Exception as e:  # pylint: disable=broad-except
+    emit(f"# {where}: FAILED with {impls} ({type(e).__name__}: "
+         f"{str(e).splitlines()[0] if str(e) else ''}); retrying one by one")
+  rows = []
+  for impl in impls:
+    try:
+      rows += run([impl])
+    except Exception as e:  # pylint: disable=broad-except
+      _FAILURES.append(f"{where} {impl}")
+      emit(f"# {where} {impl}: FAILED ({type(e).__name__}: "
+           f"{str(e).splitlines()[0] if str(e) else ''})")
+  return rows
+
+
+_FAILURES: list[str] = []
 
 
 SUITES: dict[str, Callable[[Plan, Callable[[str], Any], float],
@@ -270,7 +296,7 @@ def _torch_cuda():
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Runs the check; returns 0 when the tests pass (and ran), else 1.
+  """Runs the check; returns 0 when the tests and every measurement pass.
 
   >>> main(["--dry", "--skip-tests", "--ops", ""])  # doctest: +ELLIPSIS
   # device_check (dry: small shapes, kernels interpreted; figures mean nothing)
@@ -293,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--no-peer", action="store_true")
   args = ap.parse_args(argv)
   t0 = time.perf_counter()
+  _FAILURES.clear()
   emit = print
   p = plan(args.dry)
   accel = jax.default_backend() in ("gpu", "tpu")
@@ -326,9 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     keep = table_rows(rows)
     path = dispatch.write_rows(args.write_table, keep)
     emit(f"# wrote {len(keep)} rows to {path}")
+  if _FAILURES:
+    emit(f"# FAILED measurements: {', '.join(_FAILURES)}")
   emit(f"# device_check took {time.perf_counter() - t0:.0f}s; tests "
        f"{'passed' if ok else 'FAILED'}")
-  return 0 if ok else 1
+  return 0 if ok and not _FAILURES else 1
 
 
 if __name__ == "__main__":

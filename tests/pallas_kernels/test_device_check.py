@@ -74,3 +74,21 @@ def test_ci_runs_the_dry_check_and_the_script_calls_it():
   script = ROOT / "benchmarks/device_check.sh"
   assert os.access(script, os.X_OK)
   assert "-m pallas_kernels.device_check" in script.read_text()
+
+
+def test_a_failing_implementation_is_isolated_and_reported():
+  lines = []
+
+  def run(names):
+    if "broken" in names:
+      raise RuntimeError("Mosaic lowering failed\ndetails")
+    return [{"implementation": n} for n in names]
+
+  device_check._FAILURES.clear()
+  rows = device_check._isolating_failures(run, ["xla", "broken"], "nm 2:4",
+                                          lines.append)
+  assert rows == [{"implementation": "xla"}]
+  assert device_check._FAILURES == ["nm 2:4 broken"]
+  assert any("broken: FAILED (RuntimeError: Mosaic lowering failed)" in l
+             for l in lines)
+  device_check._FAILURES.clear()
