@@ -95,10 +95,56 @@ def _suitable(w, op: str, platform: str) -> tuple[dict[str, str], list[str]]:
   return out, why
 
 
+def _measure(w, op: str, batch: int, dtype):
+  """A ``measure`` callable for the dispatch's autotune.
+
+  Times the op on a random operand with the same shape, blocks, major and
+  stored block density as ``w`` (``w`` itself may be traced).
+  """
+  def measure(impls):
+    # pylint: disable=g-import-not-at-top
+    import numpy as np
+    from pallas_kernels import _timing
+    from pallas_kernels.formats import compress_padded_block
+    with jax.ensure_compile_time_eval():
+      rows, cols = w.shape
+      bh, bw = w.block_shape
+      grid = (rows // bh, cols // bw)
+      keep = max(1, round(_stored_density(w) * grid[0] * grid[1]))
+      order = np.random.default_rng(0).permutation(grid[0] * grid[1])
+      bmask = np.zeros(grid[0] * grid[1], bool)
+      bmask[order[:keep]] = True
+      dense = jax.random.normal(jax.random.key(0), (rows, cols),
+                                jnp.float32).astype(w.values.dtype)
+      p = compress_padded_block(dense, bmask.reshape(grid), (bh, bw),
+                                major=w.major)
+      if op == "dsd":
+        x = jax.random.normal(jax.random.key(1), (batch, rows),
+                              jnp.float32).astype(dtype)
+        fns = {i: functools.partial(_dsd_call, impl=i) for i in impls}
+        return _timing.against_dense(fns, p, x, dense, None)["seconds"]
+      x = jax.random.normal(jax.random.key(1), (cols, batch),
+                            jnp.float32).astype(dtype)
+      # A @ x timed as (x.T @ A.T).T so the chain feeds rows back.
+      fns = {i: functools.partial(_sdd_call_t, impl=i) for i in impls}
+      return _timing.against_dense(fns, p, x.T, dense.T, None)["seconds"]
+
+  return measure
+
+
+def _dsd_call(x, p, impl):
+  return block_sparse_matmul(x, p, implementation=impl)
+
+
+def _sdd_call_t(xt, p, impl):
+  return sparse_dense_matmul(p, xt.T, implementation=impl).T
+
+
 def choose_implementation(w, op: str = "dsd",
                           implementation: str | None = None, *,
                           platform: str | None = None, batch: int = 1,
-                          name: str | None = None) -> Choice:
+                          name: str | None = None, dtype=None,
+                          autotune: bool | None = None) -> Choice:
   """Returns the implementation a block-sparse product uses, and why.
 
   The automatic choice is measured (:mod:`pallas_kernels.dispatch`): a kernel
@@ -114,6 +160,9 @@ def choose_implementation(w, op: str = "dsd",
     batch: rows of the dense operand for ``"dsd"``, its columns for
       ``"sdd"`` (part of the measured case).
     name: the layer's path, used in error messages.
+    dtype: the dense operand's dtype, for autotuning (default: the sparse
+      values' dtype).
+    autotune: measure at first use (overrides ``PALLAS_KERNELS_AUTOTUNE``).
 
   >>> from pallas_kernels.formats import compress_bsr
   >>> w = compress_bsr(jnp.ones((256, 256)), jnp.eye(2, dtype=bool), (128, 128), major="col")
@@ -140,7 +189,9 @@ def choose_implementation(w, op: str = "dsd",
       op=f"block_{op}", candidates=kernels,
       pattern=f"b{bh}x{bw}/d{_stored_density(w):.2f}", dtype=w.values.dtype,
       shape=tuple(w.shape), batch=max(int(batch), 1),
-      implementation=implementation, platform=platform)
+      implementation=implementation, platform=platform,
+      measure=_measure(w, op, max(int(batch), 1), dtype or w.values.dtype),
+      autotune=autotune)
   if why and choice.source == "default":
     choice = choice._replace(reason=choice.reason + "; " + "; ".join(why))
   return choice
@@ -276,7 +327,7 @@ def block_sparse_matmul(x, w, *, implementation: str | None = None,
   for d in x.shape[:-1]:
     batch *= d
   choice = choose_implementation(w, "dsd", implementation, batch=batch,
-                                 name=name)
+                                 name=name, dtype=x.dtype)
   odt = jnp.result_type(x.dtype, w.values.dtype)
   lead = x.shape[:-1]
   x2 = x.reshape(-1, w.shape[0])
@@ -324,7 +375,7 @@ def sparse_dense_matmul(a, x, *, implementation: str | None = None,
   _check_dtype(x.dtype, "x", a.shape, name)
   _check_dtype(a.values.dtype, "sparse values", a.shape, name)
   choice = choose_implementation(a, "sdd", implementation, batch=x.shape[1],
-                                 name=name)
+                                 name=name, dtype=x.dtype)
   odt = jnp.result_type(x.dtype, a.values.dtype)
   if choice.implementation == "xla":
     return jnp.dot(decompress_block(a), x,

@@ -327,3 +327,12 @@ def test_nm_mask_keeps_the_largest(n, m):
   assert (smallest_kept >= largest_dropped).all()
   with pytest.raises(ValueError, match="divisible by m"):
     _testing.nm_mask(jnp.ones((m + 1, 2)), n, m)
+
+
+@pytest.mark.parametrize("op,major", [("dsd", "col"), ("sdd", "row")])
+def test_block_autotune_measure_times_dense_and_each_implementation(op, major):
+  w = jax.random.normal(jax.random.key(0), (64, 128))
+  p = compress_padded_block(w, jnp.eye(2, 4, dtype=bool), (32, 32),
+                            major=major)
+  seconds = blk_api._measure(p, op, 3, jnp.float32)(["xla"])
+  assert set(seconds) == {"dense", "xla"} and min(seconds.values()) > 0
