@@ -4,7 +4,8 @@ Prints, per shape, batch and implementation, the ratio dense/sparse and
 masked-dense/sparse (XLA dense ``jnp.dot`` at the same dtype on a random and
 on the masked weight, interleaved in the same process, after warm-up), the
 fraction of the physical bound, achieved GB/s and its fraction of the
-device's peak, and the device and versions. Every time is device time: a
+device's peak, TFLOP/s (useful FLOPs of the sparse product), and the
+device and versions. Every time is device time: a
 chain of ``--chain`` dependent calls in one program divided by its length,
 median of ``--reps`` >= 20 repetitions; compile and format conversion are
 excluded and reported separately. Only the current backend is measured;

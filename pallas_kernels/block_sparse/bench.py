@@ -85,6 +85,7 @@ def run(shapes, batches, blocks, densities, dtype=jnp.bfloat16,
                 ratio_masked=sec["masked"] / sec[impl], bound=bound,
                 frac=ratio / bound, gbps=gbps,
                 peak_frac=None if peak is None else gbps / peak,
+                tflops=2 * b * keep * bs * bs / sec[impl] / 1e12,
                 compile_s=res["compile_s"][impl],
                 dense_compile_s=res["compile_s"]["dense"],
                 convert_s=convert_s, reason=choice.reason)

@@ -24,7 +24,7 @@ from pallas_kernels.nm.api import nm_matmul
 __all__ = ["run", "HEADER", "format_row", "default_implementations"]
 
 HEADER = ("op  pattern    shape       B     dtype    impl          dense_us "
-          "masked_us sparse_us  d/s   md/s  bound  frac    GB/s  %peak")
+          "masked_us sparse_us  d/s   md/s  bound  frac    GB/s  %peak TFLOP/s")
 
 
 def default_implementations(platform: str | None = None) -> list[str]:
@@ -43,17 +43,19 @@ def format_row(row: dict[str, Any]) -> str:
   >>> r = dict(op="nm", pattern="2:4", shape="8x8", batch=1, dtype="bfloat16",
   ...          impl="xla", dense_us=1.0, masked_us=1.0, sparse_us=2.0,
   ...          ratio=0.5, ratio_masked=0.5, bound=1.78, frac=0.28, gbps=1.0,
-  ...          peak_frac=None)
-  >>> format_row(r).split()[-1]
-  '1.00'
+  ...          peak_frac=None, tflops=0.5)
+  >>> format_row(r).split()[-2:]
+  ['1.00', '0.5000']
   """
   peak = "" if row["peak_frac"] is None else f"{100 * row['peak_frac']:5.1f}"
+  tflops = "" if row.get("tflops") is None else f"{row['tflops']:8.4f}"
   return (f"{row['op']:<3} {row['pattern']:<10} {row['shape']:<11} "
           f"{row['batch']:<5} {row['dtype']:<8} {row['impl']:<13}"
           f"{row['dense_us']:9.1f} {row['masked_us']:9.1f} "
           f"{row['sparse_us']:9.1f} {row['ratio']:5.2f} "
           f"{row['ratio_masked']:5.2f} {row['bound']:6.2f} "
-          f"{row['frac']:5.2f} {row['gbps']:7.2f} {peak:>6}").rstrip()
+          f"{row['frac']:5.2f} {row['gbps']:7.2f} {peak:>6} {tflops:>8}"
+          ).rstrip()
 
 
 def run(shapes: Sequence[tuple[int, int]], batches: Sequence[int],
@@ -79,7 +81,8 @@ def run(shapes: Sequence[tuple[int, int]], batches: Sequence[int],
     One dict per row: times in us, ``ratio`` (dense/sparse),
     ``ratio_masked`` (masked-dense/sparse), ``bound`` (``16/bpe``, bit-packed
     indices), ``frac`` (ratio/bound), ``gbps`` (bytes moved / time),
-    ``peak_frac`` (of the device's HBM peak, None if unknown), compile and
+    ``peak_frac`` (of the device's HBM peak, None if unknown), ``tflops``
+    (useful FLOPs of the sparse product per second), compile and
     conversion seconds (excluded from the times).
 
   >>> rows = run([(64, 128)], [1], [(2, 4)], jnp.float32, reps=2,
@@ -127,6 +130,7 @@ def run(shapes: Sequence[tuple[int, int]], batches: Sequence[int],
               ratio_masked=sec["masked"] / sec[impl], bound=bound,
               frac=ratio / bound, gbps=gbps,
               peak_frac=None if peak is None else gbps / peak,
+              tflops=2 * b * k * cols * n / m / sec[impl] / 1e12,
               compile_s=res["compile_s"][impl],
               dense_compile_s=res["compile_s"]["dense"],
               convert_s=convert_s, reason=choice.reason)
