@@ -470,7 +470,13 @@ def choose(*, op: str, candidates: Mapping[str, str], pattern: str,
   if found:
     return _decide(found, key, "table")
   if _autotune_enabled(autotune) and measure is not None:
-    seconds = measure(native)
+    try:
+      seconds = measure(native)
+    except Exception as e:  # pylint: disable=broad-except
+      warnings.warn(f"autotuning {op} {pattern} failed, using the dense XLA "
+                    f"path: {type(e).__name__}: {e}", stacklevel=2)
+      return Choice("xla", f"autotune failed ({type(e).__name__}); dense XLA "
+                    "path", "autotune")
     dense_us = seconds["dense"] * 1e6
     rows = [dict(key.as_dict(), implementation=name, us=seconds[name] * 1e6,
                  dense_us=dense_us) for name in native if name in seconds]

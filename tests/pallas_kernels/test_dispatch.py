@@ -336,3 +336,13 @@ def test_block_autotune_measure_times_dense_and_each_implementation(op, major):
                             major=major)
   seconds = blk_api._measure(p, op, 3, jnp.float32)(["xla"])
   assert set(seconds) == {"dense", "xla"} and min(seconds.values()) > 0
+
+
+def test_failed_autotune_falls_back_to_dense_with_a_warning(device):
+  def measure(names):
+    raise RuntimeError("kernel does not compile")
+
+  with dispatch.autotune(), pytest.warns(UserWarning, match="does not compile"):
+    c = pick(measure=measure)
+  assert (c.implementation, c.source) == ("xla", "autotune")
+  assert not dispatch.cache_path(KIND).exists()
