@@ -1,14 +1,67 @@
-"""Fair, interleaved timing shared by the kernel benchmarks (dense baseline in the same process)."""
+"""Device-time measurement shared by the kernel benchmarks, the device check and autotuning.
+
+A call is timed as a chain of ``length`` dependent calls inside one jitted
+function (a ``lax.fori_loop`` whose next input is the previous input plus a
+tiny multiple of a slice of the previous output, so no call can be skipped,
+reordered or hoisted); the whole chain is timed and divided by ``length``, so
+dispatch is excluded. Repetitions are interleaved across the timed
+functions (the order rotates), and the median of ``reps`` >= 20 is reported.
+Compilation is timed separately and excluded.
+"""
 from __future__ import annotations
 
+import math
 import platform as _platform
 import statistics
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["compile_fn", "interleaved_medians", "against_dense", "environment"]
+__all__ = ["compile_fn", "chain", "interleaved_medians", "against_dense",
+           "environment", "peak_gbps", "nm_bound", "PEAK_GBPS"]
+
+# HBM bandwidth in GB/s by device kind (substring, checked in order).
+PEAK_GBPS = (
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),
+    ("H200", 4800.0),
+    ("A100", 2039.0),
+    ("TPU v5 lite", 819.0),
+    ("TPU v5e", 819.0),
+    ("TPU v5p", 2765.0),
+    ("TPU v5", 2765.0),
+    ("TPU v6 lite", 1640.0),
+    ("TPU v6e", 1640.0),
+)
+
+
+def peak_gbps(kind: str) -> float | None:
+  """Peak memory bandwidth (GB/s) of a device kind, or None if unknown.
+
+  >>> peak_gbps("NVIDIA H200"), peak_gbps("TPU v5 lite"), peak_gbps("cpu")
+  (4800.0, 819.0, None)
+  """
+  for name, value in PEAK_GBPS:
+    if name.lower() in kind.lower():
+      return value
+  return None
+
+
+def nm_bound(n: int, m: int, value_bits: int = 16) -> float:
+  """Upper bound on an N:M kernel's speedup over dense when weights dominate.
+
+  ``value_bits / bpe`` with ``bpe = value_bits * n/m + (n/m) * log2(m)``
+  (bit-packed in-group indices).
+
+  >>> [round(nm_bound(*p), 2) for p in ((2, 4), (1, 8), (1, 16))]
+  [1.78, 6.74, 12.8]
+  """
+  bpe = value_bits * n / m + n / m * math.log2(m)
+  return value_bits / bpe
 
 
 def compile_fn(fn, *args):
@@ -23,67 +76,141 @@ def compile_fn(fn, *args):
   return compiled, time.perf_counter() - t0
 
 
-def interleaved_medians(calls, reps: int = 20, warmup: int = 3):
+def _feedback(x, out):
+  """``x`` plus a tiny multiple of a slice of ``out`` (a real dependency)."""
+  sl = out.reshape(out.shape[0], -1)[:, :1] if out.ndim > 1 else out[:1]
+  tiny = jnp.asarray(1e-30, jnp.float32)
+  return (x.astype(jnp.float32) + sl.astype(jnp.float32) * tiny).astype(
+      x.dtype)
+
+
+def chain(fn: Callable[..., jax.Array], x: jax.Array, *consts: Any,
+          length: int = 32) -> tuple[Callable[[], jax.Array], float]:
+  """Compiles ``length`` dependent calls of ``fn(x, *consts)`` as one program.
+
+  Each step's input is the previous input plus ``1e-30`` times the first
+  column of the previous output, behind an optimisation barrier that also
+  covers ``consts``: XLA can neither drop a call nor hoist work on ``consts``
+  (say, expanding a compressed weight) out of the loop.
+
+  Args:
+    fn: ``fn(x, *consts) -> array`` with leading axis of ``x``'s size.
+    x: the first input (its dtype is kept).
+    *consts: operands passed unchanged to every call.
+    length: calls in the chain.
+
+  Returns:
+    ``(run, compile_seconds)``: ``run()`` executes the chain and returns its
+    final input (block on it to time it).
+
+  >>> run, _ = chain(lambda x, w: x @ w, jnp.ones((2, 4)), jnp.eye(4), length=3)
+  >>> run().shape
+  (2, 4)
+  """
+  if length < 1:
+    raise ValueError(f"length must be >= 1, got {length}.")
+
+  def program(x, *consts):
+    def body(_, carry):
+      x, consts = jax.lax.optimization_barrier(carry)
+      return _feedback(x, fn(x, *consts)), consts
+
+    return jax.lax.fori_loop(0, length, body, (x, consts))[0]
+
+  compiled, seconds = compile_fn(program, x, *consts)
+  return (lambda: compiled(x, *consts)), seconds
+
+
+def interleaved_medians(calls: Mapping[str, Callable[[], Any]],
+                        reps: int = 20, warmup: int = 2,
+                        per: Mapping[str, int] | None = None
+                        ) -> dict[str, float]:
   """Median seconds of each zero-argument call, timed interleaved.
 
   Every call is warmed up, then each repetition runs all calls once (the
   order rotates each repetition so no call always runs first) and blocks on
-  the result, which times device work rather than dispatch.
+  the result.
 
   Args:
     calls: dict name -> zero-argument callable returning arrays.
     reps: repetitions (at least 20 for reported numbers).
     warmup: untimed calls per entry.
+    per: dict name -> calls chained inside one call (the median is divided
+      by it); 1 where absent.
 
   Returns:
-    dict name -> median seconds.
+    dict name -> median seconds (per chained call).
 
   >>> m = interleaved_medians({"a": lambda: jax.numpy.ones(2)}, reps=3)
   >>> m["a"] > 0
   True
   """
   names = list(calls)
+  per = per or {}
   for name in names:
     for _ in range(warmup):
       jax.block_until_ready(calls[name]())
-  times = {name: [] for name in names}
+  times: dict[str, list[float]] = {name: [] for name in names}
   for r in range(reps):
     order = names[r % len(names):] + names[:r % len(names)]
     for name in order:
       t0 = time.perf_counter()
       jax.block_until_ready(calls[name]())
       times[name].append(time.perf_counter() - t0)
-  return {name: statistics.median(v) for name, v in times.items()}
+  return {name: statistics.median(v) / per.get(name, 1)
+          for name, v in times.items()}
 
 
-def against_dense(sparse_fn, sparse_weight, x, w, masked_w, dtype,
-                  reps: int = 20):
-  """Times ``sparse_fn(x, sparse_weight)`` against XLA dense matmuls.
+def dense_matmul(x, w):
+  """XLA dense ``x @ w`` in ``w``'s dtype with f32 accumulation (the baseline).
+
+  >>> dense_matmul(jnp.ones((1, 2), jnp.bfloat16), jnp.ones((2, 3), jnp.bfloat16)).dtype
+  dtype(bfloat16)
+  """
+  dtype = jnp.result_type(x.dtype, w.dtype)
+  return jnp.dot(x, w, preferred_element_type=jnp.float32).astype(dtype)
+
+
+def against_dense(sparse_fns: Mapping[str, Callable[..., jax.Array]],
+                  sparse_weight: Any, x: jax.Array, w: jax.Array,
+                  masked_w: jax.Array | None = None, reps: int = 20,
+                  length: int = 32) -> dict[str, Any]:
+  """Times sparse implementations against XLA dense matmuls, interleaved.
 
   The baselines are ``x @ w`` (a random dense weight) and ``x @ masked_w``
-  (the masked weight as dense), both at ``dtype`` with f32 accumulation,
-  interleaved with the sparse call in this process.
+  (the masked weight as dense), at the weight's dtype with f32 accumulation,
+  in this process. Every entry is timed as a :func:`chain` of ``length``
+  calls.
+
+  Args:
+    sparse_fns: name -> ``fn(x, sparse_weight)``.
+    sparse_weight: the compressed weight.
+    x: activations.
+    w: random dense weight.
+    masked_w: masked dense weight (skipped when None).
+    reps: repetitions (median taken).
+    length: calls per chain.
 
   Returns:
-    ``(medians, dense_compile_s, sparse_compile_s)``; ``medians`` maps
-    "dense", "masked" and "sparse" to median seconds.
+    dict with ``"seconds"`` (name -> seconds per call; names ``"dense"``,
+    ``"masked"`` and those of ``sparse_fns``) and ``"compile_s"`` (name ->
+    compile seconds of the chain, excluded from the times).
 
   >>> x, w = jax.numpy.ones((2, 4)), jax.numpy.ones((4, 4))
-  >>> med, _, _ = against_dense(lambda x, w: x @ w, w, x, w, w, x.dtype, reps=2)
-  >>> sorted(med)
-  ['dense', 'masked', 'sparse']
+  >>> r = against_dense({"s": lambda x, w: x @ w}, w, x, w, w, reps=2, length=2)
+  >>> sorted(r["seconds"])
+  ['dense', 'masked', 's']
   """
-
-  def dense_fn(x, w):
-    return jax.numpy.dot(x, w, preferred_element_type=jax.numpy.float32
-                         ).astype(dtype)
-
-  dense, dense_s = compile_fn(dense_fn, x, w)
-  sparse, sparse_s = compile_fn(sparse_fn, x, sparse_weight)
-  med = interleaved_medians(
-      {"dense": lambda: dense(x, w), "masked": lambda: dense(x, masked_w),
-       "sparse": lambda: sparse(x, sparse_weight)}, reps=reps)
-  return med, dense_s, sparse_s
+  runs, compile_s = {}, {}
+  runs["dense"], compile_s["dense"] = chain(dense_matmul, x, w, length=length)
+  if masked_w is not None:
+    runs["masked"], compile_s["masked"] = chain(dense_matmul, x, masked_w,
+                                                length=length)
+  for name, fn in sparse_fns.items():
+    runs[name], compile_s[name] = chain(fn, x, sparse_weight, length=length)
+  seconds = interleaved_medians(runs, reps=reps,
+                                per={name: length for name in runs})
+  return dict(seconds=seconds, compile_s=compile_s)
 
 
 def environment() -> str:

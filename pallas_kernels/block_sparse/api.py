@@ -15,12 +15,12 @@ prefetch), ``"pallas_gpu"`` (Triton); see :func:`choose_implementation`.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
+from pallas_kernels import dispatch
 from pallas_kernels.block_sparse import kernel_gpu
 from pallas_kernels.block_sparse import kernel_tpu
 from pallas_kernels.formats import block_values_like
@@ -28,21 +28,18 @@ from pallas_kernels.formats import BSR
 from pallas_kernels.formats import bsr_to_padded
 from pallas_kernels.formats import decompress_block
 from pallas_kernels.formats import PaddedBlockSparse
+from pallas_kernels.dispatch import Choice
 
 __all__ = ["block_sparse_matmul", "sparse_dense_matmul",
-           "choose_implementation", "Choice", "IMPLEMENTATIONS"]
+           "choose_implementation", "Choice", "IMPLEMENTATIONS", "KERNELS"]
 
-IMPLEMENTATIONS = ("xla", "pallas_tpu", "pallas_gpu", "pallas")
+# Pallas implementations and the platform each runs natively on.
+KERNELS = {"pallas_tpu": "tpu", "pallas_gpu": "gpu"}
+IMPLEMENTATIONS = ("xla", *KERNELS, "pallas")
+_DTYPES = ("bfloat16", "float16", "float32")
 _HI = jax.lax.Precision.HIGHEST
 # Above this stored-block density skipping work no longer pays.
 _MAX_DENSITY = 0.5
-
-
-class Choice(NamedTuple):
-  """Which implementation runs and why."""
-  implementation: str
-  reason: str
-  interpret: bool
 
 
 def _as_padded(w) -> PaddedBlockSparse:
@@ -67,10 +64,92 @@ def _pow2(v):
   return v >= 16 and v & (v - 1) == 0
 
 
+def _where(name):
+  return f" (layer {name!r})" if name else ""
+
+
+def _suitable(w, op: str, platform: str) -> tuple[dict[str, str], list[str]]:
+  """The kernels that can run this operand, and why others cannot."""
+  want = "col" if op == "dsd" else "row"
+  if w.major != want:
+    return {}, [f"sparse operand has major={w.major!r}; the {op} kernel needs "
+                f"major={want!r}"]
+  density = _stored_density(w)
+  if density > _MAX_DENSITY:
+    return {}, [f"stored block density {density:.2f} > {_MAX_DENSITY}: too "
+                "dense to skip work"]
+  bh, bw = w.block_shape
+  out, why = {}, []
+  if _pow2(bh) and _pow2(bw):
+    out["pallas_gpu"] = "gpu"
+  else:
+    why.append(f"blocks {(bh, bw)} are not powers of two >= 16 (Triton tiles)")
+  lane_ok = (bh % 128 == 0 and bw % 128 == 0) if op == "dsd" else (
+      bw % 128 == 0 and bh % 16 == 0)
+  if lane_ok:
+    out["pallas_tpu"] = "tpu"
+  else:
+    why.append(f"blocks {(bh, bw)} do not meet the TPU (8, 128) tiling for "
+               "this kernel")
+  del platform
+  return out, why
+
+
+def _measure(w, op: str, batch: int, dtype):
+  """A ``measure`` callable for the dispatch's autotune.
+
+  Times the op on a random operand with the same shape, blocks, major and
+  stored block density as ``w`` (``w`` itself may be traced).
+  """
+  def measure(impls):
+    # pylint: disable=g-import-not-at-top
+    import numpy as np
+    from pallas_kernels import _timing
+    from pallas_kernels.formats import compress_padded_block
+    with jax.ensure_compile_time_eval():
+      rows, cols = w.shape
+      bh, bw = w.block_shape
+      grid = (rows // bh, cols // bw)
+      keep = max(1, round(_stored_density(w) * grid[0] * grid[1]))
+      order = np.random.default_rng(0).permutation(grid[0] * grid[1])
+      bmask = np.zeros(grid[0] * grid[1], bool)
+      bmask[order[:keep]] = True
+      dense = jax.random.normal(jax.random.key(0), (rows, cols),
+                                jnp.float32).astype(w.values.dtype)
+      p = compress_padded_block(dense, bmask.reshape(grid), (bh, bw),
+                                major=w.major)
+      if op == "dsd":
+        x = jax.random.normal(jax.random.key(1), (batch, rows),
+                              jnp.float32).astype(dtype)
+        fns = {i: functools.partial(_dsd_call, impl=i) for i in impls}
+        return _timing.against_dense(fns, p, x, dense, None)["seconds"]
+      x = jax.random.normal(jax.random.key(1), (cols, batch),
+                            jnp.float32).astype(dtype)
+      # A @ x timed as (x.T @ A.T).T so the chain feeds rows back.
+      fns = {i: functools.partial(_sdd_call_t, impl=i) for i in impls}
+      return _timing.against_dense(fns, p, x.T, dense.T, None)["seconds"]
+
+  return measure
+
+
+def _dsd_call(x, p, impl):
+  return block_sparse_matmul(x, p, implementation=impl)
+
+
+def _sdd_call_t(xt, p, impl):
+  return sparse_dense_matmul(p, xt.T, implementation=impl).T
+
+
 def choose_implementation(w, op: str = "dsd",
                           implementation: str | None = None, *,
-                          platform: str | None = None) -> Choice:
+                          platform: str | None = None, batch: int = 1,
+                          name: str | None = None, dtype=None,
+                          autotune: bool | None = None) -> Choice:
   """Returns the implementation a block-sparse product uses, and why.
+
+  The automatic choice is measured (:mod:`pallas_kernels.dispatch`): a kernel
+  runs only where a measurement on this device kind found it faster than XLA
+  dense; otherwise, and always on CPU, the XLA path runs.
 
   Args:
     w: the sparse operand (BSR or padded).
@@ -78,59 +157,51 @@ def choose_implementation(w, op: str = "dsd",
       (sparse x dense, :func:`sparse_dense_matmul`).
     implementation: ``None`` (automatic) or one of :data:`IMPLEMENTATIONS`.
     platform: backend to decide for; defaults to ``jax.default_backend()``.
+    batch: rows of the dense operand for ``"dsd"``, its columns for
+      ``"sdd"`` (part of the measured case).
+    name: the layer's path, used in error messages.
+    dtype: the dense operand's dtype, for autotuning (default: the sparse
+      values' dtype).
+    autotune: measure at first use (overrides ``PALLAS_KERNELS_AUTOTUNE``).
 
   >>> from pallas_kernels.formats import compress_bsr
   >>> w = compress_bsr(jnp.ones((256, 256)), jnp.eye(2, dtype=bool), (128, 128), major="col")
-  >>> choose_implementation(w, platform="tpu")
-  Choice(implementation='pallas_tpu', reason='blocks (128, 128) at stored density 0.50 fit the TPU kernel', interpret=False)
   >>> choose_implementation(w, platform="cpu").implementation
   'xla'
+  >>> choose_implementation(w, implementation="pallas", platform="tpu")
+  Choice(implementation='pallas_tpu', reason='requested', source='requested', interpret=False)
   """
   if op not in ("dsd", "sdd"):
     raise ValueError(f"op must be 'dsd' or 'sdd', got {op!r}.")
-  if implementation is not None and implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"implementation must be None or one of "
-                     f"{IMPLEMENTATIONS}, got {implementation!r}.")
   platform = platform or _compat.backend()
   want = "col" if op == "dsd" else "row"
-  if implementation == "xla":
-    return Choice("xla", "requested", False)
-  if implementation is not None:
-    if w.major != want:
-      raise ValueError(
-          f"the {op} Pallas kernel needs the sparse operand compressed with "
-          f"major={want!r}, got major={w.major!r}; recompress it or use "
-          "implementation='xla'.")
-    impl = implementation
-    if impl == "pallas":
-      impl = "pallas_gpu" if platform == "gpu" else "pallas_tpu"
-    native = {"pallas_tpu": "tpu", "pallas_gpu": "gpu"}[impl]
-    return Choice(impl, "requested", platform != native)
-  if platform not in ("tpu", "gpu"):
-    return Choice("xla", f"backend {platform!r} has no Pallas kernel "
-                  "(interpret mode is for testing); pass "
-                  "implementation='pallas' to force", False)
-  if w.major != want:
-    return Choice("xla", f"sparse operand has major={w.major!r}; the {op} "
-                  f"kernel needs major={want!r}", False)
-  density = _stored_density(w)
-  if density > _MAX_DENSITY:
-    return Choice("xla", f"stored block density {density:.2f} > "
-                  f"{_MAX_DENSITY}: too dense to skip work", False)
+  if implementation not in (None, "xla") and w.major != want:
+    raise ValueError(
+        f"the {op} Pallas kernel needs the sparse operand{_where(name)} "
+        f"compressed with major={want!r}, got major={w.major!r}; recompress it "
+        "or use implementation='xla'.")
+  kernels = KERNELS
+  why: list[str] = []
+  if implementation is None:
+    kernels, why = _suitable(w, op, platform)
   bh, bw = w.block_shape
-  if platform == "gpu":
-    if not (_pow2(bh) and _pow2(bw)):
-      return Choice("xla", f"blocks {(bh, bw)} are not powers of two >= 16 "
-                    "(Triton tiles)", False)
-    return Choice("pallas_gpu", f"blocks {(bh, bw)} at stored density "
-                  f"{density:.2f} fit the Triton kernel", False)
-  lane_ok = (bh % 128 == 0 and bw % 128 == 0) if op == "dsd" else (
-      bw % 128 == 0 and bh % 16 == 0)
-  if not lane_ok:
-    return Choice("xla", f"blocks {(bh, bw)} do not meet the TPU (8, 128) "
-                  "tiling for this kernel", False)
-  return Choice("pallas_tpu", f"blocks {(bh, bw)} at stored density "
-                f"{density:.2f} fit the TPU kernel", False)
+  choice = dispatch.choose(
+      op=f"block_{op}", candidates=kernels,
+      pattern=f"b{bh}x{bw}/d{_stored_density(w):.2f}", dtype=w.values.dtype,
+      shape=tuple(w.shape), batch=max(int(batch), 1),
+      implementation=implementation, platform=platform,
+      measure=_measure(w, op, max(int(batch), 1), dtype or w.values.dtype),
+      autotune=autotune)
+  if why and choice.source == "default":
+    choice = choice._replace(reason=choice.reason + "; " + "; ".join(why))
+  return choice
+
+
+def _check_dtype(dt, what, shape, name):
+  if jnp.dtype(dt).name not in _DTYPES:
+    raise TypeError(f"{what}{_where(name)} has dtype {jnp.dtype(dt).name}; "
+                    f"block-sparse products support {_DTYPES} (sparse operand "
+                    f"of shape {tuple(shape)}).")
 
 
 def _round_up(a, b):
@@ -218,7 +289,8 @@ _sdd.defvjp(_sdd_fwd, _sdd_bwd)
 
 
 def block_sparse_matmul(x, w, *, implementation: str | None = None,
-                        interpret: bool | None = None) -> jax.Array:
+                        interpret: bool | None = None,
+                        name: str | None = None) -> jax.Array:
   """Computes ``x @ W`` for dense ``x`` and block-sparse ``W`` ``(K, N)``.
 
   Args:
@@ -231,6 +303,7 @@ def block_sparse_matmul(x, w, *, implementation: str | None = None,
     interpret: run a Pallas kernel in interpret mode (a bool, or
       ``pltpu.InterpretParams`` for TPU semantics); defaults to True when the
       kernel's platform is not the current backend.
+    name: the layer's path, named in error messages.
 
   Returns:
     ``(..., N)`` in the promoted dtype, accumulated in f32.
@@ -242,12 +315,19 @@ def block_sparse_matmul(x, w, *, implementation: str | None = None,
   """
   x = jnp.asarray(x)
   if not isinstance(w, (BSR, PaddedBlockSparse)):
-    raise TypeError(f"w must be BSR or PaddedBlockSparse, got "
+    raise TypeError(f"w{_where(name)} must be BSR or PaddedBlockSparse, got "
                     f"{type(w).__name__}.")
   if x.ndim < 1 or x.shape[-1] != w.shape[0]:
-    raise ValueError(f"x last axis ({x.shape[-1:]}) must equal K={w.shape[0]} "
-                     f"of w {w.shape}.")
-  choice = choose_implementation(w, "dsd", implementation)
+    raise ValueError(f"x{_where(name)} has shape {x.shape}: its last axis "
+                     f"must equal K={w.shape[0]} of the block-sparse weight of "
+                     f"shape {tuple(w.shape)}.")
+  _check_dtype(x.dtype, "x", w.shape, name)
+  _check_dtype(w.values.dtype, "weight values", w.shape, name)
+  batch = 1
+  for d in x.shape[:-1]:
+    batch *= d
+  choice = choose_implementation(w, "dsd", implementation, batch=batch,
+                                 name=name, dtype=x.dtype)
   odt = jnp.result_type(x.dtype, w.values.dtype)
   lead = x.shape[:-1]
   x2 = x.reshape(-1, w.shape[0])
@@ -263,7 +343,8 @@ def block_sparse_matmul(x, w, *, implementation: str | None = None,
 
 
 def sparse_dense_matmul(a, x, *, implementation: str | None = None,
-                        interpret: bool | None = None) -> jax.Array:
+                        interpret: bool | None = None,
+                        name: str | None = None) -> jax.Array:
   """Computes ``A @ x`` for block-sparse ``A`` ``(M, K)`` and dense ``x``.
 
   Args:
@@ -273,6 +354,7 @@ def sparse_dense_matmul(a, x, *, implementation: str | None = None,
     x: ``(K, N)`` dense matrix.
     implementation: as in :func:`block_sparse_matmul`.
     interpret: as in :func:`block_sparse_matmul`.
+    name: the layer's path, named in error messages.
 
   Returns:
     ``(M, N)`` in the promoted dtype, accumulated in f32.
@@ -284,12 +366,16 @@ def sparse_dense_matmul(a, x, *, implementation: str | None = None,
   """
   x = jnp.asarray(x)
   if not isinstance(a, (BSR, PaddedBlockSparse)):
-    raise TypeError(f"a must be BSR or PaddedBlockSparse, got "
+    raise TypeError(f"a{_where(name)} must be BSR or PaddedBlockSparse, got "
                     f"{type(a).__name__}.")
   if x.ndim != 2 or x.shape[0] != a.shape[1]:
-    raise ValueError(f"x must be 2-D with x.shape[0] == K={a.shape[1]} of a "
-                     f"{a.shape}, got {x.shape}.")
-  choice = choose_implementation(a, "sdd", implementation)
+    raise ValueError(f"x{_where(name)} must be 2-D with x.shape[0] == "
+                     f"K={a.shape[1]} of the block-sparse a of shape "
+                     f"{tuple(a.shape)}, got {x.shape}.")
+  _check_dtype(x.dtype, "x", a.shape, name)
+  _check_dtype(a.values.dtype, "sparse values", a.shape, name)
+  choice = choose_implementation(a, "sdd", implementation, batch=x.shape[1],
+                                 name=name, dtype=x.dtype)
   odt = jnp.result_type(x.dtype, a.values.dtype)
   if choice.implementation == "xla":
     return jnp.dot(decompress_block(a), x,

@@ -1,6 +1,7 @@
 """Benchmark of ``block_sparse_matmul`` against XLA dense ``jnp.dot``.
 
-Run through ``python -m pallas_kernels.bench --op block``.
+Run through ``python -m pallas_kernels.bench --op block``; timed like the
+N:M bench (chains of dependent calls, interleaved with dense baselines).
 """
 from __future__ import annotations
 
@@ -12,21 +13,30 @@ import jax.numpy as jnp
 from pallas_kernels import _timing
 from pallas_kernels.block_sparse.api import block_sparse_matmul
 from pallas_kernels.block_sparse.api import choose_implementation
+from pallas_kernels.block_sparse.api import KERNELS
 from pallas_kernels.formats import compress_padded_block
+from pallas_kernels.nm.bench import format_row
 
 __all__ = ["run"]
 
 
 def run(shapes, batches, blocks, densities, dtype=jnp.bfloat16,
-        implementation=None, reps: int = 20, emit=print):
+        implementations=None, reps: int = 20, emit=print, length: int = 32):
   """Times dense vs block-sparse ``x @ W`` (``W`` grouped by block column).
 
-  The bound is ``1 / density`` (work skipped). Returns result dicts.
+  The bound is ``1 / density`` (work skipped). Columns as in
+  :func:`pallas_kernels.nm.bench.run`. Returns result dicts.
 
-  >>> rows = run([(64, 64)], [1], [32], [0.5], jnp.float32, reps=2, emit=lambda s: None)
-  >>> rows[0]["bound"]
-  2.0
+  >>> rows = run([(64, 64)], [1], [32], [0.5], jnp.float32, reps=2,
+  ...            emit=lambda s: None, length=2)
+  >>> rows[0]["bound"], rows[0]["impl"]
+  (2.0, 'xla')
   """
+  platform = jax.default_backend()
+  impls = list(implementations or
+               ["xla"] + [k for k, p in KERNELS.items() if p == platform])
+  kind = jax.devices()[0].device_kind
+  peak = _timing.peak_gbps(kind)
   results = []
   itemsize = jnp.dtype(dtype).itemsize
   for (k, cols) in shapes:
@@ -52,31 +62,39 @@ def run(shapes, batches, blocks, densities, dtype=jnp.bfloat16,
         for b in batches:
           x = jax.random.normal(jax.random.key(b), (b, k),
                                 jnp.float32).astype(dtype)
-          choice = choose_implementation(p, "dsd", implementation)
-
-          def sparse_fn(x, p):
-            return block_sparse_matmul(x, p, implementation=implementation)
-
-          med, dc, sc = _timing.against_dense(sparse_fn, p, x, w, wm, dtype,
-                                              reps)
-          ratio = med["dense"] / med["sparse"]
+          choices = {i: choose_implementation(p, "dsd", i, batch=b)
+                     for i in impls}
+          fns = {i: _call(i) for i in impls}
+          res = _timing.against_dense(fns, p, x, w, wm, reps=reps,
+                                      length=length)
+          sec = res["seconds"]
           bound = 1.0 / dens
           stored = keep * bs * bs * itemsize
-          row = dict(
-              op="blk", pattern=f"b{bs}/d{dens:.2f}", shape=f"{k}x{cols}",
-              batch=b, dtype=jnp.dtype(dtype).name,
-              impl=choice.implementation + ("*" if choice.interpret else ""),
-              dense_us=med["dense"] * 1e6, masked_us=med["masked"] * 1e6,
-              sparse_us=med["sparse"] * 1e6, ratio=ratio, bound=bound,
-              frac=ratio / bound,
-              gbps=(stored + (b * k + b * cols) * itemsize) / med["sparse"]
-              / 1e9,
-              tflops=2 * b * keep * bs * bs / med["sparse"] / 1e12,
-              compile_s=dc + sc, convert_s=convert_s, reason=choice.reason)
-          results.append(row)
-          emit(f"{row['op']:<3} {row['pattern']:<10} {row['shape']:<11} "
-               f"{b:<5} {row['dtype']:<8} {row['impl']:<11}"
-               f"{row['dense_us']:9.1f} {row['masked_us']:9.1f} "
-               f"{row['sparse_us']:9.1f} {ratio:5.2f} {bound:6.2f} "
-               f"{row['frac']:5.2f} {row['gbps']:7.2f} {row['tflops']:9.4f}")
+          for impl in impls:
+            choice = choices[impl]
+            ratio = sec["dense"] / sec[impl]
+            gbps = (stored + (b * k + b * cols) * itemsize) / sec[impl] / 1e9
+            row = dict(
+                op="blk", pattern=f"b{bs}/d{dens:.2f}", shape=f"{k}x{cols}",
+                k=k, n=cols, batch=b, dtype=jnp.dtype(dtype).name,
+                device_kind=kind, implementation=choice.implementation,
+                impl=choice.implementation + ("*" if choice.interpret else ""),
+                interpret=choice.interpret,
+                dense_us=sec["dense"] * 1e6, masked_us=sec["masked"] * 1e6,
+                sparse_us=sec[impl] * 1e6, ratio=ratio,
+                ratio_masked=sec["masked"] / sec[impl], bound=bound,
+                frac=ratio / bound, gbps=gbps,
+                peak_frac=None if peak is None else gbps / peak,
+                tflops=2 * b * keep * bs * bs / sec[impl] / 1e12,
+                compile_s=res["compile_s"][impl],
+                dense_compile_s=res["compile_s"]["dense"],
+                convert_s=convert_s, reason=choice.reason)
+            results.append(row)
+            emit(format_row(row))
   return results
+
+
+def _call(impl):
+  def fn(x, p):
+    return block_sparse_matmul(x, p, implementation=impl)
+  return fn

@@ -15,13 +15,13 @@ layout check, for a dispatch to choose among):
 takes the activation as it comes and the weight as ``compress_nm`` stored it:
 nothing is padded or permuted per call.
 
-``implementation=None`` chooses by backend, layout and batch:
-:func:`choose_implementation` returns the choice and the reason. On CPU the
-default is XLA; a Pallas kernel requested on CPU runs with ``interpret=True``.
-The kernels win by bandwidth only, so above the batch where the compressed
-weight stops dominating the traffic (``B* = (bpe/16) * FLOP/byte``, with
-``bpe`` the compressed bits per weight and ``FLOP/byte`` the device's ridge
-point) the dense path is chosen.
+``implementation=None`` chooses by measurement (:mod:`pallas_kernels.dispatch`):
+a kernel runs only where it was measured faster than XLA dense on this device
+kind (shipped table, or opt-in autotuning); otherwise the XLA path runs.
+:func:`choose_implementation` returns the choice, its reason and source. On
+CPU the default is XLA; a Pallas kernel requested on CPU runs with
+``interpret=True``. The kernels win by bandwidth only (see
+:func:`batch_crossover` for where that window closes).
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels import _compat
+from pallas_kernels import dispatch
+from pallas_kernels.dispatch import Choice
 from pallas_kernels.nm import kernel_gpu
 from pallas_kernels.nm import kernel_gpu_gather
 from pallas_kernels.nm import kernel_tpu
@@ -41,7 +42,7 @@ from pallas_kernels.formats import nm_values_like
 from pallas_kernels.formats import NMCompressed
 
 __all__ = ["nm_matmul", "choose_implementation", "Choice", "IMPLEMENTATIONS",
-           "batch_crossover", "KERNELS", "Kernel", "kernel_for"]
+           "batch_crossover", "KERNELS", "Kernel", "PLATFORMS", "kernel_for"]
 
 
 class Kernel(NamedTuple):
@@ -76,6 +77,8 @@ KERNELS: dict[str, Kernel] = {
                             _any_layout),
 }
 _ALIASES = {"pallas_tpu": "tpu", "pallas_gpu": "triton"}
+# Name -> the platform each kernel runs natively on (what a dispatch needs).
+PLATFORMS: dict[str, str] = {k: kern.platform for k, kern in KERNELS.items()}
 
 IMPLEMENTATIONS = ("xla", *KERNELS, *_ALIASES, "pallas")
 
@@ -94,15 +97,11 @@ def kernel_for(name: str) -> Kernel:
 _RIDGE = {"gpu": 295.0, "tpu": 240.0}
 
 
-class Choice(NamedTuple):
-  """Which implementation runs and why."""
-  implementation: str
-  reason: str
-  interpret: bool
-
-
 def batch_crossover(w: NMCompressed, platform: str = "gpu") -> float:
-  """Batch above which the kernel stops being memory bound.
+  """Batch above which the kernel stops being memory bound (a model, for reports).
+
+  The dispatch never selects a kernel from this model alone; it needs a
+  measurement (see :mod:`pallas_kernels.dispatch`).
 
   >>> from pallas_kernels.formats import compress_nm
   >>> c = compress_nm(jnp.ones((4, 1)), jnp.array([[1], [1], [0], [0]], bool), 2, 4)
@@ -113,68 +112,104 @@ def batch_crossover(w: NMCompressed, platform: str = "gpu") -> float:
   return bpe / 16.0 * _RIDGE.get(platform, _RIDGE["gpu"])
 
 
-_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float32, jnp.bfloat16, jnp.float16))
+_DTYPES = ("bfloat16", "float16", "float32")
 
 
-def _check(x, w):
+def _where(name):
+  return f" (layer {name!r})" if name else ""
+
+
+def _check(x, w, name=None):
+  """Validates the operands; errors name the weight's shape and the layer."""
   if not isinstance(w, NMCompressed):
-    raise TypeError(f"w must be an NMCompressed, got {type(w).__name__}.")
-  if x.ndim < 1 or x.shape[-1] != w.shape[0]:
-    raise ValueError(f"x last axis ({x.shape[-1:]}) must equal K={w.shape[0]} "
-                     f"of w {w.shape}.")
-  for name, dt in (("x", x.dtype), ("w.values", w.values.dtype)):
-    if jnp.dtype(dt) not in _DTYPES:
-      raise TypeError(f"{name} dtype {jnp.dtype(dt).name} is not supported "
-                      f"(x {x.shape}, w {w.shape}); use one of "
-                      f"{sorted(jnp.dtype(d).name for d in _DTYPES)}.")
+    raise TypeError(f"w{_where(name)} must be an NMCompressed, got "
+                    f"{type(w).__name__}.")
+  shape = tuple(getattr(x, "shape", ()))
+  if len(shape) < 1 or shape[-1] != w.shape[0]:
+    raise ValueError(f"x{_where(name)} has shape {shape}: its last axis must "
+                     f"equal K={w.shape[0]} of the N:M weight of shape "
+                     f"{tuple(w.shape)}.")
+  for what, dt in (("x", x.dtype), ("weight values", w.values.dtype)):
+    if jnp.dtype(dt).name not in _DTYPES:
+      raise TypeError(f"{what}{_where(name)} has dtype {jnp.dtype(dt).name}; "
+                      f"nm_matmul supports {_DTYPES} (weight of shape "
+                      f"{tuple(w.shape)}).")
+
+
+def _measure(x, w: NMCompressed):
+  """Returns a ``measure`` callable for the dispatch's autotune, or None."""
+  shape = tuple(x.shape)
+  batch = 1
+  for d in shape[:-1]:
+    batch *= d
+  xdt = x.dtype
+
+  def measure(impls):
+    # pylint: disable=g-import-not-at-top
+    from pallas_kernels import _testing
+    from pallas_kernels import _timing
+    from pallas_kernels.formats import compress_nm
+    with jax.ensure_compile_time_eval():
+      k, cols = w.shape
+      dense = jax.random.normal(jax.random.key(0), (k, cols),
+                                jnp.float32).astype(w.dtype)
+      mask = _testing.nm_mask(dense, w.n, w.m)
+      c = compress_nm(dense, mask, w.n, w.m, tile_groups=w.tile_groups)
+      xs = jax.random.normal(jax.random.key(1), (batch, k),
+                             jnp.float32).astype(xdt)
+      fns = {impl: functools.partial(_kernel_only, impl=impl)
+             for impl in impls}
+      return _timing.against_dense(fns, c, xs, dense, None)["seconds"]
+
+  return measure
+
+
+def _kernel_only(x, c, impl):
+  return nm_matmul(x, c, implementation=impl)
 
 
 def choose_implementation(x, w: NMCompressed, implementation: str | None = None,
-                          *, platform: str | None = None) -> Choice:
+                          *, platform: str | None = None,
+                          name: str | None = None,
+                          autotune: bool | None = None) -> Choice:
   """Returns the implementation ``nm_matmul`` uses for these operands, and why.
+
+  The automatic choice is measured (see :mod:`pallas_kernels.dispatch`): a
+  kernel runs only where a measurement on this device kind found it faster
+  than XLA dense; otherwise, and always on CPU, the XLA path runs.
 
   Args:
     x: activations (or a ``jax.ShapeDtypeStruct``) with last axis ``K``.
     w: the compressed weight.
     implementation: ``None`` (automatic) or one of :data:`IMPLEMENTATIONS`.
     platform: backend to decide for; defaults to ``jax.default_backend()``.
+    name: the layer's path, used in error messages.
+    autotune: measure at first use (overrides ``PALLAS_KERNELS_AUTOTUNE``).
 
   >>> from pallas_kernels.formats import compress_nm
   >>> c = compress_nm(jnp.ones((4, 1)), jnp.array([[1], [1], [0], [0]], bool), 2, 4)
   >>> choose_implementation(jnp.ones((1, 4)), c, platform="cpu").implementation
   'xla'
   >>> choose_implementation(jnp.ones((1, 4)), c, "pallas", platform="cpu")
-  Choice(implementation='pallas_tpu', reason='requested', interpret=True)
+  Choice(implementation='tpu', reason='requested', source='requested', interpret=True)
+  >>> choose_implementation(jnp.ones((1, 3)), c, name="mlp/fc1/kernel")
+  Traceback (most recent call last):
+  ...
+  ValueError: x (layer 'mlp/fc1/kernel') has shape (1, 3): its last axis must equal K=4 of the N:M weight of shape (4, 1).
   """
-  platform = platform or _compat.backend()
-  if implementation is not None and implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"implementation must be None or one of "
-                     f"{IMPLEMENTATIONS}, got {implementation!r}.")
-  if implementation == "xla":
-    return Choice("xla", "requested", False)
-  if implementation is not None:
-    impl = implementation
-    if impl == "pallas":
-      impl = "pallas_gpu" if platform == "gpu" else "pallas_tpu"
-    native = kernel_for(impl).platform
-    return Choice(impl, "requested", platform != native)
+  _check(x, w, name)
   batch = 1
   for d in x.shape[:-1]:
     batch *= d
-  if platform not in ("tpu", "gpu"):
-    return Choice("xla", f"backend {platform!r} has no Pallas kernel "
-                  "(interpret mode is for testing); pass "
-                  "implementation='pallas' to force", False)
-  cross = batch_crossover(w, platform)
-  if batch > cross:
-    return Choice("xla", f"batch {batch} > {cross:.0f}: past the memory-bound "
-                  f"window of {w.n}:{w.m}, dense matmul is faster", False)
-  if platform == "tpu" and w.tile_groups % 256:
-    return Choice("xla", f"tile_groups={w.tile_groups} is not a multiple of "
-                  "256 (TPU tiling of the index planes)", False)
-  impl = "pallas_tpu" if platform == "tpu" else "pallas_gpu"
-  return Choice(impl, f"batch {batch} <= {cross:.0f}: memory bound, compressed "
-                "weights read", False)
+  concrete = all(isinstance(d, int) for d in x.shape)
+  implementation = _ALIASES.get(implementation, implementation)
+  candidates = {k: p for k, p in PLATFORMS.items()
+                if implementation is not None or KERNELS[k].unsupported(w) is None}
+  return dispatch.choose(
+      op="nm", candidates=candidates, pattern=f"{w.n}:{w.m}", dtype=w.dtype,
+      shape=tuple(w.shape), batch=max(batch, 1),
+      implementation=implementation, platform=platform,
+      measure=_measure(x, w) if concrete else None, autotune=autotune)
 
 
 def _run_kernel(x2, w, impl, interpret, odt):
@@ -208,7 +243,8 @@ _pallas_mm.defvjp(_fwd, _bwd)
 
 
 def nm_matmul(x, w: NMCompressed, *, implementation: str | None = None,
-              interpret: bool | None = None) -> jax.Array:
+              interpret: bool | None = None,
+              name: str | None = None) -> jax.Array:
   """Computes ``x @ W`` where ``W`` (``(K, N)``) is N:M compressed along K.
 
   Args:
@@ -220,6 +256,7 @@ def nm_matmul(x, w: NMCompressed, *, implementation: str | None = None,
     interpret: run a Pallas kernel in interpret mode (a bool, or
       ``pltpu.InterpretParams`` for TPU semantics); defaults to True when the
       kernel's platform is not the current backend.
+    name: the layer's path, named in error messages.
 
   Returns:
     ``(..., N)`` in the promoted dtype, accumulated in f32. Differentiable
@@ -240,8 +277,7 @@ def nm_matmul(x, w: NMCompressed, *, implementation: str | None = None,
   Array([[ 4., 10.]], dtype=float32)
   """
   x = jnp.asarray(x)
-  _check(x, w)
-  choice = choose_implementation(x, w, implementation)
+  choice = choose_implementation(x, w, implementation, name=name)
   lead = x.shape[:-1]
   x2 = x.reshape(-1, w.shape[0])
   if choice.implementation == "xla":

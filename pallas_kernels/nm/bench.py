@@ -1,76 +1,145 @@
 """Benchmark of ``nm_matmul`` against XLA dense ``jnp.dot`` (same process).
 
-Run through ``python -m pallas_kernels.bench --op nm``.
+Run through ``python -m pallas_kernels.bench --op nm`` or
+``python -m pallas_kernels.device_check``. Every implementation is timed as
+a chain of dependent calls in one program (:mod:`pallas_kernels._timing`),
+interleaved with the dense baselines on a random and on the masked weight.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels import _testing
 from pallas_kernels import _timing
-from pallas_kernels.nm.api import choose_implementation
-from pallas_kernels.nm.api import nm_matmul
 from pallas_kernels.formats import compress_nm
-from sparsejax.patterns import NM
+from pallas_kernels.nm.api import choose_implementation
+from pallas_kernels.nm.api import PLATFORMS
+from pallas_kernels.nm.api import nm_matmul
 
-__all__ = ["run"]
+__all__ = ["run", "HEADER", "format_row", "default_implementations"]
 
-HEADER = ("op  pattern shape       B     dtype    impl        dense_us  "
-          "masked_us sparse_us ratio  bound  frac   GB/s    TFLOP/s")
+HEADER = ("op  pattern    shape       B     dtype    impl          dense_us "
+          "masked_us sparse_us  d/s   md/s  bound  frac    GB/s  %peak TFLOP/s")
 
 
-def run(shapes, batches, patterns, dtype=jnp.bfloat16, implementation=None,
-        reps: int = 20, emit=print):
-  """Times dense vs N:M for every shape, pattern and batch; emits rows.
+def default_implementations(platform: str | None = None) -> list[str]:
+  """``"xla"`` plus every kernel native to the backend.
 
-  Returns the list of result dicts.
-
-  >>> rows = run([(64, 128)], [1], [(2, 4)], jnp.float32, reps=2, emit=lambda s: None)
-  >>> rows[0]["pattern"], rows[0]["ratio"] > 0
-  ('2:4', True)
+  >>> default_implementations("cpu")
+  ['xla']
   """
-  results = []
-  key = jax.random.key(0)
+  platform = platform or jax.default_backend()
+  return ["xla"] + [k for k, p in PLATFORMS.items() if p == platform]
+
+
+def format_row(row: dict[str, Any]) -> str:
+  """One table line of a result row (blank where a figure is unknown).
+
+  >>> r = dict(op="nm", pattern="2:4", shape="8x8", batch=1, dtype="bfloat16",
+  ...          impl="xla", dense_us=1.0, masked_us=1.0, sparse_us=2.0,
+  ...          ratio=0.5, ratio_masked=0.5, bound=1.78, frac=0.28, gbps=1.0,
+  ...          peak_frac=None, tflops=0.5)
+  >>> format_row(r).split()[-2:]
+  ['1.00', '0.5000']
+  """
+  peak = "" if row["peak_frac"] is None else f"{100 * row['peak_frac']:5.1f}"
+  tflops = "" if row.get("tflops") is None else f"{row['tflops']:8.4f}"
+  return (f"{row['op']:<3} {row['pattern']:<10} {row['shape']:<11} "
+          f"{row['batch']:<5} {row['dtype']:<8} {row['impl']:<13}"
+          f"{row['dense_us']:9.1f} {row['masked_us']:9.1f} "
+          f"{row['sparse_us']:9.1f} {row['ratio']:5.2f} "
+          f"{row['ratio_masked']:5.2f} {row['bound']:6.2f} "
+          f"{row['frac']:5.2f} {row['gbps']:7.2f} {peak:>6} {tflops:>8}"
+          ).rstrip()
+
+
+def run(shapes: Sequence[tuple[int, int]], batches: Sequence[int],
+        patterns: Sequence[tuple[int, int]], dtype=jnp.bfloat16,
+        implementations: Sequence[str] | None = None, reps: int = 20,
+        emit: Callable[[str], Any] = print,
+        length: int = 32) -> list[dict[str, Any]]:
+  """Times dense vs N:M for every shape, pattern, batch and implementation.
+
+  Args:
+    shapes: ``(K, N)`` weight shapes.
+    batches: activation rows.
+    patterns: ``(n, m)`` pairs.
+    dtype: weight and activation dtype.
+    implementations: names passed to ``nm_matmul`` (default
+      :func:`default_implementations`); a kernel not native to this backend
+      runs in interpret mode and is marked ``*``.
+    reps: repetitions (median taken; >= 20 for reported figures).
+    emit: called with each formatted line.
+    length: calls per timed chain.
+
+  Returns:
+    One dict per row: times in us, ``ratio`` (dense/sparse),
+    ``ratio_masked`` (masked-dense/sparse), ``bound`` (``16/bpe``, bit-packed
+    indices), ``frac`` (ratio/bound), ``gbps`` (bytes moved / time),
+    ``peak_frac`` (of the device's HBM peak, None if unknown), ``tflops``
+    (useful FLOPs of the sparse product per second), compile and
+    conversion seconds (excluded from the times).
+
+  >>> rows = run([(64, 128)], [1], [(2, 4)], jnp.float32, reps=2,
+  ...            emit=lambda s: None, length=2)
+  >>> rows[0]["pattern"], rows[0]["ratio"] > 0, rows[0]["impl"]
+  ('2:4', True, 'xla')
+  """
+  impls = list(implementations or default_implementations())
+  kind = jax.devices()[0].device_kind
+  peak = _timing.peak_gbps(kind)
+  bits = jnp.finfo(dtype).bits
   itemsize = jnp.dtype(dtype).itemsize
+  results = []
   for (k, cols) in shapes:
-    w = jax.random.normal(key, (k, cols), jnp.float32).astype(dtype)
+    w = jax.random.normal(jax.random.key(0), (k, cols),
+                          jnp.float32).astype(dtype)
     for (n, m) in patterns:
-      mask = NM(n, m).mask(jnp.abs(w))
+      mask = _testing.nm_mask(w, n, m)
       wm = jnp.where(mask, w, jnp.zeros((), dtype))
       t0 = time.perf_counter()
       c = jax.block_until_ready(compress_nm(w, mask, n, m))
       convert_s = time.perf_counter() - t0
-      dense_bytes = k * cols * itemsize
-      bound = dense_bytes / c.nbytes()
+      bound = _timing.nm_bound(n, m, bits)
       for b in batches:
         x = jax.random.normal(jax.random.key(b), (b, k),
                               jnp.float32).astype(dtype)
-        choice = choose_implementation(x, c, implementation)
-
-        def sparse_fn(x, c):
-          return nm_matmul(x, c, implementation=implementation)
-
-        med, dense_c, sparse_c = _timing.against_dense(sparse_fn, c, x, w, wm,
-                                                       dtype, reps)
-        ratio = med["dense"] / med["sparse"]
+        choices = {impl: choose_implementation(x, c, impl) for impl in impls}
+        fns = {impl: _call(impl) for impl in impls}
+        res = _timing.against_dense(fns, c, x, w, wm, reps=reps,
+                                    length=length)
+        sec = res["seconds"]
         io = (b * k + b * cols) * itemsize
-        row = dict(
-            op="nm", pattern=f"{n}:{m}", shape=f"{k}x{cols}", batch=b,
-            dtype=jnp.dtype(dtype).name,
-            impl=choice.implementation + ("*" if choice.interpret else ""),
-            dense_us=med["dense"] * 1e6, masked_us=med["masked"] * 1e6,
-            sparse_us=med["sparse"] * 1e6, ratio=ratio, bound=bound,
-            frac=ratio / bound,
-            gbps=(c.nbytes() + io) / med["sparse"] / 1e9,
-            tflops=2 * b * k * cols * n / m / med["sparse"] / 1e12,
-            compile_s=dense_c + sparse_c, convert_s=convert_s,
-            reason=choice.reason)
-        results.append(row)
-        emit(f"{row['op']:<3} {row['pattern']:<7} {row['shape']:<11} "
-             f"{b:<5} {row['dtype']:<8} {row['impl']:<11}"
-             f"{row['dense_us']:9.1f} {row['masked_us']:9.1f} "
-             f"{row['sparse_us']:9.1f} {ratio:5.2f} {bound:6.2f} "
-             f"{row['frac']:5.2f} {row['gbps']:7.2f} {row['tflops']:9.4f}")
+        for impl in impls:
+          choice = choices[impl]
+          ratio = sec["dense"] / sec[impl]
+          gbps = (c.nbytes() + io) / sec[impl] / 1e9
+          row = dict(
+              op="nm", pattern=f"{n}:{m}", shape=f"{k}x{cols}", k=k, n=cols,
+              batch=b, dtype=jnp.dtype(dtype).name, device_kind=kind,
+              implementation=choice.implementation,
+              impl=choice.implementation + ("*" if choice.interpret else ""),
+              interpret=choice.interpret,
+              dense_us=sec["dense"] * 1e6, masked_us=sec["masked"] * 1e6,
+              sparse_us=sec[impl] * 1e6, ratio=ratio,
+              ratio_masked=sec["masked"] / sec[impl], bound=bound,
+              frac=ratio / bound, gbps=gbps,
+              peak_frac=None if peak is None else gbps / peak,
+              tflops=2 * b * k * cols * n / m / sec[impl] / 1e12,
+              compile_s=res["compile_s"][impl],
+              dense_compile_s=res["compile_s"]["dense"],
+              convert_s=convert_s, reason=choice.reason)
+          results.append(row)
+          emit(format_row(row))
   return results
+
+
+def _call(impl):
+  def fn(x, c):
+    return nm_matmul(x, c, implementation=impl)
+  return fn

@@ -128,24 +128,54 @@ def test_gradients_match_dense_formula(impl):
   np.testing.assert_allclose(dy, decompress(a).T @ gy, atol=1e-4, rtol=1e-4)
 
 
-def test_choose_implementation():
+def _measured(monkeypatch, tmp_path, kind, rows):
+  """Points the dispatch at a table of ``rows`` measured on a fake ``kind``."""
+  from pallas_kernels import dispatch
+  monkeypatch.setattr(dispatch, "device_kind", lambda platform=None: kind)
+  table = tmp_path / "table.json"
+  dispatch.write_rows(table, rows)
+  monkeypatch.setattr(dispatch, "table_path", lambda: table)
+  monkeypatch.setenv(dispatch.ENV_CACHE_DIR, str(tmp_path / "cache"))
+
+
+def _row(w, impl, us, dense_us, kind="TPU v5 lite", batch=1):
+  bh, bw = w.block_shape
+  return dict(device_kind=kind, op="block_dsd",
+              pattern=f"b{bh}x{bw}/d{api._stored_density(w):.2f}",
+              dtype=w.values.dtype.name, shape=list(w.shape), batch=batch,
+              implementation=impl, us=us, dense_us=dense_us)
+
+
+def test_choose_implementation(monkeypatch, tmp_path):
   w, _ = make(0, (1024, 1024), (128, 128), 0.2, "bfloat16", "col")
   assert api.choose_implementation(w, platform="cpu").implementation == "xla"
-  assert api.choose_implementation(w, platform="tpu").implementation == \
-      "pallas_tpu"
-  assert api.choose_implementation(w, platform="gpu").implementation == \
-      "pallas_gpu"
+  # No measurement: the dense path, whatever a model would predict.
+  _measured(monkeypatch, tmp_path, "TPU v5 lite", [])
+  none = api.choose_implementation(w, platform="tpu")
+  assert none.implementation == "xla" and none.source == "default"
+  assert "no measurement" in none.reason
+  # Measured faster than dense: the kernel; measured slower: dense.
+  _measured(monkeypatch, tmp_path, "TPU v5 lite",
+            [_row(w, "pallas_tpu", 10.0, 30.0)])
+  fast = api.choose_implementation(w, platform="tpu")
+  assert (fast.implementation, fast.source) == ("pallas_tpu", "table")
+  assert api.choose_implementation(w, platform="tpu",
+                                   batch=2).implementation == "xla"
+  _measured(monkeypatch, tmp_path, "TPU v5 lite",
+            [_row(w, "pallas_tpu", 40.0, 30.0)])
+  assert api.choose_implementation(w, platform="tpu").implementation == "xla"
   r, _ = make(0, (1024, 1024), (128, 128), 0.2, "bfloat16", "row")
   assert "major" in api.choose_implementation(r, platform="tpu").reason
   s, _ = make(0, (256, 256), (16, 16), 0.2, "bfloat16", "col")
-  assert api.choose_implementation(s, platform="tpu").implementation == "xla"
-  assert api.choose_implementation(s, platform="gpu").implementation == \
-      "pallas_gpu"
+  assert "TPU (8, 128) tiling" in api.choose_implementation(
+      s, platform="tpu").reason
   d, _ = make(0, (256, 256), (32, 32), 1.0, "bfloat16", "col",
               fmt="bsr")
   assert "dense" in api.choose_implementation(d, platform="gpu").reason
   with pytest.raises(ValueError, match="major='col'"):
     api.choose_implementation(r, "dsd", "pallas_tpu")
+  forced = api.choose_implementation(w, "dsd", "pallas_gpu", platform="cpu")
+  assert forced == api.Choice("pallas_gpu", "requested", "requested", True)
 
 
 def test_bad_input():

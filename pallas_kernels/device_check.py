@@ -1,0 +1,364 @@
+"""One-command check of the kernels on a GPU/TPU: ``python -m pallas_kernels.device_check``.
+
+On the device it
+
+1. prints the device, clocks where readable, and the jax/jaxlib versions;
+2. runs the kernel tests (``tests/pallas_kernels``) natively: the Pallas
+   kernels run compiled for the device, not interpreted
+   (``PALLAS_KERNELS_NATIVE=1`` is set for them, see
+   :mod:`pallas_kernels._testing`);
+3. prints the table of ratios against XLA dense ``jnp.dot`` (same process,
+   device time, :mod:`pallas_kernels._timing`) for N:M 2:4, 1:8 and 1:16 at
+   K=N=4096 and 8192, batch 1, 8 and 16, bf16, for ``xla`` and every kernel
+   native to the device, then how far each pattern is from its target;
+4. where PyTorch with CUDA is importable, the peer row: PyTorch's 2:4
+   semi-structured matmul (``torch.sparse.to_sparse_semi_structured``) on the
+   same shapes, timed the same way (CUDA events over a chain of calls);
+5. with ``--write-table [PATH]``, merges the measured rows (those that ran
+   natively) into the shipped table (``pallas_kernels/measured/table.json``
+   by default), which the dispatch then uses on that device kind.
+
+It is sized to finish in under 6 minutes on one H100/H200 (``--budget-s``
+stops the table early, saying so). ``--dry`` runs the same code path on small
+shapes, on CPU, with the kernels in interpret mode, in well under a minute;
+its figures time the interpreter and mean nothing. Adding an op's rows is
+one entry in :data:`SUITES`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels import _testing
+from pallas_kernels import _timing
+from pallas_kernels import dispatch
+
+__all__ = ["main", "Plan", "plan", "SUITES", "TARGETS", "table_rows",
+           "peer_rows"]
+
+# Targets at batch <= 16 (dense/sparse), and KERNELS.md's bounds.
+TARGETS = {"2:4": 1.3, "1:8": 4.0, "1:16": 6.0}
+_REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What a run measures."""
+  shapes: tuple[tuple[int, int], ...]
+  batches: tuple[int, ...]
+  patterns: tuple[tuple[int, int], ...]
+  dtype: str
+  reps: int
+  chain: int
+  tests: tuple[str, ...]
+  implementations: tuple[str, ...] | None  # None: xla + native kernels
+
+
+def plan(dry: bool) -> Plan:
+  """The device plan, or the small CPU plan of ``--dry``.
+
+  >>> plan(True).shapes, plan(False).batches
+  (((256, 256),), (1, 8, 16))
+  """
+  patterns = ((2, 4), (1, 8), (1, 16))
+  if dry:
+    return Plan(shapes=((256, 256),), batches=(1,),
+                patterns=((2, 4), (1, 16)),
+                dtype="bfloat16", reps=3, chain=2,
+                tests=("tests/pallas_kernels/test_device_check.py::"
+                       "test_kernel_implementations_switch",),
+                implementations=("xla", "tpu", "triton", "triton_gather"))
+  return Plan(shapes=((4096, 4096), (8192, 8192)), batches=(1, 8, 16),
+              patterns=patterns, dtype="bfloat16", reps=20, chain=32,
+              tests=("tests/pallas_kernels",), implementations=None)
+
+
+def _clocks() -> str | None:
+  try:
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,"
+         "driver_version", "--format=csv,noheader"], capture_output=True,
+        text=True, timeout=20, check=False)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return out.stdout.strip() or None
+
+
+def _run_tests(p: Plan, timeout_s: float, emit) -> bool:
+  """Runs the kernel tests in a subprocess; True if they passed."""
+  paths = [t for t in p.tests if (_REPO / t.split("::")[0]).exists()]
+  if not paths:
+    emit("# tests: not found next to the package (installed copy?); skipped")
+    return True
+  env = dict(os.environ)
+  backend = jax.default_backend()
+  if backend in ("gpu", "tpu"):
+    env[_testing.ENV_NATIVE] = "1"
+    env["JAX_PLATFORMS"] = "cuda" if backend == "gpu" else "tpu"
+  cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:xdist",
+         "-p", "no:cacheprovider", *paths]
+  emit(f"# tests: {' '.join(cmd[1:])} ({_testing.ENV_NATIVE}="
+       f"{env.get(_testing.ENV_NATIVE, '0')})")
+  t0 = time.perf_counter()
+  try:
+    out = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True,
+                         text=True, timeout=timeout_s, check=False)
+  except subprocess.TimeoutExpired:
+    emit(f"# tests: TIMEOUT after {timeout_s:.0f}s")
+    return False
+  tail = (out.stdout + out.stderr).strip().splitlines()[-15:]
+  for line in tail:
+    emit(f"#   {line}")
+  emit(f"# tests: {'PASSED' if out.returncode == 0 else 'FAILED'} "
+       f"(rc={out.returncode}, {time.perf_counter() - t0:.0f}s)")
+  return out.returncode == 0
+
+
+def _nm_suite(p: Plan, emit, deadline: float) -> list[dict[str, Any]]:
+  from pallas_kernels.nm import bench as nm_bench  # pylint: disable=g-import-not-at-top
+  emit(nm_bench.HEADER)
+  rows = []
+  impls = list(p.implementations or nm_bench.default_implementations())
+  for shape in p.shapes:
+    for pattern in p.patterns:
+      where = f"nm {pattern[0]}:{pattern[1]} {shape[0]}x{shape[1]}"
+      if time.perf_counter() > deadline:
+        emit(f"# {where}: skipped (time budget)")
+        continue
+
+      def run(names, shape=shape, pattern=pattern):
+        return nm_bench.run([shape], p.batches, [pattern], jnp.dtype(p.dtype),
+                            names, p.reps, emit, p.chain)
+
+      rows += _isolating_failures(run, impls, where, emit)
+  return rows
+
+
+def _isolating_failures(run, impls, where, emit):
+  """``run(impls)``; if it fails, each implementation alone, failures noted."""
+  try:
+    return run(impls)
+  except Exception as e:  # pylint: disable=broad-except
+    emit(f"# {where}: FAILED with {impls} ({type(e).__name__}: "
+         f"{str(e).splitlines()[0] if str(e) else ''}); retrying one by one")
+  rows = []
+  for impl in impls:
+    try:
+      rows += run([impl])
+    except Exception as e:  # pylint: disable=broad-except
+      _FAILURES.append(f"{where} {impl}")
+      emit(f"# {where} {impl}: FAILED ({type(e).__name__}: "
+           f"{str(e).splitlines()[0] if str(e) else ''})")
+  return rows
+
+
+_FAILURES: list[str] = []
+
+
+SUITES: dict[str, Callable[[Plan, Callable[[str], Any], float],
+                           list[dict[str, Any]]]] = {"nm": _nm_suite}
+"""Op name -> ``suite(plan, emit, deadline) -> rows`` (bench row dicts)."""
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The rows the dispatch table keeps: natively run, batch a bucket.
+
+  >>> r = dict(device_kind="d", op="nm", pattern="2:4", dtype="bfloat16",
+  ...          k=8, n=8, batch=8, implementation="pallas_gpu", interpret=False,
+  ...          sparse_us=1.0, dense_us=2.0)
+  >>> table_rows([r, dict(r, interpret=True), dict(r, batch=3)])[0]["us"]
+  1.0
+  >>> len(table_rows([r, dict(r, interpret=True), dict(r, batch=3)]))
+  1
+  """
+  out = []
+  for r in rows:
+    if r["interpret"] or dispatch.batch_bucket(r["batch"]) != r["batch"]:
+      continue
+    out.append(dict(device_kind=r["device_kind"], op=r["op"],
+                    pattern=r["pattern"], dtype=r["dtype"],
+                    shape=[r["k"], r["n"]], batch=r["batch"],
+                    implementation=r["implementation"],
+                    us=round(r["sparse_us"], 3),
+                    dense_us=round(r["dense_us"], 3)))
+  return out
+
+
+def _summary(rows, p: Plan, emit):
+  emit("# targets at batch <= 16 (kernel d/s; bound = 16/bpe):")
+  for (n, m) in p.patterns:
+    pattern = f"{n}:{m}"
+    if pattern not in TARGETS:
+      continue
+    target = TARGETS[pattern]
+    kern = [r for r in rows if r["op"] == "nm" and r["pattern"] == pattern
+            and r["implementation"] != "xla" and r["batch"] <= 16]
+    bound = _timing.nm_bound(n, m)
+    if not kern:
+      emit(f"#   {pattern}: target >= {target}x (bound {bound:.2f}x): no "
+           "kernel row measured")
+      continue
+    worst = min(kern, key=lambda r: r["ratio"])
+    best = max(kern, key=lambda r: r["ratio"])
+    mark = "" if not any(r["interpret"] for r in kern) else " (interpreted)"
+    emit(f"#   {pattern}: target >= {target}x (bound {bound:.2f}x): "
+         f"worst {worst['ratio']:.2f}x ({worst['impl']} {worst['shape']} "
+         f"B={worst['batch']}), best {best['ratio']:.2f}x ({best['impl']} "
+         f"{best['shape']} B={best['batch']}){mark}")
+
+
+def peer_rows(p: Plan, emit, reps: int | None = None) -> list[dict[str, Any]]:
+  """PyTorch's 2:4 semi-structured matmul on the plan's shapes, if available.
+
+  Timed with CUDA events over a chain of ``p.chain`` dependent calls (each
+  input plus ``1e-30`` times a slice of the previous output), median of
+  ``reps`` repetitions, against PyTorch dense ``F.linear`` timed the same way.
+  Returns no rows (and says why) without ``torch`` or CUDA.
+
+  >>> peer_rows(plan(True), lambda s: None) if not _torch_cuda() else []
+  []
+  """
+  torch = _torch_cuda()
+  if torch is None:
+    emit("# peer torch 2:4: skipped (torch with CUDA not importable)")
+    return []
+  import statistics  # pylint: disable=g-import-not-at-top
+  from torch.sparse import to_sparse_semi_structured  # pylint: disable=g-import-not-at-top
+  fl = torch.nn.functional.linear
+  reps = reps or p.reps
+  emit("peer  pattern shape       B     torch_dense_us torch_sparse_us  d/s")
+  out = []
+  for (k, cols) in p.shapes:
+    w = torch.randn(cols, k, device="cuda", dtype=torch.bfloat16)
+    g = w.abs().reshape(cols, k // 4, 4)
+    top = g.topk(2, dim=-1).indices
+    mask = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, top, True)
+    wm = (w.reshape(cols, k // 4, 4) * mask).reshape(cols, k)
+    try:
+      ws = to_sparse_semi_structured(wm)
+    except Exception as e:  # pylint: disable=broad-except
+      emit(f"# peer torch 2:4 {k}x{cols}: cannot compress ({e})")
+      continue
+    for b in p.batches:
+      x0 = torch.randn(b, k, device="cuda", dtype=torch.bfloat16)
+
+      def timed(weight, x0=x0):
+        x = x0
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(p.chain):
+          y = fl(x, weight)
+          x = x + y[:, :1] * 1e-30
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e3 / p.chain
+
+      try:
+        for weight in (w, ws):
+          timed(weight)
+        times = {"dense": [], "sparse": []}
+        for r in range(reps):
+          order = (("dense", w), ("sparse", ws))[::(-1) ** r]
+          for name, weight in order:
+            times[name].append(timed(weight))
+      except Exception as e:  # pylint: disable=broad-except
+        emit(f"# peer torch 2:4 {k}x{cols} B={b}: failed ({e})")
+        continue
+      d = statistics.median(times["dense"])
+      s = statistics.median(times["sparse"])
+      out.append(dict(op="torch", pattern="2:4", shape=f"{k}x{cols}", batch=b,
+                      dense_us=d, sparse_us=s, ratio=d / s))
+      emit(f"torch 2:4     {k}x{cols:<6} {b:<5} {d:14.1f} {s:15.1f} "
+           f"{d / s:5.2f}")
+  return out
+
+
+def _torch_cuda():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  try:
+    return torch if torch.cuda.is_available() else None
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs the check; returns 0 when the tests and every measurement pass.
+
+  >>> main(["--dry", "--skip-tests", "--ops", ""])  # doctest: +ELLIPSIS
+  # device_check (dry: small shapes, kernels interpreted; figures mean nothing)
+  ...
+  0
+  """
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--dry", action="store_true",
+                  help="small shapes, interpret mode (CPU smoke run)")
+  ap.add_argument("--write-table", nargs="?", const=str(dispatch.table_path()),
+                  default=None, metavar="PATH",
+                  help="merge the natively measured rows into PATH (default: "
+                  "the shipped table)")
+  ap.add_argument("--skip-tests", action="store_true")
+  ap.add_argument("--tests-timeout-s", type=float, default=150.0)
+  ap.add_argument("--budget-s", type=float, default=330.0,
+                  help="stop adding table rows after this many seconds")
+  ap.add_argument("--ops", default=",".join(SUITES),
+                  help=f"comma-separated suites among {sorted(SUITES)}")
+  ap.add_argument("--no-peer", action="store_true")
+  args = ap.parse_args(argv)
+  t0 = time.perf_counter()
+  _FAILURES.clear()
+  emit = print
+  p = plan(args.dry)
+  accel = jax.default_backend() in ("gpu", "tpu")
+  emit("# device_check" + (" (dry: small shapes, kernels interpreted; figures "
+                           "mean nothing)" if args.dry else ""))
+  emit("# " + _timing.environment())
+  clocks = _clocks() if accel else None
+  if clocks:
+    emit(f"# nvidia-smi name, sm clock, max sm clock, mem clock, driver: "
+         f"{clocks}")
+  if not accel and not args.dry:
+    emit("# no GPU/TPU in this process: kernel rows would be interpreted; "
+         "use --dry for a smoke run")
+  ok = True
+  if not args.skip_tests:
+    ok = _run_tests(p, args.tests_timeout_s, emit)
+  emit(f"# table: dtype={p.dtype} reps={p.reps} chain={p.chain}; d/s = "
+       "dense/sparse, md/s = masked-dense/sparse (same process, device "
+       "time); '*' = interpret mode")
+  rows: list[dict[str, Any]] = []
+  deadline = t0 + args.budget_s
+  for op in [o for o in args.ops.split(",") if o]:
+    if op not in SUITES:
+      raise SystemExit(f"--ops: unknown suite {op!r}; known: {sorted(SUITES)}")
+    rows += SUITES[op](p, emit, deadline)
+  if rows:
+    _summary(rows, p, emit)
+  if not args.no_peer:
+    peer_rows(p, emit)
+  if args.write_table:
+    keep = table_rows(rows)
+    path = dispatch.write_rows(args.write_table, keep)
+    emit(f"# wrote {len(keep)} rows to {path}")
+  if _FAILURES:
+    emit(f"# FAILED measurements: {', '.join(_FAILURES)}")
+  emit(f"# device_check took {time.perf_counter() - t0:.0f}s; tests "
+       f"{'passed' if ok else 'FAILED'}")
+  return 0 if ok and not _FAILURES else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
