@@ -74,23 +74,31 @@ def state_collection(state: Any) -> dict:
 
 def _linen_view(sparsifier, variables):
   state = variables.get(COLLECTION, {}).get("state")
-  params = variables.get("params")
-  if state is None:
-    if params:
-      raise ValueError(
-          "this sparsified Linen module was applied without its sparsity "
-          "state; pass {'params': params, "
-          "**sparsejax.flax.state_collection(state)} (the state from "
-          "sparsifier.init(params) or sparsejax.sparsity_state(opt_state)).")
+  if state is None or "params" not in variables:
     return variables  # init: the params are being created.
-  return {**variables, "params": sparsifier.view(params, state)}
+  return {**variables, "params": sparsifier.view(variables["params"], state)}
 
 
 def _lift(cls, sparsifier):
-  return nn.map_variables(cls, ("params", COLLECTION),
-                          trans_in_fn=functools.partial(_linen_view,
-                                                        sparsifier),
-                          init=True)
+  lifted = nn.map_variables(cls, ("params", COLLECTION),
+                            trans_in_fn=functools.partial(_linen_view,
+                                                          sparsifier),
+                            init=True)
+
+  class Sparse(lifted):  # pylint: disable=missing-class-docstring
+
+    def __call__(self, *args, **kwargs):
+      if not (self.is_initializing()
+              or self.has_variable(COLLECTION, "state")):
+        raise ValueError(
+            f"the sparsified {cls.__name__} was applied without its sparsity "
+            "state; pass {'params': params, "
+            "**sparsejax.flax.state_collection(state)} (the state from "
+            "sparsifier.init(params) or sparsejax.sparsity_state(opt_state)).")
+      return super().__call__(*args, **kwargs)
+
+  Sparse.__name__ = Sparse.__qualname__ = f"Sparse{cls.__name__}"
+  return Sparse
 
 
 @functools.lru_cache(maxsize=None)
