@@ -23,7 +23,7 @@ from pallas_kernels import formats
 from sparsejax import masks as masks_lib
 from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
-from sparsejax.flax.serving import serving  # noqa: F401  (re-export)
+from sparsejax.flax.compressed import serving  # noqa: F401  (re-export)
 
 COMPRESSED = (formats.NMCompressed, formats.BSR, formats.PaddedBlockSparse)
 

@@ -8,7 +8,7 @@
   kernel (`sparsejax.flax.intercept`); one-shot calibration capture and
   serving both run on it.
 * `serving()`: dense layers with exported (compressed) kernels run on the
-  `pallas_kernels` ops (`sparsejax.flax.serving`).
+  `pallas_kernels` ops (`sparsejax.flax.compressed`).
 
 The param-transform path needs none of this and works for any model:
 `model.apply({"params": sparsifier.view(params, state)}, x)` (Linen) or
@@ -22,7 +22,7 @@ from sparsejax.flax.adapter import sparsify
 from sparsejax.flax.adapter import state_collection
 from sparsejax.flax.intercept import DenseCall
 from sparsejax.flax.intercept import intercept_dense
-from sparsejax.flax.serving import serving
+from sparsejax.flax.compressed import serving
 
 __all__ = [
     "COLLECTION",

@@ -6,7 +6,7 @@ layer (Linen `nn.Dense`, NNX `nnx.Linear`) is handed to
 (the layer's path, module, input, kernel, bias and compute dtype) and
 `proceed()` runs the layer as it is; the handler returns the layer's output.
 Calibration capture (`sparsejax.oneshot.calibration`) observes the input and
-proceeds; serving (`sparsejax.flax.serving`) replaces the matmul when the
+proceeds; serving (`sparsejax.flax.compressed`) replaces the matmul when the
 kernel is compressed.
 
 * **Linen** goes through `nn.intercept_methods`; the path is the module's
