@@ -9,16 +9,29 @@ used (`init`, `view`); the sparsity state is an opaque pytree.
 `nn.map_variables`: `init` is unchanged, `apply` takes the state in a
 `"sparsity"` collection (`state_collection(state)`) and views the params
 before the module's own code runs (so `nn.scan` / `nn.remat` inside work).
-Train with the state in the optimizer::
+Train with the state in the optimizer (`sparsejax.wrap`):
 
-    sparse_model = sjflax.sparsify(model, sp)
-    tx = sj.wrap(optax.adam(1e-3), sp)
-    opt_state = tx.init(params)
-
-    def loss_fn(params, opt_state, x, y):
-      variables = {"params": params,
-                   **sjflax.state_collection(sj.sparsity_state(opt_state))}
-      return loss(sparse_model.apply(variables, x), y)
+>>> import optax, sparsejax as sj
+>>> sp = sj.ste_nm(sj.NM(2, 4))
+>>> model = nn.Dense(4)
+>>> x, y = jnp.ones((8, 16)), jnp.zeros((8, 4))
+>>> params = model.init(jax.random.key(0), x)["params"]
+>>> sparse_model = sparsify(model, sp)
+>>> tx = sj.wrap(optax.adam(1e-2), sp)
+>>> opt_state = tx.init(params)
+>>> @jax.jit
+... def train_step(params, opt_state):
+...   def loss_fn(params):
+...     variables = {"params": params,
+...                  **state_collection(sj.sparsity_state(opt_state))}
+...     return jnp.mean((sparse_model.apply(variables, x) - y) ** 2)
+...   grads = jax.grad(loss_fn)(params)
+...   updates, opt_state = tx.update(grads, opt_state, params)
+...   return optax.apply_updates(params, updates), opt_state
+>>> for _ in range(3):
+...   params, opt_state = train_step(params, opt_state)
+>>> int(sj.sparsity_state(opt_state).step)
+3
 
 **NNX.** `sparsify(model, sparsifier, state=...)` returns a `Sparse` wrapper
 module (the model is not modified and no class is swapped). Calling the
@@ -30,21 +43,36 @@ reach the dense params. The state is stored once:
   wrapper *shares* the optimizer's sparsity-state variables, so every
   `optimizer.update` refreshes what the wrapper sees. Nothing to sync.
 * `state=None`: the wrapper holds its own state, from `sparsifier.init`
-  (evaluation, or a state you pass in as a `SparsityState`).
+  (evaluation); or pass a state to hold.
+
+Calling `model` itself still runs dense. Each `sparsify` call makes an
+independent wrapper of the same model object; wrapping a wrapper is an
+error. Nothing is added to the model, so `nnx.state(model)` (the checkpoint)
+is exactly the dense model's; the optimizer's state is that of
+`sparsejax.wrap`.
 
 Train with an `nnx.Optimizer` on the model itself (its param paths are the
-dense model's, so the sparsifier's rules and checkpoints are unchanged)::
+dense model's, so the sparsifier's rules and checkpoints are unchanged); the
+gradients of the wrapper's model are `grads["model"]`:
 
-    optimizer = nnx.Optimizer(model, sj.wrap(optax.adam(1e-3), sp),
-                              wrt=nnx.Param)
-    sparse = sjflax.sparsify(model, sp, state=optimizer)
-
-    @nnx.jit
-    def train_step(sparse, optimizer, x, y):
-      loss, grads = nnx.value_and_grad(
-          lambda s: loss_fn(s(x), y))(sparse)
-      optimizer.update(sparse.model, grads["model"])
-      return loss
+>>> from flax import nnx
+>>> model = nnx.Linear(16, 4, rngs=nnx.Rngs(0))
+>>> optimizer = nnx.Optimizer(model, sj.wrap(optax.adam(1e-2), sp),
+...                           wrt=nnx.Param)
+>>> sparse = sparsify(model, sp, state=optimizer)
+>>> @nnx.jit
+... def train_step(sparse, optimizer):
+...   loss_fn = lambda sparse: jnp.mean((sparse(x) - y) ** 2)
+...   loss, grads = nnx.value_and_grad(loss_fn)(sparse)
+...   optimizer.update(sparse.model, grads["model"])
+...   return loss
+>>> for _ in range(3):
+...   loss = train_step(sparse, optimizer)
+>>> int(sparse.state.step)     # the optimizer's state, seen by the wrapper
+3
+>>> kernel = sparse.sparse_params()["kernel"]   # exactly 2:4, for export
+>>> bool(((kernel != 0).reshape(4, 4, 4).sum(axis=1) == 2).all())
+True
 """
 
 import dataclasses
