@@ -120,14 +120,14 @@ def _linen_interceptor(handler):
 
 # ----------------------------------------------------------------- NNX ----
 
-# Innermost last: a tuple of `(handler, {id(module): path})`.
+# Outermost first: a tuple of `(handler, {id(module): path})`.
 _NNX_ACTIVE = contextvars.ContextVar("sparsejax_nnx_intercept", default=())
 _LOCK = threading.Lock()
 # class -> [original __call__, open contexts, whether the class defined it]
 _INSTALLED = {}
 
 
-def _dispatching_call(cls, original):
+def _dispatching_call(original):
 
   def __call__(self, *args, **kwargs):
     active = _NNX_ACTIVE.get()
@@ -136,15 +136,15 @@ def _dispatching_call(cls, original):
       return original(self, *args, **kwargs)
 
     def run(level):
-      if level < 0:
+      if level == len(active):
         return original(self, *args, **kwargs)
       handler, paths = active[level]
       inputs, kernel, bias, dtype = read(self, args, kwargs)
       call = DenseCall(paths.get(id(self)), self, inputs, kernel, bias, dtype,
                        "nnx")
-      return handler(call, lambda: run(level - 1))
+      return handler(call, lambda: run(level + 1))
 
-    return run(len(active) - 1)
+    return run(0)
 
   __call__.__wrapped__ = original
   __call__.__doc__ = original.__doc__
@@ -159,7 +159,7 @@ def _install():
         own = "__call__" in cls.__dict__
         original = cls.__call__
         _INSTALLED[cls] = entry = [original, 0, own]
-        setattr(cls, "__call__", _dispatching_call(cls, original))
+        setattr(cls, "__call__", _dispatching_call(original))
       entry[1] += 1
 
 
@@ -176,7 +176,7 @@ def _uninstall():
         del _INSTALLED[cls]
 
 
-def module_paths(model):
+def module_paths(model: Any) -> dict:
   """`{id(layer): path}` for the interceptable NNX layers inside `model`.
 
   A layer reachable by several paths keeps the first one.
@@ -200,12 +200,13 @@ def intercept_dense(handler: Handler, model: Any = None):
 
   Args:
     handler: `handler(call: DenseCall, proceed) -> output`; `proceed()` runs
-      the layer unchanged (and the handlers of enclosing contexts).
+      the handlers of nested contexts, then the layer unchanged.
     model: an NNX module whose layers are named by their paths in it
       (optional; Linen layers always know their path).
 
   Yields:
-    None. Contexts nest: the innermost handler runs first.
+    None. Contexts nest as `nn.intercept_methods` does: the outermost
+    handler runs first and its `proceed()` reaches the inner ones.
   """
   token = _NNX_ACTIVE.set(_NNX_ACTIVE.get() + ((handler,
                                                 module_paths(model)),))

@@ -84,12 +84,18 @@ def test_handler_output_replaces_the_layer_and_contexts_nest():
     out = proceed()
     return jnp.zeros_like(out) if call.path == "fc2" else out
 
+  linen, variables, _ = _nets()
   with intercept_dense(outer, model):
     with intercept_dense(zero_fc2, model):
       y = model(x)
+  with intercept_dense(outer):
+    with intercept_dense(zero_fc2):
+      y_linen = linen.apply(variables, x)
   np.testing.assert_array_equal(y, jnp.zeros((2, 8)))
-  assert order == [("inner", "fc1"), ("outer", "fc1"), ("inner", "fc2"),
-                   ("outer", "fc2")]
+  np.testing.assert_array_equal(y_linen, jnp.zeros((2, 8)))
+  # Both frameworks nest alike: the outer handler runs first.
+  assert order == [("outer", "fc1"), ("inner", "fc1"), ("outer", "fc2"),
+                   ("inner", "fc2")] * 2
 
 
 def test_nnx_inside_jit_and_no_trace_left_behind():
