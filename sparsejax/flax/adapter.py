@@ -168,21 +168,17 @@ def _get(x):
   return x.get_value() if hasattr(x, "get_value") else x.value
 
 
-def _set(variable, value):
-  if hasattr(variable, "set_value"):
-    variable.set_value(value)
-  else:
-    variable.value = value
-
-
 def _values(tree):
   return jax.tree.map(lambda x: _get(x) if _is_variable(x) else x, tree,
                       is_leaf=_is_variable)
 
 
 def _params(model):
-  """The model's params as arrays, structured as `nnx.Optimizer` passes them
-  to optax (so masks from the optimizer's state line up)."""
+  """The model's params as arrays, structured as `nnx.Optimizer` has them.
+
+  The same structure as the params optax sees, so the masks of a state the
+  optimizer holds line up with it.
+  """
   params = nnx.state(model, nnx.Param)
   if hasattr(nnx, "as_pure"):
     return nnx.as_pure(params)
@@ -229,6 +225,7 @@ class Sparse(nnx.Module):
     return self.sparsifier.sparse_params(self.params(), self.state)
 
   def __call__(self, *args, **kwargs):
+    """Runs the model with its params set to the sparsifier's view."""
     dense = _params(self.model)
     viewed = self.sparsifier.view(dense, self.state)
     nnx.update(self.model, viewed)
