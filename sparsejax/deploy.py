@@ -1,4 +1,4 @@
-"""Export to compressed formats, and serve a Flax Linen model on the kernels.
+"""Export to compressed formats, and serve a Flax model on the kernels.
 
 `export(params, masks, rules)` replaces every 2-D kernel whose rule gives an
 N:M pattern along axis 0 with an `NMCompressed`, and every 2-D kernel with a
@@ -7,29 +7,28 @@ compressed form is smaller than the dense one (`report=True` says, per leaf,
 what was chosen and why). Other leaves stay as they are. The result is a
 pytree: it jits, shards and checkpoints.
 
-`serving()` is a context in which every Linen `nn.Dense` whose kernel is
-compressed runs through `pallas_kernels` (`nm_matmul`, `block_sparse_matmul`,
-which pick a Pallas kernel or the XLA fallback by backend and batch), so the
-same model code serves the exported params:
+`serving()` (from `sparsejax.flax`) is a context in which every Linen
+`nn.Dense` and NNX `nnx.Linear` whose kernel is compressed runs through
+`pallas_kernels` (`nm_matmul`, `block_sparse_matmul`, which choose a Pallas
+kernel only where one was measured faster than dense), so the same model code
+serves the exported params:
 
     exported = sj.export(params, masks, rules)
     with sj.serving():
       logits = model.apply({"params": exported}, tokens)
 """
 
-import contextlib
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import pallas_kernels
 from pallas_kernels import formats
 from sparsejax import masks as masks_lib
 from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
+from sparsejax.flax.compressed import serving  # noqa: F401  (re-export)
 
 COMPRESSED = (formats.NMCompressed, formats.BSR, formats.PaddedBlockSparse)
 
@@ -227,50 +226,3 @@ def storage_bytes(tree):
   """
   return sum(int(x.nbytes) for x in jax.tree.leaves(tree)
              if hasattr(x, "nbytes"))
-
-
-def _dense_interceptor(implementation):
-
-  def intercept(next_fun, args, kwargs, context):
-    module = context.module
-    if not (isinstance(module, nn.Dense) and context.method_name == "__call__"
-            and module.has_variable("params", "kernel")):
-      return next_fun(*args, **kwargs)
-    kernel = module.get_variable("params", "kernel")
-    if not isinstance(kernel, COMPRESSED):
-      return next_fun(*args, **kwargs)
-    (x,) = args
-    if module.dtype is not None:
-      x = x.astype(module.dtype)
-    if isinstance(kernel, formats.NMCompressed):
-      y = pallas_kernels.nm_matmul(x, kernel, implementation=implementation)
-    else:
-      y = pallas_kernels.block_sparse_matmul(x, kernel,
-                                             implementation=implementation)
-    if module.use_bias:
-      y = y + module.get_variable("params", "bias")
-    return y
-
-  return intercept
-
-
-@contextlib.contextmanager
-def serving(implementation=None):
-  """Routes Linen `nn.Dense` layers with compressed kernels to the kernels.
-
-  Args:
-    implementation: passed to the kernels: None (automatic), "xla",
-      "pallas", "pallas_tpu" or "pallas_gpu".
-
-  >>> import sparsejax as sj
-  >>> layer = nn.Dense(4)
-  >>> params = layer.init(jax.random.key(0), jnp.ones((1, 8)))["params"]
-  >>> masks = sj.compute_masks(params, sj.NM(2, 4))
-  >>> exported = export(sj.apply_masks(params, masks), masks, sj.NM(2, 4))
-  >>> with serving():
-  ...   y = layer.apply({"params": exported}, jnp.ones((1, 8)))
-  >>> bool(jnp.allclose(y, layer.apply({"params": sj.apply_masks(params, masks)}, jnp.ones((1, 8))), atol=1e-6))
-  True
-  """
-  with nn.intercept_methods(_dense_interceptor(implementation)):
-    yield

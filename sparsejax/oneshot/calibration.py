@@ -12,12 +12,14 @@ the layer sizes and not on the number of calibration tokens.
 Models are run as they are:
 
 * **Flax Linen**: an `nn.Module` (called as `module.apply(variables, *batch)`)
-  or any `apply_fn(params, batch)` that runs Linen modules. The inputs of
-  `nn.Dense` layers are captured with `nn.intercept_methods`.
+  or any `apply_fn(params, batch)` that runs Linen modules.
 * **Flax NNX**: an `nnx.Module` (called as `model(*batch)`). The model is
-  split and merged into a private copy inside the traced function, and the
-  copy's `nnx.Linear` layers are switched to a capturing subclass; the
+  split and merged into a private copy inside the traced function; the
   user's model is never modified. The copy is put in eval mode.
+
+Both capture the inputs of `nn.Dense` / `nnx.Linear` calls through the
+library's one interception of dense layer calls
+(`sparsejax.flax.intercept.intercept_dense`).
 
 A batch that is a tuple is unpacked into positional arguments; anything else
 is passed as the single argument. A layer is named by the path of its kernel
@@ -27,7 +29,6 @@ everywhere else in the library.
 """
 
 import collections.abc
-import contextvars
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sparsejax import rules as rules_lib
+from sparsejax.flax import intercept
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -119,14 +121,16 @@ def accumulate(stats, x):
 
 
 def _kernel_path(module_path):
-  return "/".join([*(str(p) for p in module_path), "kernel"])
+  return f"{module_path}/kernel" if module_path else "kernel"
 
 
 def _batch_args(batch):
   return tuple(batch) if isinstance(batch, tuple) else (batch,)
 
 
-# ----------------------------------------------------------------- Linen ---
+# ---------------------------------------------------------------- runners ---
+# Both frameworks report layer inputs through the shared interception of
+# dense layer calls (`sparsejax.flax.intercept`).
 
 
 class _LinenRunner:
@@ -145,45 +149,15 @@ class _LinenRunner:
     wrapped = isinstance(params, collections.abc.Mapping) and "params" in params
     prefix = "params/" if wrapped else ""
 
-    def interceptor(next_fun, args, kwargs, context):
-      module = context.module
-      if context.method_name == "__call__" and isinstance(module, nn.Dense):
-        x = args[0] if args else kwargs.get("inputs")
-        path = prefix + _kernel_path(module.path)
-        on_input(path, x)
-      return next_fun(*args, **kwargs)
+    def report(call, proceed):
+      on_input(prefix + _kernel_path(call.path), call.inputs)
+      return proceed()
 
-    with nn.intercept_methods(interceptor):
+    with intercept.intercept_dense(report):
       if isinstance(self.model, nn.Module):
         variables = params if wrapped else {"params": params}
         return self.model.apply(variables, *_batch_args(batch))
       return self.model(params, batch)
-
-
-# ------------------------------------------------------------------- NNX ---
-
-_ACTIVE = contextvars.ContextVar("sparsejax_oneshot_capture", default=None)
-_CAPTURING_CLASSES = {}
-
-
-def _capturing_class(cls):
-  """A subclass of `cls` whose `__call__` reports its input first."""
-  sub = _CAPTURING_CLASSES.get(cls)
-  if sub is None:
-
-    def __call__(self, x, *args, **kwargs):
-      active = _ACTIVE.get()
-      if active is not None:
-        names, on_input = active
-        if id(self) in names:
-          on_input(names[id(self)], x)
-      return cls.__call__(self, x, *args, **kwargs)
-
-    sub = type(cls.__name__, (cls,), {"__call__": __call__,
-                                      "__module__": cls.__module__,
-                                      "__qualname__": cls.__qualname__})
-    _CAPTURING_CLASSES[cls] = sub
-  return sub
 
 
 class _NnxRunner:
@@ -200,16 +174,14 @@ class _NnxRunner:
   def call(self, params, batch, on_input):
     model = nnx.merge(self.graphdef, params, self.rest)
     model.eval()
-    names = {}
-    for path, module in nnx.iter_modules(model):
-      if isinstance(module, nnx.Linear) and id(module) not in names:
-        names[id(module)] = _kernel_path(path)
-        object.__setattr__(module, "__class__", _capturing_class(type(module)))
-    token = _ACTIVE.set((names, on_input))
-    try:
+
+    def report(call, proceed):
+      if call.path is not None:
+        on_input(_kernel_path(call.path), call.inputs)
+      return proceed()
+
+    with intercept.intercept_dense(report, model):
       return model(*_batch_args(batch))
-    finally:
-      _ACTIVE.reset(token)
 
 
 def runner_for(model):
