@@ -379,6 +379,10 @@ def _resolve(name: str, candidates: Mapping[str, str], platform: str,
     if not native and not candidates:
       raise ValueError(f"op {op!r} has no Pallas implementation.")
     name = native[0] if native else next(iter(candidates))
+  elif name not in candidates and name.startswith("pallas_"):
+    # "pallas_gpu" / "pallas_tpu": the op's first kernel for that platform.
+    on = [c for c, p in candidates.items() if p == name[len("pallas_"):]]
+    name = on[0] if on else name
   if name not in candidates:
     raise ValueError(
         f"implementation for op {op!r} must be None, 'xla', 'pallas' or one "

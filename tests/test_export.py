@@ -8,8 +8,9 @@ import pytest
 import sparsejax as sj
 from pallas_kernels import formats
 from sparsejax.models import gpt as gpt_lib
-from sparsejax.train import config as config_lib
-from sparsejax.train import recipes
+from configs import smoke as smoke_config
+from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import plan as plan_lib
 
 RULES = [sj.Rule(r".*attn.*kernel", sj.NM(2, 4)),
          sj.Rule(r".*mlp.*kernel", sj.NM(1, 8)),
@@ -88,10 +89,10 @@ def test_export_round_trip_and_storage(model_and_params):
 
 
 def test_smoke_model_export_never_grows():
-  cfg = config_lib.get_config("smoke")
-  model = gpt_lib.GPT(recipes.model_config(cfg))
+  cfg = smoke_config.get_config()
+  model = gpt_lib.GPT(plan_lib.model_config(cfg))
   params = gpt_lib.init_params(model, jax.random.key(0))
-  rules = config_lib.parse_rules(cfg.sparsity.rules) + [
+  rules = config_lib.sparsity_rules(cfg) + [
       sj.Rule(r"lm_head/kernel", sj.Block((8, 8), 0.5))]
   masks = sj.compute_masks(params, rules)
   sparse = sj.apply_masks(params, masks)

@@ -129,9 +129,11 @@ def _check(x, w, name=None):
     raise ValueError(f"x{_where(name)} has shape {shape}: its last axis must "
                      f"equal K={w.shape[0]} of the N:M weight of shape "
                      f"{tuple(w.shape)}.")
-  for what, dt in (("x", x.dtype), ("weight values", w.values.dtype)):
+  for what, dt, of in (("x", x.dtype, shape),
+                       ("weight values", w.values.dtype, w.values.shape)):
     if jnp.dtype(dt).name not in _DTYPES:
-      raise TypeError(f"{what}{_where(name)} has dtype {jnp.dtype(dt).name}; "
+      raise TypeError(f"{what}{_where(name)} has dtype {jnp.dtype(dt).name} "
+                      f"(shape {tuple(of)}); "
                       f"nm_matmul supports {_DTYPES} (weight of shape "
                       f"{tuple(w.shape)}).")
 

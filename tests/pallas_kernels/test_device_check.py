@@ -36,7 +36,7 @@ def test_dry_run_prints_the_table_and_writes_rows(tmp_path):
   text = out.stdout
   assert "jax=" in text and "jaxlib=" in text
   assert "tests: PASSED" in text
-  for impl in ("xla", "pallas_tpu*", "pallas_gpu*"):
+  for impl in ("xla", "tpu*", "triton*", "triton_gather*"):
     assert f"bfloat16 {impl} " in text
   assert "2:4: target >= 1.3x (bound 1.78x)" in text
   assert "1:16: target >= 6.0x (bound 12.80x)" in text

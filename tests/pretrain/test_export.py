@@ -16,7 +16,7 @@ def _kernel(rows=32, cols=8, seed=0):
 
 
 def test_formats_by_pattern_and_mask(tmp_path):
-  params = {"nm": _kernel(), "loose": _kernel(seed=1), "wide": _kernel(64),
+  params = {"nm": _kernel(64), "loose": _kernel(seed=1), "wide": _kernel(64),
             "block": _kernel(32, 32), "b": jnp.ones(8)}
   rules = [sj.Rule("nm|loose", sj.NM(2, 4)), sj.Rule("wide", sj.NM(1, 32)),
            sj.Rule("block", sj.Block((8, 8), 0.5))]
@@ -42,7 +42,7 @@ def test_formats_by_pattern_and_mask(tmp_path):
   weights = np.load(tmp_path / "weights.npz")
   c = formats.NMCompressed(
       values=weights["nm::values"], indices=weights["nm::indices"], n=2, m=4,
-      shape=(32, 8), tile_groups=leaves["nm"]["tile_groups"])
+      shape=(64, 8), tile_groups=leaves["nm"]["tile_groups"])
   np.testing.assert_array_equal(np.asarray(formats.decompress(c)),
                                 np.asarray(params["nm"]))
   np.testing.assert_array_equal(weights["loose"], np.asarray(params["loose"]))
