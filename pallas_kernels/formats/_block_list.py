@@ -119,7 +119,7 @@ class BlockList:
 
   @property
   def capacity(self) -> int:
-    return self.values.shape[0]
+    return self.rows.shape[0]
 
   @property
   def valid(self) -> jax.Array:
