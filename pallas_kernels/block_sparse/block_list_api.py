@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from typing import Any
 
 import jax
@@ -44,12 +45,15 @@ import jax.numpy as jnp
 from pallas_kernels import _compat
 from pallas_kernels.block_sparse import kernel_gpu
 from pallas_kernels.block_sparse import kernel_tpu
+from pallas_kernels.formats._block import BSR
+from pallas_kernels.formats._block import PaddedBlockSparse
 from pallas_kernels.formats._block_list import BlockList
 from pallas_kernels.formats._block_list import check_block_list
 from pallas_kernels.formats._block_list import smem_bytes
+from pallas_kernels.formats._block_list import to_block_list
 
 __all__ = ["block_list_matmul", "block_list_sparse_dense_matmul",
-           "default_implementation", "IMPLEMENTATIONS",
+           "as_block_list", "default_implementation", "IMPLEMENTATIONS",
            "TPU_SMEM_BUDGET_BYTES", "GPU_TARGET_PROGRAMS"]
 
 IMPLEMENTATIONS = {
@@ -334,11 +338,49 @@ def _check_kernel_rules(bl, op, impl, interpret, smem_budget, name):
                        f"{(bh, bw)}; use implementation='xla'.")
 
 
+_CONVERTED: dict[int, tuple[Any, BlockList]] = {}
+
+
+def as_block_list(w, *, name: str | None = None) -> BlockList:
+  """``w`` as a :class:`BlockList`, converting a BSR/padded matrix once.
+
+  A :class:`~pallas_kernels.formats.BSR` or
+  :class:`~pallas_kernels.formats.PaddedBlockSparse` with concrete arrays is
+  converted on first use and the result is kept for as long as ``w`` lives,
+  so later calls with the same object do no conversion. Under ``jit`` (traced
+  arrays) convert beforehand with
+  :func:`~pallas_kernels.formats.to_block_list` (or build the list with
+  :func:`~pallas_kernels.formats.block_list_from_mask`).
+
+  >>> from pallas_kernels.formats import compress_bsr
+  >>> b = compress_bsr(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
+  >>> as_block_list(b) is as_block_list(b)
+  True
+  """
+  if isinstance(w, BlockList):
+    return w
+  if not isinstance(w, (BSR, PaddedBlockSparse)):
+    raise TypeError(f"{_where(name)}expected a BlockList, BSR or "
+                    f"PaddedBlockSparse, got {type(w).__name__}.")
+  if any(isinstance(l, jax.core.Tracer) for l in jax.tree.leaves(w)):
+    raise ValueError(f"{_where(name)}a traced {type(w).__name__} would be "
+                     "converted on every call; convert it once outside jit "
+                     "with to_block_list (or build the block list from the "
+                     "mask with block_list_from_mask).")
+  hit = _CONVERTED.get(id(w))
+  if hit is not None and hit[0]() is w:
+    return hit[1]
+  bl = to_block_list(w, name=name)
+  _CONVERTED[id(w)] = (weakref.ref(w), bl)
+  weakref.finalize(w, _CONVERTED.pop, id(w), None)
+  return bl
+
+
 def _struct(bl):
   return dataclasses.replace(bl, values=None)
 
 
-def block_list_matmul(x, w: BlockList, *, implementation: str | None = None,
+def block_list_matmul(x, w: BlockList | BSR | PaddedBlockSparse, *, implementation: str | None = None,
                       interpret: Any = None, name: str | None = None,
                       split: int | None = None, stages: int = 2,
                       smem_budget: int = TPU_SMEM_BUDGET_BYTES) -> jax.Array:
@@ -349,7 +391,9 @@ def block_list_matmul(x, w: BlockList, *, implementation: str | None = None,
 
   Args:
     x: ``(..., K)`` activations.
-    w: the weight as a :class:`~pallas_kernels.formats.BlockList`.
+    w: the weight as a :class:`~pallas_kernels.formats.BlockList` (a
+      concrete BSR / padded matrix is converted once, see
+      :func:`as_block_list`).
     implementation: ``None`` (the platform's kernel, see
       :func:`default_implementation`), ``"xla"``, ``"triton"`` or ``"tpu"``.
     interpret: run a Pallas kernel in interpret mode (a bool or
@@ -373,6 +417,8 @@ def block_list_matmul(x, w: BlockList, *, implementation: str | None = None,
   ValueError: layer 'fc1': x has K=16 features, but the block list was built for a (32, 32) matrix (rule: x.shape[-1] == W.shape[0]).
   """
   x = jnp.asarray(x)
+  if isinstance(w, (BSR, PaddedBlockSparse)):
+    w = as_block_list(w, name=name)
   check_block_list(w, name=name)
   if x.ndim < 1 or x.shape[-1] != w.shape[0]:
     raise ValueError(f"{_where(name)}x has K={x.shape[-1] if x.ndim else 0} "
@@ -389,7 +435,7 @@ def block_list_matmul(x, w: BlockList, *, implementation: str | None = None,
 
 
 def block_list_sparse_dense_matmul(
-    a: BlockList, x, *, implementation: str | None = None,
+    a: BlockList | BSR | PaddedBlockSparse, x, *, implementation: str | None = None,
     interpret: Any = None, name: str | None = None, split: int | None = None,
     stages: int = 2, smem_budget: int = TPU_SMEM_BUDGET_BYTES) -> jax.Array:
   """Computes ``A @ x`` for a block-list ``A (M, K)`` and dense ``x (K, N)``.
@@ -398,7 +444,8 @@ def block_list_sparse_dense_matmul(
   transposed block order).
 
   Args:
-    a: the sparse matrix as a :class:`~pallas_kernels.formats.BlockList`.
+    a: the sparse matrix as a :class:`~pallas_kernels.formats.BlockList`
+      (or a concrete BSR / padded matrix, converted once).
     x: ``(K, N)`` dense matrix.
     implementation: as in :func:`block_list_matmul`.
     interpret: as in :func:`block_list_matmul`.
@@ -416,6 +463,8 @@ def block_list_sparse_dense_matmul(
   Array([2., 2., 0., 0.], dtype=float32)
   """
   x = jnp.asarray(x)
+  if isinstance(a, (BSR, PaddedBlockSparse)):
+    a = as_block_list(a, name=name)
   check_block_list(a, name=name)
   if x.ndim != 2 or x.shape[0] != a.shape[1]:
     raise ValueError(f"{_where(name)}x must be 2-D with x.shape[0] == "

@@ -377,3 +377,21 @@ def test_block_list_is_a_pytree():
   again = jax.tree.unflatten(tree, leaves)
   assert isinstance(again, BlockList) and again.shape == (32, 32)
   assert all(isinstance(l, jax.Array) for l in leaves)
+
+
+def test_bsr_and_padded_inputs_convert_once():
+  rng = np.random.default_rng(8)
+  w = jnp.asarray(rng.normal(size=(64, 32)), jnp.float32)
+  m = block_mask("random", (4, 2), rng)
+  m[0, 0] = True
+  x = jnp.asarray(rng.normal(size=(3, 64)), jnp.float32)
+  for b in (compress_bsr(w, m, (16, 16), major="col"),
+            compress_padded_block(w, m, (16, 16), major="row")):
+    bl = block_list_api.as_block_list(b)
+    assert block_list_api.as_block_list(b) is bl  # cached, not rebuilt
+    out = block_list_matmul(x, b, implementation="triton")
+    close(out, x @ decompress(b), "float32", 64)
+    out = block_list_sparse_dense_matmul(b, x.T[:32], implementation="xla")
+    close(out, decompress(b) @ x.T[:32], "float32", 32)
+  with pytest.raises(ValueError, match=r"layer 'fc1'.*to_block_list"):
+    jax.jit(lambda b: block_list_matmul(x, b, name="fc1"))(b)
