@@ -28,8 +28,9 @@ recompiling. ``nnz`` records the kept-block count of the mask, which may exceed
 the capacity; :func:`block_list_from_mask` raises on overflow (on the host for
 a concrete mask, through ``jax.debug.callback`` under ``jit``).
 
-Index arrays are int32: they are the scalar-prefetch operands of the TPU
-kernel (see :func:`smem_bytes`).
+The walks' index arrays are int32: they are the scalar-prefetch operands of
+the TPU kernel (see :func:`smem_bytes`). The per-block ``rows``/``cols`` (read
+by XLA gathers only) are int16 when the block grid allows it.
 """
 from __future__ import annotations
 
@@ -94,8 +95,9 @@ class BlockList:
   Attributes:
     values: ``(capacity, bh, bw)`` kept blocks in row-major order; slots past
       the kept count are zero.
-    rows: ``(capacity,)`` block row of each stored block (0 for empty slots).
-    cols: ``(capacity,)`` block column of each stored block.
+    rows: ``(capacity,)`` block row of each stored block (0 for empty
+      slots); int16 when the block grid fits, else int32.
+    cols: ``(capacity,)`` block column of each stored block (same dtype).
     nnz: ``()`` int32 number of kept blocks in the mask (``> capacity`` means
       overflow: only the first ``capacity`` in row-major order are stored).
     by_row: walk grouped by block row.
@@ -284,7 +286,9 @@ def _build(w, block_mask, *, block_shape, capacity):
   perm = jnp.argsort(key, stable=True).astype(jnp.int32)
   by_col = _order(jnp.where(valid[perm], cols[perm], nc), rows[perm], perm,
                   valid[perm], nc)
-  return BlockList(values=values, rows=rows, cols=cols, nnz=nnz,
+  small = jnp.int16 if max(nr, nc) < 2 ** 15 else jnp.int32
+  return BlockList(values=values, rows=rows.astype(small),
+                   cols=cols.astype(small), nnz=nnz,
                    by_row=by_row, by_col=by_col, shape=tuple(w.shape),
                    block_shape=(bh, bw))
 

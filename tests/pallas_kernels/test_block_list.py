@@ -129,6 +129,8 @@ def test_layout_properties(c):
   check_order(bl.by_row, rows, cols, valid, False, grid[0])
   check_order(bl.by_col, rows, cols, valid, True, grid[1])
   assert bl.by_row.steps == bl.capacity + grid[0]
+  assert bl.rows.dtype == bl.cols.dtype == jnp.int16
+  assert bl.by_col.line.dtype == bl.by_col.flags.dtype == jnp.int32
   np.testing.assert_array_equal(bl.by_row.count, m.sum(1))
   np.testing.assert_array_equal(bl.by_col.count, m.sum(0))
 
