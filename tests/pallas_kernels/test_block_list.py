@@ -135,6 +135,26 @@ def test_layout_properties(c):
   np.testing.assert_array_equal(bl.by_col.count, m.sum(0))
 
 
+def test_walks_of_a_known_mask():
+  """Empty first row and empty columns: idle steps prefetch the next block."""
+  m = np.array([[0, 0, 0, 0], [0, 0, 1, 0], [1, 0, 1, 0]], bool)
+  bl = block_list_from_mask(jnp.ones((6, 8)), m, (2, 2))
+  # Stored row-major: d0 = (1, 2), d1 = (2, 0), d2 = (2, 2).
+  assert bl.rows.tolist() == [1, 2, 2] and bl.cols.tolist() == [2, 0, 2]
+  r = bl.by_row
+  assert r.line.tolist() == [0, 1, 2, 2, 2, 2]
+  assert r.red.tolist() == [2, 2, 0, 2, 2, 2]
+  assert r.data.tolist() == [0, 0, 1, 2, 2, 2]
+  assert r.flags.tolist() == [FIRST | LAST, 7, FIRST | VALID, LAST | VALID,
+                              0, 0]
+  c = bl.by_col
+  assert c.line.tolist() == [0, 1, 2, 2, 3, 3, 3]
+  assert c.red.tolist() == [2, 1, 1, 2, 2, 2, 2]
+  assert c.data.tolist() == [1, 0, 0, 2, 2, 2, 2]
+  assert c.flags.tolist() == [7, 3, 5, 6, 3, 0, 0]
+  assert c.start.tolist() == [0, 1, 2, 4] and c.count.tolist() == [1, 0, 2, 0]
+
+
 @pytest.mark.parametrize("major", ["row", "col"])
 @pytest.mark.parametrize("fmt", ["bsr", "padded"])
 def test_conversion_from_bsr_and_padded(major, fmt):
