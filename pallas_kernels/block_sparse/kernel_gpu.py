@@ -23,7 +23,7 @@ from pallas_kernels.formats import PaddedBlockSparse
 
 pl = _compat.pl
 
-__all__ = ["dsd_gpu", "sdd_gpu"]
+__all__ = ["dsd_gpu", "sdd_gpu", "block_list_dsd_gpu", "block_list_sdd_gpu"]
 
 
 def _dot(a, b):
@@ -112,3 +112,155 @@ def sdd_gpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False,
                (a.indices.shape[0], x.shape[1] // tn), (bm, tn),
                (a.indices, a.counts, a.values, x), interpret,
                "block_sparse_sdd_gpu", num_warps)
+
+
+# --- Block-list kernels: balanced segments of a flat block list -----------
+#
+# The work items are *segments*: runs of at most ``split`` consecutive steps
+# of one output line of a ``BlockOrder``. A line longer than ``split`` is cut
+# into several segments (run by different programs, their f32 partial sums
+# added afterwards), so at decode batch no program holds more than ``split``
+# blocks however unbalanced the mask is. With one segment per line the kernel
+# writes the output directly.
+
+
+def _bl_dot(a, b, contract):
+  cdt = jnp.result_type(a.dtype, b.dtype)
+  prec = (jax.lax.Precision.HIGHEST if cdt == jnp.float32
+          else jax.lax.Precision.DEFAULT)
+  return jax.lax.dot_general(a.astype(cdt), b.astype(cdt),
+                             (contract, ((), ())),
+                             preferred_element_type=jnp.float32,
+                             precision=prec)
+
+
+def _bl_dsd_kernel(red_ref, data_ref, sstart_ref, slen_ref, x_ref, v_ref,
+                   o_ref, *, tb, kin, kout, contract):
+  b = pl.program_id(0)
+  g = pl.program_id(1)
+  start = sstart_ref[g]
+
+  def body(t, acc):
+    s = start + t
+    xb = x_ref[pl.ds(b * tb, tb), pl.ds(red_ref[s] * kin, kin)]
+    return acc + _bl_dot(xb, v_ref[data_ref[s], :, :], contract)
+
+  acc = jax.lax.fori_loop(0, slen_ref[g], body,
+                          jnp.zeros((tb, kout), jnp.float32))
+  o_ref[...] = acc.astype(o_ref.dtype)
+
+
+def _bl_sdd_kernel(red_ref, data_ref, sstart_ref, slen_ref, v_ref, x_ref,
+                   o_ref, *, tn, kin, kout, contract):
+  g = pl.program_id(0)
+  n = pl.program_id(1)
+  start = sstart_ref[g]
+
+  def body(t, acc):
+    s = start + t
+    xb = x_ref[pl.ds(red_ref[s] * kin, kin), pl.ds(n * tn, tn)]
+    return acc + _bl_dot(v_ref[data_ref[s], :, :], xb, contract)
+
+  acc = jax.lax.fori_loop(0, slen_ref[g], body,
+                          jnp.zeros((kout, tn), jnp.float32))
+  o_ref[...] = acc.astype(o_ref.dtype)
+
+
+def block_list_dsd_gpu(x, values, order, seg_start, seg_len, *,
+                       transpose: bool, tb: int, out_dtype, interpret=False,
+                       num_warps: int = 4, num_stages: int = 3):
+  """Per-segment ``x @ W`` (or ``x @ W.T``) over a block list (Triton).
+
+  Args:
+    x: ``(Bp, K)`` activations, ``Bp`` a multiple of ``tb``.
+    values: ``(capacity, bh, bw)`` stored blocks.
+    order: the ``BlockOrder`` whose steps the segments index.
+    seg_start: ``(G,)`` int32 first step of each segment.
+    seg_len: ``(G,)`` int32 blocks in each segment (0 for an unused one).
+    transpose: multiply by the blocks transposed.
+    tb: batch tile (a power of two >= 16).
+    out_dtype: dtype of the per-segment results.
+    interpret: run in the Pallas interpreter.
+    num_warps: Triton warps per program.
+    num_stages: Triton software-pipelining stages.
+
+  Returns:
+    ``(Bp, G * kout)``: segment ``g``'s sum in column block ``g``.
+
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> bl = block_list_from_mask(jnp.ones((32, 32)), jnp.eye(2, dtype=bool), (16, 16))
+  >>> o = bl.by_col
+  >>> block_list_dsd_gpu(jnp.ones((16, 32)), bl.values, o, o.start, o.count,
+  ...                    transpose=False, tb=16, out_dtype=jnp.float32,
+  ...                    interpret=True)[0, ::16]
+  Array([16., 16.], dtype=float32)
+  """
+  bh, bw = values.shape[1:]
+  kin, kout = (bw, bh) if transpose else (bh, bw)
+  contract = ((1,), (1,)) if transpose else ((1,), (0,))
+  kernel = functools.partial(_bl_dsd_kernel, tb=tb, kin=kin, kout=kout,
+                             contract=contract)
+  whole = pl.no_block_spec
+  args = (order.red, order.data, seg_start, seg_len, x, values)
+  with _compat.silence_triton_deprecation():
+    return pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(
+            (x.shape[0], seg_start.shape[0] * kout), out_dtype),
+        grid=(x.shape[0] // tb, seg_start.shape[0]),
+        in_specs=[whole] * len(args),
+        out_specs=pl.BlockSpec((tb, kout), lambda b, g: (b, g)),
+        compiler_params=_compat.triton_params(num_warps, num_stages),
+        interpret=interpret,
+        name="block_list_dsd_gpu",
+    )(*args)
+
+
+def block_list_sdd_gpu(values, order, seg_start, seg_len, x, *,
+                       transpose: bool, tn: int, out_dtype, interpret=False,
+                       num_warps: int = 4, num_stages: int = 3):
+  """Per-segment ``A @ x`` (or ``A.T @ x``) over a block list (Triton).
+
+  Args:
+    values: ``(capacity, bh, bw)`` stored blocks of ``A``.
+    order: the ``BlockOrder`` whose steps the segments index.
+    seg_start: ``(G,)`` int32 first step of each segment.
+    seg_len: ``(G,)`` int32 blocks in each segment.
+    x: ``(K, Np)`` dense operand, ``Np`` a multiple of ``tn``.
+    transpose: use the blocks transposed.
+    tn: column tile (a power of two >= 16).
+    out_dtype: dtype of the per-segment results.
+    interpret: run in the Pallas interpreter.
+    num_warps: Triton warps per program.
+    num_stages: Triton software-pipelining stages.
+
+  Returns:
+    ``(G * kout, Np)``: segment ``g``'s sum in row block ``g``.
+
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> bl = block_list_from_mask(jnp.ones((32, 32)), jnp.eye(2, dtype=bool), (16, 16))
+  >>> o = bl.by_row
+  >>> block_list_sdd_gpu(bl.values, o, o.start, o.count, jnp.ones((32, 16)),
+  ...                    transpose=False, tn=16, out_dtype=jnp.float32,
+  ...                    interpret=True)[::16, 0]
+  Array([16., 16.], dtype=float32)
+  """
+  bh, bw = values.shape[1:]
+  kin, kout = (bh, bw) if transpose else (bw, bh)
+  contract = ((0,), (0,)) if transpose else ((1,), (0,))
+  kernel = functools.partial(_bl_sdd_kernel, tn=tn, kin=kin, kout=kout,
+                             contract=contract)
+  whole = pl.no_block_spec
+  args = (order.red, order.data, seg_start, seg_len, values, x)
+  with _compat.silence_triton_deprecation():
+    return pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(
+            (seg_start.shape[0] * kout, x.shape[1]), out_dtype),
+        grid=(seg_start.shape[0], x.shape[1] // tn),
+        in_specs=[whole] * len(args),
+        out_specs=pl.BlockSpec((kout, tn), lambda g, n: (g, n)),
+        compiler_params=_compat.triton_params(num_warps, num_stages),
+        interpret=interpret,
+        name="block_list_sdd_gpu",
+    )(*args)

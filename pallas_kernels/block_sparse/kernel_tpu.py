@@ -25,7 +25,7 @@ from pallas_kernels.formats import PaddedBlockSparse
 pl = _compat.pl
 _SQ = _compat.SQUEEZED
 
-__all__ = ["dsd_tpu", "sdd_tpu"]
+__all__ = ["dsd_tpu", "sdd_tpu", "block_list_dsd_tpu", "block_list_sdd_tpu"]
 
 
 def _dot(a, b):
@@ -136,3 +136,151 @@ def sdd_tpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False):
       interpret=interpret,
       name="block_sparse_sdd_tpu",
   )(a.indices, a.counts, a.values, x)
+
+
+# --- Block-list kernels: one grid step per stored block -------------------
+#
+# The grid's step axis walks a ``BlockOrder`` (see
+# ``pallas_kernels.formats._block_list``): ``line``/``red``/``data``/``flags``
+# are scalar-prefetched into SMEM and drive the index maps. Steps without a
+# block repeat the next block's indices (``data_next``), so the pipeline
+# issues no DMA for them; the value blocks are triple buffered.
+
+
+def _bl_kernel(line_ref, red_ref, data_ref, flags_ref, a_ref, b_ref, o_ref,
+               acc_ref, *, step_axis, contract):
+  del line_ref, red_ref, data_ref
+  f = flags_ref[pl.program_id(step_axis)]
+
+  @pl.when((f & 1) != 0)
+  def _():
+    acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+
+  @pl.when((f & 4) != 0)
+  def _():
+    a, b = a_ref[...], b_ref[...]
+    cdt = jnp.result_type(a.dtype, b.dtype)
+    prec = (jax.lax.Precision.HIGHEST if cdt == jnp.float32
+            else jax.lax.Precision.DEFAULT)
+    acc_ref[...] += jax.lax.dot_general(
+        a.astype(cdt), b.astype(cdt), (contract, ((), ())),
+        preferred_element_type=jnp.float32, precision=prec)
+
+  @pl.when((f & 2) != 0)
+  def _():
+    o_ref[...] = acc_ref[...].astype(o_ref.dtype)
+
+
+def _value_spec(block_shape, index_map, stages):
+  if stages not in (1, 2):
+    raise ValueError(f"the TPU grid pipeline takes 1 or 2 buffers per "
+                     f"operand, got stages={stages}.")
+  if stages == 1:
+    return pl.BlockSpec((_SQ,) + tuple(block_shape), index_map,
+                        pipeline_mode=pl.Buffered(1))
+  return pl.BlockSpec((_SQ,) + tuple(block_shape), index_map)
+
+
+def block_list_dsd_tpu(x, values, order, *, lines: int, transpose: bool,
+                       tb: int, out_dtype, interpret=False, stages: int = 2):
+  """``x @ W`` (or ``x @ W.T``) walking a block list grouped by output line.
+
+  Args:
+    x: ``(Bp, K)`` activations, ``Bp`` a multiple of ``tb``.
+    values: ``(capacity, bh, bw)`` stored blocks.
+    order: the ``BlockOrder`` grouped by output block column of the product
+      (``by_col`` for ``x @ W``, ``by_row`` for ``x @ W.T``).
+    lines: number of output lines (``order.lines``).
+    transpose: multiply by the blocks transposed (``x @ W.T``).
+    tb: batch tile.
+    out_dtype: result dtype.
+    interpret: run in the Pallas interpreter (``True`` or
+      ``pltpu.InterpretParams``).
+    stages: pipeline buffers for the value blocks (1 or 2).
+
+  Returns:
+    ``(Bp, lines * kout)`` where ``kout`` is ``bw`` (``bh`` transposed).
+
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> bl = block_list_from_mask(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
+  >>> block_list_dsd_tpu(jnp.ones((8, 4)), bl.values, bl.by_col, lines=2,
+  ...                    transpose=False, tb=8, out_dtype=jnp.float32,
+  ...                    interpret=True)[0]
+  Array([2., 2., 2., 2.], dtype=float32)
+  """
+  bh, bw = values.shape[1:]
+  kin, kout = (bw, bh) if transpose else (bh, bw)
+  contract = ((1,), (1,)) if transpose else ((1,), (0,))
+  grid = (x.shape[0] // tb, order.steps)
+  spec = _compat.PrefetchScalarGridSpec(
+      num_scalar_prefetch=4,
+      grid=grid,
+      in_specs=[
+          pl.BlockSpec((tb, kin), lambda b, s, ln, rd, dt, fl: (b, rd[s])),
+          _value_spec((bh, bw), lambda b, s, ln, rd, dt, fl: (dt[s], 0, 0),
+                      stages),
+      ],
+      out_specs=pl.BlockSpec((tb, kout),
+                             lambda b, s, ln, rd, dt, fl: (b, ln[s])),
+      scratch_shapes=[_compat.vmem((tb, kout), jnp.float32)],
+  )
+  return pl.pallas_call(
+      functools.partial(_bl_kernel, step_axis=1, contract=contract),
+      out_shape=jax.ShapeDtypeStruct((x.shape[0], lines * kout), out_dtype),
+      grid_spec=spec,
+      compiler_params=_compat.tpu_params(("parallel", "arbitrary")),
+      interpret=interpret,
+      name="block_list_dsd_tpu",
+  )(order.line, order.red, order.data, order.flags, x, values)
+
+
+def block_list_sdd_tpu(values, order, x, *, lines: int, transpose: bool,
+                       tn: int, out_dtype, interpret=False, stages: int = 2):
+  """``A @ x`` (or ``A.T @ x``) walking a block list grouped by output line.
+
+  Args:
+    values: ``(capacity, bh, bw)`` stored blocks of ``A``.
+    order: the ``BlockOrder`` grouped by output block row of the product
+      (``by_row`` for ``A @ x``, ``by_col`` for ``A.T @ x``).
+    x: ``(K, Np)`` dense operand, ``Np`` a multiple of ``tn``.
+    lines: number of output lines (``order.lines``).
+    transpose: use the blocks transposed (``A.T @ x``).
+    tn: column tile.
+    out_dtype: result dtype.
+    interpret: run in the Pallas interpreter.
+    stages: pipeline buffers for the value blocks (1 or 2).
+
+  Returns:
+    ``(lines * kout, Np)`` where ``kout`` is ``bh`` (``bw`` transposed).
+
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> bl = block_list_from_mask(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
+  >>> block_list_sdd_tpu(bl.values, bl.by_row, jnp.ones((4, 8)), lines=2,
+  ...                    transpose=False, tn=8, out_dtype=jnp.float32,
+  ...                    interpret=True)[:, 0]
+  Array([2., 2., 2., 2.], dtype=float32)
+  """
+  bh, bw = values.shape[1:]
+  kin, kout = (bh, bw) if transpose else (bw, bh)
+  contract = ((0,), (0,)) if transpose else ((1,), (0,))
+  grid = (x.shape[1] // tn, order.steps)
+  spec = _compat.PrefetchScalarGridSpec(
+      num_scalar_prefetch=4,
+      grid=grid,
+      in_specs=[
+          _value_spec((bh, bw), lambda n, s, ln, rd, dt, fl: (dt[s], 0, 0),
+                      stages),
+          pl.BlockSpec((kin, tn), lambda n, s, ln, rd, dt, fl: (rd[s], n)),
+      ],
+      out_specs=pl.BlockSpec((kout, tn),
+                             lambda n, s, ln, rd, dt, fl: (ln[s], n)),
+      scratch_shapes=[_compat.vmem((kout, tn), jnp.float32)],
+  )
+  return pl.pallas_call(
+      functools.partial(_bl_kernel, step_axis=1, contract=contract),
+      out_shape=jax.ShapeDtypeStruct((lines * kout, x.shape[1]), out_dtype),
+      grid_spec=spec,
+      compiler_params=_compat.tpu_params(("parallel", "arbitrary")),
+      interpret=interpret,
+      name="block_list_sdd_tpu",
+  )(order.line, order.red, order.data, order.flags, values, x)

@@ -5,8 +5,11 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.formats import decompress_block
+from pallas_kernels.formats import decompress_block_list
 
-__all__ = ["block_sparse_matmul_reference", "sparse_dense_matmul_reference"]
+__all__ = ["block_sparse_matmul_reference", "sparse_dense_matmul_reference",
+           "block_list_matmul_reference",
+           "block_list_sparse_dense_matmul_reference"]
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -34,6 +37,34 @@ def sparse_dense_matmul_reference(a, x) -> jax.Array:
   Array([2., 2., 2., 2.], dtype=float32)
   """
   dense = decompress_block(a)
+  odt = jnp.result_type(x.dtype, dense.dtype)
+  return jnp.dot(dense, x, preferred_element_type=jnp.float32,
+                 precision=_HI).astype(odt)
+
+
+def block_list_matmul_reference(x, w) -> jax.Array:
+  """``x @ decompress(w)`` for a :class:`~pallas_kernels.formats.BlockList`.
+
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> w = block_list_from_mask(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
+  >>> block_list_matmul_reference(jnp.ones((1, 4)), w)
+  Array([[2., 2., 2., 2.]], dtype=float32)
+  """
+  dense = decompress_block_list(w)
+  odt = jnp.result_type(x.dtype, dense.dtype)
+  return jnp.dot(x, dense, preferred_element_type=jnp.float32,
+                 precision=_HI).astype(odt)
+
+
+def block_list_sparse_dense_matmul_reference(a, x) -> jax.Array:
+  """``decompress(a) @ x`` for a :class:`~pallas_kernels.formats.BlockList`.
+
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> a = block_list_from_mask(jnp.ones((4, 4)), jnp.eye(2, dtype=bool), (2, 2))
+  >>> block_list_sparse_dense_matmul_reference(a, jnp.ones((4, 1)))[:, 0]
+  Array([2., 2., 2., 2.], dtype=float32)
+  """
+  dense = decompress_block_list(a)
   odt = jnp.result_type(x.dtype, dense.dtype)
   return jnp.dot(dense, x, preferred_element_type=jnp.float32,
                  precision=_HI).astype(odt)

@@ -13,6 +13,10 @@ from pallas_kernels.formats._block import compress_padded_block
 from pallas_kernels.formats._block import decompress_block
 from pallas_kernels.formats._block import padded_to_bsr
 from pallas_kernels.formats._block import PaddedBlockSparse
+from pallas_kernels.formats._block_list import block_list_from_mask
+from pallas_kernels.formats._block_list import BlockList
+from pallas_kernels.formats._block_list import decompress_block_list
+from pallas_kernels.formats._block_list import to_block_list
 from pallas_kernels.formats._nm import compress_nm
 from pallas_kernels.formats._nm import decompress_nm
 from pallas_kernels.formats._nm import default_tile_groups
