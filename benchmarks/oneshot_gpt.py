@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from sparsejax import data as data_lib
+from sparsejax.methods import registry
 from sparsejax.models import gpt
 from sparsejax.oneshot import prune
 from sparsejax.patterns import NM
@@ -41,7 +42,7 @@ from sparsejax.train import config as config_lib
 from sparsejax.train import loop
 
 KERNELS = r"params/block_\d+/(attn/(query|key|value|out)|mlp/fc[12])/kernel"
-METHODS = ("magnitude", "wanda", "sparsegpt")
+METHODS = registry.names("oneshot")
 SETTINGS = {
     "50%": {"magnitude": Unstructured(0.5),
             "wanda": Unstructured(0.5, per_output=True),

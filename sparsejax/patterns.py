@@ -22,11 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsejax import _checks
 from sparsejax import _ranking
 
-
-def _where(path):
-  return f" at {path!r}" if path else ""
+_where = _checks.where
 
 
 def check_float(dtype, path=""):
@@ -39,11 +38,7 @@ def check_float(dtype, path=""):
 
 def check_sparsity(sparsity, name="sparsity"):
   """Raises a ValueError unless `sparsity` is a number in [0, 1)."""
-  if isinstance(sparsity, jax.core.Tracer):
-    return
-  value = float(sparsity)
-  if not 0.0 <= value < 1.0:
-    raise ValueError(f"{name} must be in [0, 1); got {sparsity!r}.")
+  _checks.check_fraction(sparsity, name)
 
 
 def kept_count(size, sparsity):
@@ -75,6 +70,32 @@ class Pattern:
   def name(self):
     """A short label of the structure, without any per-leaf sparsity."""
     return str(self)
+
+  @property
+  def is_nm(self):
+    """Whether the pattern keeps `n` of every `m` entries (N:M)."""
+    return False
+
+  @property
+  def is_unstructured(self):
+    """Whether the pattern keeps the top entries one by one (no structure)."""
+    return False
+
+  @property
+  def has_sparsity(self):
+    """Whether the pattern has a sparsity fraction `with_sparsity` can set."""
+    return False
+
+  def with_sparsity(self, sparsity):
+    """This pattern at another sparsity (per-layer distributions, schedules).
+
+    >>> Unstructured(0.5).with_sparsity(0.9)
+    Unstructured(sparsity=0.9, per_output=False)
+    """
+    if not self.has_sparsity:
+      raise ValueError(f"pattern {self} has a fixed density; a per-layer "
+                       "sparsity cannot be assigned to it.")
+    return dataclasses.replace(self, sparsity=sparsity)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +141,10 @@ class NM(Pattern):
   @property
   def density(self):
     return self.n / self.m
+
+  @property
+  def is_nm(self):
+    return True
 
   def __str__(self):
     return f"{self.n}:{self.m}" + (" transposable" if self.transposable else "")
@@ -182,7 +207,7 @@ def _transposable_mask(scores, n, m):
   """Best valid m x m tile per tile of the last two axes (max kept score)."""
   *lead, rows, cols = scores.shape
   finite = jnp.nan_to_num(
-      _ranking._finite_first(scores.astype(jnp.float32)),
+      _ranking.finite_first(scores.astype(jnp.float32)),
       posinf=jnp.finfo(jnp.float32).max / 64,
       neginf=jnp.finfo(jnp.float32).min / 64)
   tiles = finite.reshape(*lead, rows // m, m, cols // m, m)
@@ -220,6 +245,14 @@ class Unstructured(Pattern):
   @property
   def density(self):
     return 1.0 - self.sparsity
+
+  @property
+  def is_unstructured(self):
+    return True
+
+  @property
+  def has_sparsity(self):
+    return True
 
   @property
   def name(self):
@@ -284,6 +317,10 @@ class Block(Pattern):
     return 1.0 - self.sparsity
 
   @property
+  def has_sparsity(self):
+    return True
+
+  @property
   def name(self):
     return f"block {self.block[0]}x{self.block[1]}"
 
@@ -305,7 +342,7 @@ class Block(Pattern):
     """Pooled score of every block: shape (..., rows/bh, cols/bw)."""
     *lead, rows, cols = scores.shape
     bh, bw = self.block
-    tiles = _ranking._finite_first(scores.astype(jnp.float32)).reshape(
+    tiles = _ranking.finite_first(scores.astype(jnp.float32)).reshape(
         *lead, rows // bh, bh, cols // bw, bw)
     pool = jnp.mean if self.pool == "mean" else jnp.max
     return pool(tiles, axis=(-3, -1))
@@ -346,6 +383,10 @@ class Channel(Pattern):
     return 1.0 - self.sparsity
 
   @property
+  def has_sparsity(self):
+    return True
+
+  @property
   def name(self):
     return f"channel axis {self.axis}"
 
@@ -362,7 +403,7 @@ class Channel(Pattern):
     self.check(scores.shape, scores.dtype, path)
     axis = self.axis % scores.ndim
     others = tuple(a for a in range(scores.ndim) if a != axis)
-    pooled = jnp.mean(_ranking._finite_first(scores.astype(jnp.float32)),
+    pooled = jnp.mean(_ranking.finite_first(scores.astype(jnp.float32)),
                       axis=others)
     keep = _ranking.keep_top_k(pooled[None], kept_count(pooled.size,
                                                         self.sparsity))[0]
@@ -377,7 +418,4 @@ def with_sparsity(pattern, sparsity):
   >>> with_sparsity(Unstructured(0.5), 0.9)
   Unstructured(sparsity=0.9, per_output=False)
   """
-  if not hasattr(pattern, "sparsity"):
-    raise ValueError(f"pattern {pattern} has a fixed density; a per-layer "
-                     "sparsity cannot be assigned to it.")
-  return dataclasses.replace(pattern, sparsity=sparsity)
+  return pattern.with_sparsity(sparsity)
