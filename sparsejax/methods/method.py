@@ -263,16 +263,18 @@ class Method:
       grads: the gradient w.r.t. params (gradient scores and growth need it).
 
     Returns:
-      `(updates, state)`: for hard methods the updates are masked so pruned
-      weights stay exactly zero (newly pruned ones are zeroed, regrown ones
-      start at zero); otherwise they pass through.
+      `(updates, state)`: updates reach only the entries the policy leaves
+      trainable (`policy.trainable(state)`; all of them when None); for hard
+      methods pruned weights stay exactly zero (newly pruned ones are
+      zeroed, regrown ones start at zero).
     """
     self.check_state(params, state)
     step = state.step + 1
-    if self.hard:
+    trainable = self.policy.trainable(state)
+    if trainable is not None:
       updates = jax.tree.map(
           lambda u, m: u if masks_lib.is_dense(m) else jnp.where(m, u, 0),
-          updates, state.masks)
+          updates, trainable)
     new_params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params,
                               updates)
     masks, policy_state = self.policy.update(self, new_params, grads, state,

@@ -11,8 +11,9 @@
   RigL: |gradient|); `f_t = (alpha / 2) * (1 + cos(pi * t / t_end))`.
 
 A policy has `hard` (pruned weights held at exactly zero; regrown ones start
-at zero and `sparsejax.wrap` resets their optimizer moments), `init(method,
-params) -> (masks, policy_state)`, `update(method, params, grads, state,
+at zero and `sparsejax.wrap` resets their optimizer moments),
+`trainable(state)` (a mask tree of the entries optimizer updates may reach,
+or None for all of them), `init(method, params) -> (masks, policy_state)`, `update(method, params, grads, state,
 step) -> (masks, policy_state)`, `values(step) -> dict` and `check(pattern,
 shape, path)`. `policy_state` (None here) lands in `SparsityState.extra`.
 """
@@ -45,6 +46,11 @@ def top_k(scores: jax.Array, k: Any) -> jax.Array:
          [1, 0]], dtype=int32)
   """
   return _ranking.keep_top_k(scores.reshape(1, -1), k).reshape(scores.shape)
+
+
+def hard_trainable(policy: Any, state: Any) -> Any:
+  """A hard policy trains only kept entries; a soft one trains them all."""
+  return state.masks if policy.hard else None
 
 
 def scheduled_masks(method: Any, params: Any, grads: Any, step: Any) -> Any:
@@ -98,6 +104,10 @@ class Refresh:
     out = (since >= 0) & (since % self.every == 0)
     return out if self.end is None else out & (step <= self.end)
 
+  def trainable(self, state: Any) -> Any:
+    """Kept entries when hard, else every entry (None)."""
+    return hard_trainable(self, state)
+
   def check(self, pattern: Any, shape: tuple, path: str) -> None:
     """Any pattern works."""
 
@@ -145,6 +155,10 @@ class PruneAt:
     _checks.check_int(self.step, "prune_step", 0)
     if self.global_sparsity is not None:
       _checks.check_fraction(self.global_sparsity, "global_sparsity")
+
+  def trainable(self, state: Any) -> Any:
+    """Kept entries when hard, else every entry (None)."""
+    return hard_trainable(self, state)
 
   def check(self, pattern, shape, path):
     """Any pattern works."""
@@ -214,6 +228,10 @@ class DropGrow:
       raise ValueError(f"t_end must be an int >= 1 (the last update step, "
                        f"~75% of training); got {self.t_end!r}.")
     _checks.check_choice(self.initial, "initial", ("random", "score"))
+
+  def trainable(self, state: Any) -> Any:
+    """Kept entries when hard, else every entry (None)."""
+    return hard_trainable(self, state)
 
   def check(self, pattern, shape, path):
     if not pattern.is_unstructured or pattern.per_output:
