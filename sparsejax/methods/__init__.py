@@ -52,3 +52,5 @@ prune_once = register("prune_once", _prune_once.prune_once)
 static_random = register("static_random", _static_random.static_random)
 set_sparse = register("set_sparse", _set_sparse.set_sparse)
 rigl = register("rigl", _rigl.rigl)
+from sparsejax.methods.presets import topkast as _topkast  # noqa: E402
+topkast = register("topkast", _topkast.topkast)
