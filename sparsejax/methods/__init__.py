@@ -54,3 +54,5 @@ set_sparse = register("set_sparse", _set_sparse.set_sparse)
 rigl = register("rigl", _rigl.rigl)
 from sparsejax.methods.presets import topkast as _topkast  # noqa: E402
 topkast = register("topkast", _topkast.topkast)
+from sparsejax.methods.presets import srigl as _srigl  # noqa: E402
+srigl = register("srigl", _srigl.srigl)
