@@ -18,7 +18,6 @@ import functools
 import itertools
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

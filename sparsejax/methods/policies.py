@@ -160,10 +160,10 @@ class PruneAt:
     """Kept entries when hard, else every entry (None)."""
     return hard_trainable(self, state)
 
-  def check(self, pattern, shape, path):
+  def check(self, pattern: Any, shape: tuple, path: str) -> None:
     """Any pattern works."""
 
-  def values(self, step):
+  def values(self, step: Any) -> dict:
     return {}
 
   def prune(self, method: Any, params: Any, grads: Any, step: Any) -> Any:
@@ -179,13 +179,14 @@ class PruneAt:
         params, method.rules, self.global_sparsity, scores=scores,
         on_unused="ignore")
 
-  def init(self, method, params):
+  def init(self, method: Any, params: Any) -> tuple[Any, Any]:
     if self.step == 0:
       return self.prune(method, params, None, jnp.zeros((), jnp.int32)), None
     return method.map_targets(
         lambda path, _, w: jnp.ones(jnp.shape(w), bool), params), None
 
-  def update(self, method, params, grads, state, step):
+  def update(self, method: Any, params: Any, grads: Any, state: Any,
+             step: Any) -> tuple[Any, Any]:
     return jax.lax.cond(step == self.step,
                         lambda: self.prune(method, params, grads, step),
                         lambda: state.masks), None
@@ -233,7 +234,7 @@ class DropGrow:
     """Kept entries when hard, else every entry (None)."""
     return hard_trainable(self, state)
 
-  def check(self, pattern, shape, path):
+  def check(self, pattern: Any, shape: tuple, path: str) -> None:
     if not pattern.is_unstructured or pattern.per_output:
       raise TypeError(f"dynamic sparse training needs an Unstructured "
                       f"(per-tensor) pattern{_checks.where(path)}; the rule "
@@ -248,11 +249,11 @@ class DropGrow:
     """Whether `step` drops and grows."""
     return (step % self.delta_t == 0) & (step < self.t_end) & (step > 0)
 
-  def values(self, step):
+  def values(self, step: Any) -> dict:
     return {"drop_fraction": self.drop_fraction(step),
             "is_update_step": self.is_update_step(step)}
 
-  def init(self, method, params):
+  def init(self, method: Any, params: Any) -> tuple[Any, Any]:
     score = scores_lib.random if self.initial == "random" else None
     zero = jnp.zeros((), jnp.int32)
     return method.map_targets(
@@ -271,7 +272,8 @@ class DropGrow:
     grown = top_k(jnp.where(survivors, -jnp.inf, growth), k)
     return survivors | grown
 
-  def update(self, method, params, grads, state, step):
+  def update(self, method: Any, params: Any, grads: Any, state: Any,
+             step: Any) -> tuple[Any, Any]:
     has_grads = grads is not None
 
     def one(path, pattern, w, mask, g):

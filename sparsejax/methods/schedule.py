@@ -19,7 +19,6 @@ import functools
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 
 from sparsejax import _checks
 from sparsejax import patterns as patterns_lib
@@ -97,7 +96,8 @@ class PolynomialSparsity(Constant):
         float(pattern.sparsity), self.initial, self.begin_step,
         end_step=self.end_step, frequency=self.frequency, power=self.power)(step)
 
-  def mask(self, pattern, scores, step, path):
+  def mask(self, pattern: Any, scores: jax.Array, step: Any,
+           path: str) -> jax.Array:
     return pattern.with_sparsity(self.sparsity_at(pattern, step)).mask(
         scores, path)
 
@@ -150,28 +150,30 @@ class ProgressiveNM(Constant):
     """The `NMSchedule` of one target pattern (with the structure frames)."""
     return self.nm_schedule(pattern.n, pattern.m, self.structure)
 
-  def check(self, pattern, shape, path):
+  def check(self, pattern: Any, shape: tuple, path: str) -> None:
     _checks.check_nm_pattern(pattern, path, "progressive N:M")
     axis = pattern.group_axis(len(shape), path)
     schedules.check_frames_divide(shape[axis],
                                   self.for_pattern(pattern).frames, path)
 
-  def mask(self, pattern, scores, step, path):
+  def mask(self, pattern: Any, scores: jax.Array, step: Any,
+           path: str) -> jax.Array:
     sched = self.for_pattern(pattern)
     return schedules.switch_frames(
         sched(step).frame, sched.frames,
         lambda n, m, x: patterns_lib.NM(n, m, pattern.axis).mask(x, path),
         scores)
 
-  def values(self, step):
+  def values(self, step: Any) -> dict:
     # Phase and beta do not depend on the target; any (n, m) gives them.
     st = self.nm_schedule(1, 1)(step)
     return {"phase": st.phase, "beta": st.beta}
 
-  def dense(self, step):
+  def dense(self, step: Any) -> Any:
     return self.phases.phase(step) == schedules.DENSE
 
-  def final_mask(self, pattern, mask, scores_fn, path):
+  def final_mask(self, pattern: Any, mask: jax.Array,
+                 scores_fn: Callable[[], jax.Array], path: str) -> jax.Array:
     """The target N:M of the current scores (the last frame, beta = 0)."""
     return pattern.mask(scores_fn(), path)
 

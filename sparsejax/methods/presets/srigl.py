@@ -58,7 +58,7 @@ class ConstantFanIn(policies.DropGrow):
   `initial`); the rule's unstructured sparsity applies per output unit.
   """
 
-  def check(self, pattern, shape, path):
+  def check(self, pattern: Any, shape: tuple, path: str) -> None:
     if not pattern.is_unstructured:
       raise TypeError(f"SRigL needs an Unstructured pattern (its sparsity "
                       f"applies per output unit){_checks.where(path)}; the "
@@ -72,7 +72,7 @@ class ConstantFanIn(policies.DropGrow):
     """The rule's sparsity, compared within each output unit."""
     return patterns_lib.Unstructured(pattern.sparsity, per_output=True)
 
-  def init(self, method, params):
+  def init(self, method: Any, params: Any) -> tuple[Any, Any]:
     score = scores.random if self.initial == "random" else None
     zero = jnp.zeros((), jnp.int32)
     return method.map_targets(
@@ -80,7 +80,8 @@ class ConstantFanIn(policies.DropGrow):
             method.leaf_scores(path, w, None, zero, score=score), path),
         params), None
 
-  def drop_and_grow(self, method, path, w, mask, grad, step):
+  def drop_and_grow(self, method: Any, path: str, w: jax.Array,
+                    mask: jax.Array, grad: Any, step: Any) -> jax.Array:
     """Each unit drops `k` and grows `k` of its own inputs."""
     rows = per_unit(mask)
     fan_in = jnp.sum(rows[0], dtype=jnp.int32)  # the same for every unit

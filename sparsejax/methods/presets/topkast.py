@@ -107,10 +107,11 @@ class TopKASTSets:
                      is_leaf=is_pair)
     return a, b
 
-  def init(self, method, params):
+  def init(self, method: Any, params: Any) -> tuple[Any, Any]:
     return self.sets(method, params, None, jnp.zeros((), jnp.int32))
 
-  def update(self, method, params, grads, state, step):
+  def update(self, method: Any, params: Any, grads: Any, state: Any,
+             step: Any) -> tuple[Any, Any]:
     new_a, new_b = self.sets(method, params, grads, step)
     refresh = step % self.refresh_every == 0
     pick = lambda n, o: jnp.where(refresh, n, o)  # noqa: E731
