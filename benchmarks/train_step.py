@@ -1,4 +1,4 @@
-"""Training-step cost of every sparsifier relative to the dense step.
+"""Training-step cost of every sparsity method relative to the dense step.
 
 Run: `python -m benchmarks.train_step [--d-model 256 --layers 4 --batch 16
 --seq 128 --reps 20]`. One jitted AdamW step of the GPT in
@@ -25,22 +25,24 @@ UNSTRUCTURED = [sj.Rule(r".*(attn|mlp).*kernel", sj.Unstructured(0.9))]
 
 
 def methods(total_steps):
-  """The sparsifiers compared (name -> sparsifier)."""
+  """The methods compared (label -> method), built from the registry."""
+  make = sj.methods.get
   return {
-      "ste 2:4": sj.ste_nm(NM_RULES),
-      "srste 2:4": sj.srste_nm(NM_RULES),
-      "sste 2:4": sj.sste(NM_RULES),
-      "mdgf 1:8": sj.progressive_nm(HIGH_RULES, total_steps=total_steps,
-                                    decay="exponential"),
-      "sdgf+mdgf 1:8 stepwise": sj.progressive_nm(
+      "ste 2:4": make("ste")(NM_RULES),
+      "srste 2:4": make("srste")(NM_RULES),
+      "sste 2:4": make("sste")(NM_RULES),
+      "mdgf 1:8": make("progressive_nm")(
+          HIGH_RULES, total_steps=total_steps, decay="exponential"),
+      "sdgf+mdgf 1:8 stepwise": make("progressive_nm")(
           HIGH_RULES, total_steps=total_steps, structure="stepwise",
           decay="exponential"),
-      "gradual magnitude 90%": sj.gradual_magnitude(
+      "gradual magnitude 90%": make("gradual_magnitude")(
           UNSTRUCTURED, end_step=total_steps, frequency=100),
-      "static random 90%": sj.static_random(UNSTRUCTURED),
-      "set 90%": sj.set_sparse(UNSTRUCTURED, distribution=None,
+      "static random 90%": make("static_random")(UNSTRUCTURED),
+      "set 90%": make("set_sparse")(UNSTRUCTURED, distribution=None,
+                                    t_end=total_steps),
+      "rigl 90%": make("rigl")(UNSTRUCTURED, distribution=None,
                                t_end=total_steps),
-      "rigl 90%": sj.rigl(UNSTRUCTURED, distribution=None, t_end=total_steps),
   }
 
 

@@ -1,8 +1,8 @@
 """sparsejax: sparse-model research in JAX.
 
 Functional sparsity transforms over pytrees: patterns, masks that mirror
-params, straight-through views, schedules, pruning algorithms, one-shot
-pruning, and compressed formats served by Pallas kernels.
+params, scores, forward views, schedules, methods composed of them (with one
+registry), one-shot pruning, and compressed formats served by Pallas kernels.
 
 >>> import sparsejax as sj
 >>> params = {"fc": {"kernel": jnp.ones((8, 4)), "bias": jnp.ones(4)}}
@@ -17,7 +17,11 @@ from sparsejax.decay import masked_decay
 from sparsejax.distributions import erk
 from sparsejax.distributions import uniform
 from pallas_kernels import formats
+from sparsejax import methods
 from sparsejax import oneshot
+from sparsejax import schedules
+from sparsejax import scores
+from sparsejax import views
 from sparsejax.deploy import export
 from sparsejax.deploy import serving
 from sparsejax.deploy import storage_bytes
@@ -54,31 +58,17 @@ from sparsejax.optax_wrap import WrappedState
 from sparsejax.optax_wrap import reset_where
 from sparsejax.optax_wrap import sparsity_state
 from sparsejax.optax_wrap import wrap
-from sparsejax.sparsifiers import DynamicSparse
-from sparsejax.sparsifiers import GradualMagnitude
-from sparsejax.sparsifiers import OneShot
-from sparsejax.sparsifiers import Progressive
-from sparsejax.sparsifiers import SRSTE
-from sparsejax.sparsifiers import SSTE
-from sparsejax.sparsifiers import STE
-from sparsejax.sparsifiers import Sparsifier
-from sparsejax.sparsifiers import SparsityState
-from sparsejax.sparsifiers import gradual_magnitude
-from sparsejax.sparsifiers import one_shot
-from sparsejax.sparsifiers import progressive_nm
-from sparsejax.sparsifiers import rigl
-from sparsejax.sparsifiers import set_sparse
-from sparsejax.sparsifiers import srste_nm
-from sparsejax.sparsifiers import sste
-from sparsejax.sparsifiers import static_random
-from sparsejax.sparsifiers import ste_nm
-from sparsejax.views import activation_topk
-from sparsejax.views import decayed
-from sparsejax.views import soft_threshold
-from sparsejax.views import srste
-from sparsejax.views import ste
-from sparsejax.views import sste as sste_view
-from sparsejax.views import sste_scale
+from sparsejax.methods import Method
+from sparsejax.methods import SparsityState
+from sparsejax.methods import gradual_magnitude
+from sparsejax.methods import progressive_nm
+from sparsejax.methods import prune_once
+from sparsejax.methods import rigl
+from sparsejax.methods import set_sparse
+from sparsejax.methods import srste
+from sparsejax.methods import sste
+from sparsejax.methods import static_random
+from sparsejax.methods import ste
 from sparsejax.summary import Summary
 from sparsejax.summary import summarize
 
@@ -87,33 +77,24 @@ __version__ = "0.1.0"
 __all__ = [
     "Block",
     "Channel",
-    "DynamicSparse",
-    "GradualMagnitude",
     "MaskedDecayState",
+    "Method",
     "NM",
     "NMSchedule",
-    "OneShot",
     "PackedMask",
     "Pattern",
     "Phases",
-    "Progressive",
     "Rule",
-    "SRSTE",
-    "SSTE",
-    "STE",
     "ScheduleState",
-    "Sparsifier",
     "SparsityState",
     "Summary",
     "Unstructured",
     "WrappedState",
-    "activation_topk",
     "apply_masks",
     "assign",
     "check_masks",
     "compute_global_masks",
     "compute_masks",
-    "decayed",
     "decoupled_masked_decay",
     "dense_mask",
     "erk",
@@ -124,34 +105,33 @@ __all__ = [
     "is_dense",
     "linear_decay",
     "magnitude",
+    "methods",
     "masked_decay",
     "named_leaves",
-    "one_shot",
     "oneshot",
     "pack_masks",
     "polynomial_sparsity",
     "progressive_nm",
+    "prune_once",
     "random_scores",
     "reset_where",
     "rigl",
     "saliency",
+    "schedules",
+    "scores",
     "sdgf_frames",
     "serving",
     "set_sparse",
-    "soft_threshold",
     "sparsity_state",
     "srste",
-    "srste_nm",
     "sste",
-    "sste_scale",
-    "sste_view",
     "static_random",
     "ste",
-    "ste_nm",
     "storage_bytes",
     "summarize",
     "switch_frames",
     "uniform",
+    "views",
     "unpack_masks",
     "unused_rules",
     "wrap",

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 
-def _finite_first(scores):
+def finite_first(scores):
   """Replaces NaN by -inf so a NaN score is never preferred to a number."""
   return jnp.where(jnp.isnan(scores), -jnp.inf, scores)
 

@@ -10,6 +10,7 @@ broadcasts in `jnp.where(mask, w, 0)` and costs nothing to store or shard.
 import jax
 import jax.numpy as jnp
 
+from sparsejax import _ranking
 from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
 from sparsejax import scores as scores_lib
@@ -113,7 +114,7 @@ def compute_masks(params, rules, *, scores=None, sparsity=None,
     if sparsity is not None:
       value = sparsity.get(path) if isinstance(sparsity, dict) else sparsity
       if value is not None:
-        pattern = patterns_lib.with_sparsity(pattern, value)
+        pattern = pattern.with_sparsity(value)
     score = named_scores[path]
     if tuple(jnp.shape(score)) != tuple(jnp.shape(leaf)):
       raise ValueError(f"score at {path!r} has shape {jnp.shape(score)} but "
@@ -163,7 +164,7 @@ def compute_global_masks(params, rules, sparsity, *, scores=None,
   if not targeted:
     return jax.tree.map(lambda _: dense_mask(), params)
   flat = jnp.concatenate([jnp.ravel(s).astype(jnp.float32) for _, s in targeted])
-  keep = patterns_lib._ranking.keep_top_k(
+  keep = _ranking.keep_top_k(
       flat[None], patterns_lib.kept_count(flat.size, sparsity))[0]
   pieces, start = {}, 0
   for path, s in targeted:

@@ -23,7 +23,7 @@ import optax
 
 from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
-from sparsejax.sparsifiers.base import SparsityState
+from sparsejax.methods.state import SparsityState
 
 
 class WrappedState(NamedTuple):
@@ -38,7 +38,7 @@ def sparsity_state(opt_state):
 
   >>> import optax, sparsejax as sj
   >>> params = {"w": jnp.ones((4, 2))}
-  >>> tx = optax.chain(optax.clip(1.0), sj.wrap(optax.sgd(0.1), sj.ste_nm(sj.NM(2, 4))))
+  >>> tx = optax.chain(optax.clip(1.0), sj.wrap(optax.sgd(0.1), sj.ste(sj.NM(2, 4))))
   >>> int(sparsity_state(tx.init(params)).step)
   0
   """
@@ -97,7 +97,7 @@ def wrap(tx, sparsifier):
 
   >>> import optax, sparsejax as sj
   >>> params = {"w": jnp.array([[1.], [-3.], [2.], [0.5]])}
-  >>> sp = sj.ste_nm(sj.NM(2, 4))
+  >>> sp = sj.ste(sj.NM(2, 4))
   >>> tx = sj.wrap(optax.sgd(0.1), sp)
   >>> opt_state = tx.init(params)
   >>> grads = jax.grad(lambda p: sp.view(p, opt_state.sparsity)["w"].sum())(params)

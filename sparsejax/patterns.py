@@ -18,37 +18,25 @@ import functools
 import itertools
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsejax import _checks
 from sparsejax import _ranking
 
-
-def at_path(path):
-  """` at 'path'` for an error message about a leaf, or "" without a path.
-
-  >>> at_path("fc/kernel"), at_path("")
-  (" at 'fc/kernel'", '')
-  """
-  return f" at {path!r}" if path else ""
 
 
 def check_float(dtype, path=""):
   """Raises a TypeError unless `dtype` is a floating-point dtype."""
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(
-        f"sparsity patterns need floating-point scores{at_path(path)}; got dtype "
+        f"sparsity patterns need floating-point scores{_checks.where(path)}; got dtype "
         f"{dtype}. Integer and bool leaves cannot be pruned by score.")
 
 
 def check_sparsity(sparsity, name="sparsity"):
   """Raises a ValueError unless `sparsity` is a number in [0, 1)."""
-  if isinstance(sparsity, jax.core.Tracer):
-    return
-  value = float(sparsity)
-  if not 0.0 <= value < 1.0:
-    raise ValueError(f"{name} must be in [0, 1); got {sparsity!r}.")
+  _checks.check_fraction(sparsity, name)
 
 
 def kept_count(size, sparsity):
@@ -80,6 +68,32 @@ class Pattern:
   def name(self):
     """A short label of the structure, without any per-leaf sparsity."""
     return str(self)
+
+  @property
+  def is_nm(self):
+    """Whether the pattern keeps `n` of every `m` entries (N:M)."""
+    return False
+
+  @property
+  def is_unstructured(self):
+    """Whether the pattern keeps the top entries one by one (no structure)."""
+    return False
+
+  @property
+  def has_sparsity(self):
+    """Whether the pattern has a sparsity fraction `with_sparsity` can set."""
+    return False
+
+  def with_sparsity(self, sparsity):
+    """This pattern at another sparsity (per-layer distributions, schedules).
+
+    >>> Unstructured(0.5).with_sparsity(0.9)
+    Unstructured(sparsity=0.9, per_output=False)
+    """
+    if not self.has_sparsity:
+      raise ValueError(f"pattern {self} has a fixed density; a per-layer "
+                       "sparsity cannot be assigned to it.")
+    return dataclasses.replace(self, sparsity=sparsity)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +140,10 @@ class NM(Pattern):
   def density(self):
     return self.n / self.m
 
+  @property
+  def is_nm(self):
+    return True
+
   def __str__(self):
     return f"{self.n}:{self.m}" + (" transposable" if self.transposable else "")
 
@@ -134,14 +152,14 @@ class NM(Pattern):
     if self.axis is not None:
       if not -ndim <= self.axis < ndim:
         raise ValueError(f"N:M axis {self.axis} is out of range for a {ndim}-D "
-                         f"leaf{at_path(path)}.")
+                         f"leaf{_checks.where(path)}.")
       return self.axis % ndim
     if ndim == 2:
       return 0
     if 3 <= ndim <= 5:
       return ndim - 2
     raise ValueError(
-        f"N:M needs an explicit axis for a {ndim}-D leaf{at_path(path)}: the "
+        f"N:M needs an explicit axis for a {ndim}-D leaf{_checks.where(path)}: the "
         "contraction axis is only implied for 2-D Dense kernels (axis 0) and "
         "3-5-D convolution kernels (axis -2). Pass NM(n, m, axis=...).")
 
@@ -150,16 +168,16 @@ class NM(Pattern):
     axis = self.group_axis(len(shape), path)
     if shape[axis] % self.m:
       raise ValueError(
-          f"N:M {self.n}:{self.m}{at_path(path)}: group axis {axis} has length "
+          f"N:M {self.n}:{self.m}{_checks.where(path)}: group axis {axis} has length "
           f"{shape[axis]}, which is not divisible by m={self.m} (shape "
           f"{tuple(shape)}).")
     if self.transposable:
       if len(shape) < 2:
-        raise ValueError(f"transposable N:M needs a matrix{at_path(path)}.")
+        raise ValueError(f"transposable N:M needs a matrix{_checks.where(path)}.")
       other = len(shape) - 1 if axis == len(shape) - 2 else len(shape) - 2
       if axis not in (len(shape) - 2, len(shape) - 1) or shape[other] % self.m:
         raise ValueError(
-            f"transposable {self.n}:{self.m}{at_path(path)} tiles the last two "
+            f"transposable {self.n}:{self.m}{_checks.where(path)} tiles the last two "
             f"axes by {self.m}x{self.m}; shape {tuple(shape)} does not fit.")
 
   def mask(self, scores, path=""):
@@ -187,7 +205,7 @@ def _transposable_mask(scores, n, m):
   """Best valid m x m tile per tile of the last two axes (max kept score)."""
   *lead, rows, cols = scores.shape
   finite = jnp.nan_to_num(
-      _ranking._finite_first(scores.astype(jnp.float32)),
+      _ranking.finite_first(scores.astype(jnp.float32)),
       posinf=jnp.finfo(jnp.float32).max / 64,
       neginf=jnp.finfo(jnp.float32).min / 64)
   tiles = finite.reshape(*lead, rows // m, m, cols // m, m)
@@ -227,6 +245,14 @@ class Unstructured(Pattern):
     return 1.0 - self.sparsity
 
   @property
+  def is_unstructured(self):
+    return True
+
+  @property
+  def has_sparsity(self):
+    return True
+
+  @property
   def name(self):
     return "unstructured" + (" per output" if self.per_output else "")
 
@@ -237,7 +263,7 @@ class Unstructured(Pattern):
     check_float(dtype, path)
     if self.per_output and len(shape) < 2:
       raise ValueError(f"per-output unstructured sparsity needs at least 2 "
-                       f"dims{at_path(path)}; got shape {tuple(shape)}.")
+                       f"dims{_checks.where(path)}; got shape {tuple(shape)}.")
 
   def mask(self, scores, path=""):
     self.check(scores.shape, scores.dtype, path)
@@ -289,6 +315,10 @@ class Block(Pattern):
     return 1.0 - self.sparsity
 
   @property
+  def has_sparsity(self):
+    return True
+
+  @property
   def name(self):
     return f"block {self.block[0]}x{self.block[1]}"
 
@@ -298,19 +328,19 @@ class Block(Pattern):
   def check(self, shape, dtype=jnp.float32, path=""):
     check_float(dtype, path)
     if len(shape) < 2:
-      raise ValueError(f"block sparsity needs at least 2 dims{at_path(path)}; "
+      raise ValueError(f"block sparsity needs at least 2 dims{_checks.where(path)}; "
                        f"got shape {tuple(shape)}.")
     bh, bw = self.block
     if bh > shape[-2] or bw > shape[-1] or shape[-2] % bh or shape[-1] % bw:
       raise ValueError(
-          f"block {bh}x{bw}{at_path(path)} must divide the last two dims of "
+          f"block {bh}x{bw}{_checks.where(path)} must divide the last two dims of "
           f"shape {tuple(shape)} (no padding is applied).")
 
   def block_scores(self, scores):
     """Pooled score of every block: shape (..., rows/bh, cols/bw)."""
     *lead, rows, cols = scores.shape
     bh, bw = self.block
-    tiles = _ranking._finite_first(scores.astype(jnp.float32)).reshape(
+    tiles = _ranking.finite_first(scores.astype(jnp.float32)).reshape(
         *lead, rows // bh, bh, cols // bw, bw)
     pool = jnp.mean if self.pool == "mean" else jnp.max
     return pool(tiles, axis=(-3, -1))
@@ -351,6 +381,10 @@ class Channel(Pattern):
     return 1.0 - self.sparsity
 
   @property
+  def has_sparsity(self):
+    return True
+
+  @property
   def name(self):
     return f"channel axis {self.axis}"
 
@@ -361,13 +395,13 @@ class Channel(Pattern):
     check_float(dtype, path)
     if not -len(shape) <= self.axis < len(shape):
       raise ValueError(f"channel axis {self.axis} is out of range for shape "
-                       f"{tuple(shape)}{at_path(path)}.")
+                       f"{tuple(shape)}{_checks.where(path)}.")
 
   def mask(self, scores, path=""):
     self.check(scores.shape, scores.dtype, path)
     axis = self.axis % scores.ndim
     others = tuple(a for a in range(scores.ndim) if a != axis)
-    pooled = jnp.mean(_ranking._finite_first(scores.astype(jnp.float32)),
+    pooled = jnp.mean(_ranking.finite_first(scores.astype(jnp.float32)),
                       axis=others)
     keep = _ranking.keep_top_k(pooled[None], kept_count(pooled.size,
                                                         self.sparsity))[0]
@@ -382,7 +416,4 @@ def with_sparsity(pattern, sparsity):
   >>> with_sparsity(Unstructured(0.5), 0.9)
   Unstructured(sparsity=0.9, per_output=False)
   """
-  if not hasattr(pattern, "sparsity"):
-    raise ValueError(f"pattern {pattern} has a fixed density; a per-layer "
-                     "sparsity cannot be assigned to it.")
-  return dataclasses.replace(pattern, sparsity=sparsity)
+  return pattern.with_sparsity(sparsity)

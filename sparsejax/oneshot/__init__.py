@@ -23,9 +23,10 @@ from sparsejax.oneshot.calibration import accumulate
 from sparsejax.oneshot.calibration import collect_stats
 from sparsejax.oneshot.calibration import init_stats
 from sparsejax.oneshot.magnitude import magnitude_layer
-from sparsejax.oneshot.prune import METHODS
+from sparsejax.oneshot.prune import Pruner
 from sparsejax.oneshot.prune import prune
 from sparsejax.oneshot.prune import prune_from_stats
+from sparsejax.oneshot.prune import pruner
 from sparsejax.oneshot.sparsegpt import sparsegpt_layer
 from sparsejax.oneshot.sparsegpt import upper_cholesky_inverse
 from sparsejax.oneshot.wanda import wanda_layer
@@ -34,13 +35,14 @@ from sparsejax.oneshot.wanda import wanda_scores
 __all__ = [
     "Calibrator",
     "LayerStats",
-    "METHODS",
+    "Pruner",
     "accumulate",
     "collect_stats",
     "init_stats",
     "magnitude_layer",
     "prune",
     "prune_from_stats",
+    "pruner",
     "sparsegpt_layer",
     "upper_cholesky_inverse",
     "wanda_layer",

@@ -6,12 +6,13 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax import patterns as patterns_lib
+from sparsejax import scores as scores_lib
 from sparsejax import sharding as sharding_lib
 
 
 @functools.partial(jax.jit, static_argnames=("pattern",))
 def _magnitude(kernel, pattern):
-  scores = jnp.abs(kernel.astype(jnp.float32))
+  scores = scores_lib.magnitude(kernel.astype(jnp.float32))
   keep = sharding_lib.sharded_mask(pattern, scores)
   return jnp.where(keep, kernel, jnp.zeros_like(kernel)), keep
 

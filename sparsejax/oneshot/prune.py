@@ -1,21 +1,91 @@
-"""The one-shot pruning entry point: calibrate, then prune layer by layer."""
+"""The one-shot pruning entry point: calibrate, then prune layer by layer.
+
+The pruners are registered in `sparsejax.methods.registry` with
+`kind="oneshot"` ("magnitude", "wanda", "sparsegpt"); `prune` and
+`prune_from_stats` look the method up there, so a new pruner is one
+`Pruner` and one `register` call.
+"""
+
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
+from sparsejax.methods import registry
 from sparsejax.oneshot import calibration
 from sparsejax.oneshot import magnitude as magnitude_lib
 from sparsejax.oneshot import sparsegpt as sparsegpt_lib
 from sparsejax.oneshot import wanda as wanda_lib
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
+
+@dataclasses.dataclass(frozen=True)
+class Pruner:
+  """A one-shot pruner, as the registry holds it (`kind="oneshot"`).
+
+  Attributes:
+    prune_layer: `(kernel, stats, pattern, path, options) -> (kernel, mask)`;
+      `stats` is the layer's `LayerStats` (None when `needs_stats` is False).
+    check: `(shape, dtype, pattern, path)`: raises, naming the layer, on
+      anything the pruner cannot prune.
+    needs_stats: whether it needs calibration statistics.
+    hessian: whether the statistics must include the Hessian.
+  """
+
+  prune_layer: Callable[..., Any]
+  check: Callable[..., None]
+  needs_stats: bool = True
+  hessian: bool = False
 
 
-def _check_method(method):
-  if method not in METHODS:
-    raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+def _magnitude_layer(kernel, stats, pattern, path, options):
+  return magnitude_lib.magnitude_layer(kernel, pattern, path=path)
+
+
+def _magnitude_check(shape, dtype, pattern, path):
+  pattern.check(shape, dtype, path)
+
+
+def _wanda_layer(kernel, stats, pattern, path, options):
+  return wanda_lib.wanda_layer(kernel, stats.sq_sum, pattern, path=path)
+
+
+def _wanda_check(shape, dtype, pattern, path):
+  wanda_lib.check_layer(shape, shape[:1], pattern, dtype, path)
+
+
+def _sparsegpt_check(shape, dtype, pattern, path):
+  sparsegpt_lib.check_pattern(pattern, shape, dtype, path)
+
+
+def _sparsegpt_layer(kernel, stats, pattern, path, options):
+  return sparsegpt_lib.sparsegpt_layer(kernel, stats.hessian(), pattern,
+                                       path=path, **options)
+
+
+MAGNITUDE = registry.register(
+    "magnitude", Pruner(_magnitude_layer, _magnitude_check, needs_stats=False),
+    kind="oneshot")
+WANDA = registry.register("wanda", Pruner(_wanda_layer, _wanda_check),
+                          kind="oneshot")
+SPARSEGPT = registry.register(
+    "sparsegpt", Pruner(_sparsegpt_layer, _sparsegpt_check,
+                        hessian=True), kind="oneshot")
+
+
+def pruner(method: str) -> Pruner:
+  """The registered one-shot pruner called `method`.
+
+  >>> pruner("wanda") is WANDA
+  True
+  """
+  try:
+    return registry.get(method, kind="oneshot")
+  except KeyError:
+    raise ValueError(f"method must be one of {registry.names('oneshot')}; "
+                     f"got {method!r}.") from None
 
 
 def _targets(params, rules, on_unused):
@@ -31,24 +101,14 @@ def _check_targets(kernels, targets, method):
   for path, pattern in targets.items():
     kernel = kernels[path]
     shape, dtype = tuple(jnp.shape(kernel)), jnp.result_type(kernel)
-    if method == "sparsegpt":
-      sparsegpt_lib.check_pattern(pattern, shape, dtype, path)
-    elif method == "wanda":
-      wanda_lib.check_layer(shape, shape[:1], pattern, dtype, path)
-    else:
-      pattern.check(shape, dtype, path)
+    method.check(shape, dtype, pattern, path)
 
 
 def _prune_layer(method, kernel, stats, pattern, path, options):
-  if method == "magnitude":
-    return magnitude_lib.magnitude_layer(kernel, pattern, path=path)
-  if stats is None:
+  if method.needs_stats and stats is None:
     raise ValueError(f"no calibration statistics for layer {path!r}: it was "
                      "never reached by the calibration pass.")
-  if method == "wanda":
-    return wanda_lib.wanda_layer(kernel, stats.sq_sum, pattern, path=path)
-  return sparsegpt_lib.sparsegpt_layer(kernel, stats.hessian(), pattern,
-                                       path=path, **options)
+  return method.prune_layer(kernel, stats, pattern, path, options)
 
 
 def _assemble(params, new_kernels, new_masks):
@@ -73,7 +133,8 @@ def prune_from_stats(params, stats, rules, *, method="sparsegpt",
     stats: `{kernel_path: LayerStats}` from `collect_stats` (SparseGPT needs
       them collected with `hessian=True`; magnitude needs none).
     rules: `Rule`s, one `Rule`, or a bare pattern.
-    method: "sparsegpt", "wanda" or "magnitude".
+    method: a registered one-shot method: "sparsegpt", "wanda" or
+      "magnitude" (`sparsejax.methods.names("oneshot")`).
     blocksize: SparseGPT block size (128).
     percdamp: SparseGPT dampening (0.01 of the mean Hessian diagonal).
     on_unused: "warn", "error" or "ignore" for rules that match nothing.
@@ -94,7 +155,7 @@ def prune_from_stats(params, stats, rules, *, method="sparsegpt",
          [4., 5.],
          [6., 7.]], dtype=float32)
   """
-  _check_method(method)
+  method = pruner(method)
   targets = _targets(params, rules, on_unused)
   kernels = dict(rules_lib.named_leaves(params))
   _check_targets(kernels, targets, method)
@@ -157,23 +218,23 @@ def prune(model, params, calibration_batches, rules, *, method="sparsegpt",
   Array([4, 4, 4, 4, 4, 4, 4, 4], dtype=int32)
   >>> nnx.update(model, new)  # install the pruned weights
   """
-  _check_method(method)
+  method_name, method = method, pruner(method)
   calibrator = None
-  if method != "magnitude" or params is None:
+  if method.needs_stats or params is None:
     calibrator = calibration.Calibrator(model, params)
     params = calibrator.params
   targets = _targets(params, rules, on_unused)
   kernels = dict(rules_lib.named_leaves(params))
   _check_targets(kernels, targets, method)
   options = dict(blocksize=blocksize, percdamp=percdamp)
-  if method == "magnitude":
-    return prune_from_stats(params, None, rules, method=method,
+  if not method.needs_stats:
+    return prune_from_stats(params, None, rules, method=method_name,
                             on_unused="ignore")
   batches = list(calibration_batches)
   if not batches:
     raise ValueError("no calibration batches were given.")
   order = calibrator.check_reached(batches[0], list(targets))
-  hessian = method == "sparsegpt"
+  hessian = method.hessian
   new_kernels, new_masks = {}, {}
   if not sequential:
     stats = calibrator.collect(batches, order, hessian=hessian)

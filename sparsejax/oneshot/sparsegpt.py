@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax import patterns as patterns_lib
-from sparsejax.patterns import at_path
+from sparsejax import _checks
 from sparsejax.sharding import sharded_mask
 
 DEFAULT_BLOCKSIZE = 128
@@ -57,7 +57,7 @@ def check_pattern(pattern, shape, dtype=jnp.float32, path=""):
   ValueError: N:M 2:4 at 'fc/kernel': group axis 0 has length 6, which is not
   divisible by m=4 (shape (6, 3)).
   """
-  where = f"SparseGPT{at_path(path)}"
+  where = f"SparseGPT{_checks.where(path)}"
   if len(shape) != 2:
     raise ValueError(f"{where}: SparseGPT prunes 2-D Dense kernels (in, out); "
                      f"got shape {tuple(shape)}.")
@@ -293,7 +293,7 @@ def sparsegpt_layer(kernel, hessian, pattern, *, blocksize=DEFAULT_BLOCKSIZE,
   n_in = kernel.shape[0]
   if tuple(hessian.shape) != (n_in, n_in):
     raise ValueError(
-        f"SparseGPT{at_path(path)}: the Hessian has shape "
+        f"SparseGPT{_checks.where(path)}: the Hessian has shape "
         f"{tuple(hessian.shape)} but the kernel {tuple(kernel.shape)} needs "
         f"({n_in}, {n_in}).")
   if blocksize < 1:
@@ -305,7 +305,7 @@ def sparsegpt_layer(kernel, hessian, pattern, *, blocksize=DEFAULT_BLOCKSIZE,
     return new, keep
   if not bool(ok):
     raise FloatingPointError(
-        f"SparseGPT{at_path(path)}: the Hessian is not positive definite even "
+        f"SparseGPT{_checks.where(path)}: the Hessian is not positive definite even "
         f"after raising the dampening from {percdamp:g} to "
         f"{percdamp * 10.0 ** retries:g} of its mean diagonal (it may hold "
         "NaN/inf or be indefinite). Check the calibration inputs of this "
@@ -313,7 +313,7 @@ def sparsegpt_layer(kernel, hessian, pattern, *, blocksize=DEFAULT_BLOCKSIZE,
   used = float(damp)
   if not np.isclose(used, percdamp, rtol=1e-6):
     warnings.warn(
-        f"SparseGPT{at_path(path)}: the Hessian was not positive definite "
+        f"SparseGPT{_checks.where(path)}: the Hessian was not positive definite "
         f"with dampening {percdamp:g}; raised the dampening to {used:g} of "
         "its mean diagonal.", RuntimeWarning, stacklevel=2)
   return new, keep

@@ -16,7 +16,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from sparsejax import _checks
 from sparsejax import patterns as patterns_lib
+from sparsejax import scores as scores_lib
 from sparsejax import sharding as sharding_lib
 
 
@@ -27,8 +29,7 @@ def wanda_scores(kernel, sq_sum):
   Array([[2., 4.],
          [3., 1.]], dtype=float32)
   """
-  norms = jnp.sqrt(jnp.asarray(sq_sum, jnp.float32))
-  return jnp.abs(kernel.astype(jnp.float32)) * norms[:, None]
+  return scores_lib.wanda(kernel, sq_sum)
 
 
 @functools.partial(jax.jit, static_argnames=("pattern",))
@@ -40,7 +41,7 @@ def _wanda(kernel, sq_sum, pattern):
 def check_layer(kernel_shape, sq_sum_shape, pattern, dtype=jnp.float32,
                 path=""):
   """Raises a clear error, naming the layer, if Wanda cannot prune it."""
-  where = patterns_lib.at_path(path)
+  where = _checks.where(path)
   if len(kernel_shape) != 2:
     raise ValueError(f"Wanda{where}: Wanda prunes 2-D Dense kernels (in, "
                      f"out); got shape {tuple(kernel_shape)}.")

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import sparsejax as sj
-from tests.test_sparsifiers import _data, _loss, _params, _train
+from tests.methods.test_straight_through import _data, _loss, _params, _train
 
 RULE = [sj.Rule(r".*kernel", sj.Unstructured(0.8))]
 
@@ -18,11 +18,11 @@ def _nnz(masks):
 
 
 @pytest.mark.parametrize("name, make", [
-    ("magnitude", lambda: sj.one_shot(RULE)),
-    ("random", lambda: sj.one_shot(RULE, score="random", seed=3)),
-    ("saliency", lambda: sj.one_shot(RULE, score="saliency", prune_step=1)),
-    ("global magnitude", lambda: sj.one_shot(RULE, global_sparsity=0.8)),
-    ("global saliency", lambda: sj.one_shot(RULE, score="saliency",
+    ("magnitude", lambda: sj.prune_once(RULE)),
+    ("random", lambda: sj.prune_once(RULE, score="random", seed=3)),
+    ("saliency", lambda: sj.prune_once(RULE, score="saliency", prune_step=1)),
+    ("global magnitude", lambda: sj.prune_once(RULE, global_sparsity=0.8)),
+    ("global saliency", lambda: sj.prune_once(RULE, score="saliency",
                                             prune_step=1, global_sparsity=0.8)),
     ("static random", lambda: sj.static_random(RULE, seed=1)),
     ("static random erk", lambda: sj.static_random(
@@ -52,7 +52,8 @@ def test_trains_to_exact_sparsity(name, make):
 
 @pytest.mark.parametrize("grow", ["random", "gradient"])
 def test_dynamic_keeps_nnz_and_moves(grow):
-  sp = sj.DynamicSparse(RULE, grow=grow, t_end=100, delta_t=10)
+  make = sj.set_sparse if grow == "random" else sj.rigl
+  sp = make(RULE, distribution=None, t_end=100, delta_t=10)
   params = _params()
   state = sp.init(params)
   nnz0 = _nnz(state.masks)
@@ -155,9 +156,10 @@ def test_update_masks_weight_decay():
 @pytest.mark.parametrize("bad, error, message", [
     (lambda: sj.rigl(sj.NM(2, 4), distribution=None, t_end=5).init(_params()),
      TypeError, "Unstructured.*'fc1/kernel'"),
-    (lambda: sj.one_shot(RULE, score="saliency"), ValueError, "prune_step"),
+    (lambda: sj.prune_once(RULE, score="saliency"), ValueError, "prune_step"),
     (lambda: sj.rigl(RULE, t_end=5), ValueError, "needs the global"),
-    (lambda: sj.DynamicSparse(RULE, grow="random"), ValueError, "t_end"),
+    (lambda: sj.set_sparse(RULE, distribution=None, t_end=0), ValueError,
+     "t_end"),
     (lambda: sj.gradual_magnitude(sj.NM(2, 4), end_step=5).init(_params()),
      TypeError, "sparsity.*'fc1/kernel'"),
 ])

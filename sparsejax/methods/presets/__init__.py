@@ -1,0 +1,1 @@
+"""Published methods, one file each: short compositions of the parts."""
