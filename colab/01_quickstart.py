@@ -78,7 +78,7 @@ x_all, y_all = data.synthetic_classification(
     2048, num_classes=4, shape=32, separation=3.0, seed=0)
 model = Net()
 params = model.init(jax.random.key(0), x_all[:1])["params"]
-for path, leaf in sj.named_leaves(params):
+for path, leaf in sj.rules.named_leaves(params):
   print(f"{path:22s} {leaf.shape}")
 
 # %% [markdown]
@@ -174,7 +174,7 @@ print("2:4 of an all-zero score:", np.asarray(ties).sum(axis=0), "kept per colum
 # checkpointed and sharded with it. The model code is untouched.
 
 # %%
-sparsifier = sj.srste_nm(rules, decay=2e-4)
+sparsifier = sj.srste(rules, decay=2e-4)
 tx = sj.wrap(optax.adamw(3e-3), sparsifier)
 opt_state = tx.init(params)
 
@@ -270,9 +270,9 @@ with warnings.catch_warnings(record=True) as caught:
 for w in caught:
   print(f"{w.category.__name__}: {w.message}")
 
-print("unused:", [r.path for r in sj.unused_rules(params, typo_rules)])
+print("unused:", [r.path for r in sj.rules.unused_rules(params, typo_rules)])
 try:
-  sj.ste_nm(typo_rules, on_unused="error").init(params)
+  sj.ste(typo_rules, on_unused="error").init(params)
 except ValueError as err:
   print("on_unused='error' ->", err)
 

@@ -125,9 +125,9 @@ def test_error(params):
 progressive = dict(total_steps=TOTAL, dense_steps=DENSE,
                    finetune_steps=FINETUNE)
 methods = {
-    "STE": sj.ste_nm(rules),
-    "SR-STE λ=2e-4": sj.srste_nm(rules, decay=2e-4),
-    "SR-STE λ=2e-2": sj.srste_nm(rules, decay=2e-2),
+    "STE": sj.ste(rules),
+    "SR-STE λ=2e-4": sj.srste(rules, decay=2e-4),
+    "SR-STE λ=2e-2": sj.srste(rules, decay=2e-2),
     "MDGF exp, identity": sj.progressive_nm(
         rules, decay="exponential", c=0.02, grad="identity", **progressive),
     "MDGF exp, autodiff": sj.progressive_nm(
@@ -219,7 +219,7 @@ def train(sparsifier):
 def holds_nm(params, n, m):
   """Every hidden kernel has at most n non-zeros per group of m inputs."""
   ok = True
-  for path, w in sj.named_leaves(params):
+  for path, w in sj.rules.named_leaves(params):
     if path.startswith("hidden") and path.endswith("kernel"):
       nz = np.asarray(w != 0).reshape(w.shape[0] // m, m, -1).sum(axis=1)
       ok &= bool((nz <= n).all())

@@ -105,12 +105,12 @@ def test_error(params):   # MSE / Var(y): 1.0 is "predict the mean"
 # mostly dense; the big 256x128 layer pays for it.
 
 # %%
-erk = sj.erk(init_params, rules, SPARSITY)
-uniform = sj.uniform(init_params, rules, SPARSITY)
-sizes = {p: w.size for p, w in sj.named_leaves(init_params) if p in erk}
+erk = sj.distributions.erk(init_params, rules, SPARSITY)
+uniform = sj.distributions.uniform(init_params, rules, SPARSITY)
+sizes = {p: w.size for p, w in sj.rules.named_leaves(init_params) if p in erk}
 print(f"{'layer':16s} {'shape':>9s} {'params':>7s} {'uniform':>8s} {'ERK':>8s}")
 for path in erk:
-  shape = "x".join(map(str, dict(sj.named_leaves(init_params))[path].shape))
+  shape = "x".join(map(str, dict(sj.rules.named_leaves(init_params))[path].shape))
   print(f"{path:16s} {shape:>9s} {sizes[path]:7d} {uniform[path]:8.3f} "
         f"{erk[path]:8.3f}")
 kept = sum((1 - erk[p]) * sizes[p] for p in erk)
@@ -253,8 +253,8 @@ for path in erk:
   print(row)
 for name, (params, state, _, _) in runs.items():
   outside = max(float(jnp.abs(jnp.where(m, 0, w)).max())
-                for (_, w), (_, m) in zip(sj.named_leaves(params),
-                                          sj.named_leaves(state.masks))
+                for (_, w), (_, m) in zip(sj.rules.named_leaves(params),
+                                          sj.rules.named_leaves(state.masks))
                 if m.ndim)
   print(f"{name:18s} largest |w| outside the mask: {outside}")
 

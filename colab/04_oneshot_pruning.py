@@ -229,7 +229,7 @@ print("block_0/mlp/fc1: nonzeros per group of 4 inputs:", np.unique(groups))
 # %% [markdown]
 # On a model this shallow the sequential and one-pass results were within
 # 0.001 of each other. The
-# pruned params are ordinary params with exact zeros; `sj.export(seq_params,
+# pruned params are ordinary params with exact zeros; `sj.deploy.export(seq_params,
 # seq_masks, rules)` compresses them for the kernels (see notebook 05).
 #
 # ## A pretrained model: MiniLM sentence embeddings
@@ -309,6 +309,6 @@ if encoder is not None:
 #
 # * `05_kernels_and_serving`: compress the pruned weights (N:M with
 #   bit-packed indices, block-sparse) and serve the model on the Pallas
-#   kernels with `sj.export` / `sj.serving()`.
+#   kernels with `sj.deploy.export` / `sj.flax.serving()`.
 # * `02_nm_training_high_sparsity`: when one-shot is not enough, train with
 #   N:M sparsity.

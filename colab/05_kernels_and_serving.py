@@ -26,8 +26,8 @@
 # 3. the **Pallas kernels** `nm_matmul` and `block_sparse_matmul` against the
 #    XLA fallback and the pure-jnp reference, and how the automatic choice is
 #    made (`choose_implementation`, `batch_crossover`);
-# 4. **exporting a GPT** with `sj.export` and serving it *unchanged* under
-#    `sj.serving()`;
+# 4. **exporting a GPT** with `sj.deploy.export` and serving it *unchanged* under
+#    `sj.flax.serving()`;
 # 5. an honest timing cell.
 #
 # It runs on a CPU runtime in about a minute. On CPU the Pallas kernels run in
@@ -252,18 +252,18 @@ rules = [
 ]
 masks = sj.compute_masks(params, rules)
 sparse = sj.apply_masks(params, masks)
-exported = sj.export(sparse, masks, rules)
+exported = sj.deploy.export(sparse, masks, rules)
 
 for group in ("attn", "mlp"):
   for name, layer in exported["block_0"][group].items():
     print(f"block_0/{group}/{name}/kernel".ljust(26),
           type(layer["kernel"]).__name__)
-print(f"params: dense {sj.storage_bytes(params):,} B, exported "
-      f"{sj.storage_bytes(exported):,} B (embeddings, lm_head, "
+print(f"params: dense {sj.deploy.storage_bytes(params):,} B, exported "
+      f"{sj.deploy.storage_bytes(exported):,} B (embeddings, lm_head, "
       "norms and biases stay dense)")
 
 # %% [markdown]
-# `sj.serving()` intercepts every Linen `nn.Dense` whose kernel is compressed
+# `sj.flax.serving()` intercepts every Linen `nn.Dense` whose kernel is compressed
 # and routes it to `nm_matmul` / `block_sparse_matmul`; the model code is not
 # touched. Exported params are a pytree, so the served model jits.
 
@@ -272,7 +272,7 @@ tokens = jnp.asarray(data.encode("def sparse(x): return x * mask")[None],
                      jnp.int32)
 masked_dense = model.apply({"params": sparse}, tokens)
 
-with sj.serving():                     # automatic choice (XLA on CPU)
+with sj.flax.serving():                     # automatic choice (XLA on CPU)
   served = jax.jit(model.apply)({"params": exported}, tokens)
 print("serving(), automatic:".ljust(23), "max |logits - masked dense| = "
       f"{float(jnp.abs(served - masked_dense).max()):.2e}")
@@ -281,7 +281,7 @@ print("serving(), automatic:".ljust(23), "max |logits - masked dense| = "
 # do not meet the TPU kernels' tiling (256 N:M groups per tile, 128-multiple
 # blocks), so on a TPU runtime we let the API choose per layer instead.
 force = None if BACKEND == "tpu" else "pallas"
-with sj.serving(force):
+with sj.flax.serving(force):
   served_pallas = jax.jit(model.apply)({"params": exported}, tokens)
 print(f"serving({force!r}):".ljust(23), "max |logits - masked dense| = "
       f"{float(jnp.abs(served_pallas - masked_dense).max()):.2e}")

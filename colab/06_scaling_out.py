@@ -98,7 +98,7 @@ param_shardings = nn.logical_to_mesh_sharding(
 params = jax.device_put(gpt.init_params(model, jax.random.key(0)),
                         param_shardings)
 
-for path, w in sj.named_leaves(params):
+for path, w in sj.rules.named_leaves(params):
   if path.startswith("block_0") or "block" not in path:
     print(f"{path:28s} {str(w.shape):12s} {w.sharding.spec}")
 
@@ -180,7 +180,7 @@ nm_hlo = refresh_hlo(sparsifier)
 print("N:M refresh, collectives:", len(COLLECTIVES.findall(nm_hlo)))
 assert not COLLECTIVES.search(nm_hlo)
 
-topk = sj.ste_nm([sj.Rule(r".*mlp.*kernel", sj.Unstructured(0.875))])
+topk = sj.ste([sj.Rule(r".*mlp.*kernel", sj.Unstructured(0.875))])
 topk_hlo = refresh_hlo(topk)
 found = sorted({m.group(1) for m in COLLECTIVES.finditer(topk_hlo)})
 print("unstructured top-k refresh, collectives:",

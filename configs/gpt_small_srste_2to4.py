@@ -20,7 +20,7 @@ def get_config():
   """
   c = config_lib.load_config_file(
       os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
-  c.sparsity.method = "srste_nm"
+  c.sparsity.method = "srste"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.srste_decay = 6e-5
   return c

@@ -10,8 +10,8 @@ def get_config():
 
   Example:
     >>> get_config().sparsity.method
-    'srste_nm'
+    'srste'
   """
   c = config_lib.get_config()
-  c.sparsity.method = "srste_nm"
+  c.sparsity.method = "srste"
   return c

@@ -20,7 +20,7 @@ def get_config():
   """
   c = config_lib.load_config_file(
       os.path.join(os.path.dirname(__file__), "tpu_pod_dense.py"))
-  c.sparsity.method = "srste_nm"
+  c.sparsity.method = "srste"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.srste_decay = 2e-4
   return c

@@ -1,8 +1,29 @@
 """sparsejax: sparse-model research in JAX.
 
-Functional sparsity transforms over pytrees: patterns, masks that mirror
-params, scores, forward views, schedules, methods composed of them (with one
-registry), one-shot pruning, and compressed formats served by Pallas kernels.
+`import sparsejax as sj` gives the names used day to day: patterns, `Rule`,
+masks, the methods, the optax wrapper and the report. Everything else lives
+in a namespace:
+
+========================  ====================================================
+`sj.methods`              `Method` and its parts, the presets, the registry
+`sj.scores`               importance: magnitude, random, saliency, Wanda, ...
+`sj.views`                forward views: STE, SR-STE, S-STE, mask decay
+`sj.schedules`            sparsity, N:M frames, decay β, phases
+`sj.distributions`        per-layer sparsity: uniform, ERK, global top-k
+`sj.decay`                masked weight decay for optax
+`sj.flax`                 `sparsify` (Linen and NNX), layer interception,
+                          `serving`
+`sj.oneshot`              calibration, Wanda, SparseGPT, magnitude
+`sj.deploy`               `export` to compressed formats, `storage_bytes`
+`sj.formats`              the compressed formats (`pallas_kernels.formats`)
+`sj.masks`, `sj.rules`,   helpers: `dense_mask`, `is_dense`, `named_leaves`,
+`sj.packing`,             `assign`, `PackedMask`, `like_params`, `Summary`
+`sj.sharding`,
+`sj.summary`
+========================  ====================================================
+
+Importing sparsejax loads neither the pretraining application
+(`sparsejax.pretrain`) nor Pallas.
 
 >>> import sparsejax as sj
 >>> params = {"fc": {"kernel": jnp.ones((8, 4)), "bias": jnp.ones(4)}}
@@ -11,27 +32,41 @@ registry), one-shot pruning, and compressed formats served by Pallas kernels.
 0.5
 """
 
-from sparsejax.decay import MaskedDecayState
-from sparsejax.decay import decoupled_masked_decay
-from sparsejax.decay import masked_decay
-from sparsejax.distributions import erk
-from sparsejax.distributions import uniform
 from pallas_kernels import formats
+from sparsejax import decay
+from sparsejax import deploy
+from sparsejax import distributions
+from sparsejax import flax
+from sparsejax import masks
 from sparsejax import methods
 from sparsejax import oneshot
+from sparsejax import packing
+from sparsejax import rules
 from sparsejax import schedules
 from sparsejax import scores
+from sparsejax import sharding
+from sparsejax import summary
 from sparsejax import views
-from sparsejax.deploy import export
-from sparsejax.deploy import serving
-from sparsejax.deploy import storage_bytes
+from sparsejax.decay import masked_decay
 from sparsejax.masks import apply_masks
 from sparsejax.masks import check_masks
 from sparsejax.masks import compute_global_masks
 from sparsejax.masks import compute_masks
-from sparsejax.masks import dense_mask
-from sparsejax.masks import is_dense
-from sparsejax.packing import PackedMask
+from sparsejax.methods import Method
+from sparsejax.methods import SparsityState
+from sparsejax.methods import gradual_magnitude
+from sparsejax.methods import progressive_nm
+from sparsejax.methods import prune_once
+from sparsejax.methods import rigl
+from sparsejax.methods import set_sparse
+from sparsejax.methods import srigl
+from sparsejax.methods import srste
+from sparsejax.methods import sste
+from sparsejax.methods import static_random
+from sparsejax.methods import ste
+from sparsejax.methods import topkast
+from sparsejax.optax_wrap import sparsity_state
+from sparsejax.optax_wrap import wrap
 from sparsejax.packing import pack_masks
 from sparsejax.packing import unpack_masks
 from sparsejax.patterns import Block
@@ -40,99 +75,27 @@ from sparsejax.patterns import NM
 from sparsejax.patterns import Pattern
 from sparsejax.patterns import Unstructured
 from sparsejax.rules import Rule
-from sparsejax.rules import assign
-from sparsejax.rules import named_leaves
-from sparsejax.rules import unused_rules
-from sparsejax.schedules import NMSchedule
-from sparsejax.schedules import Phases
-from sparsejax.schedules import ScheduleState
-from sparsejax.schedules import exponential_decay
-from sparsejax.schedules import linear_decay
-from sparsejax.schedules import polynomial_sparsity
-from sparsejax.schedules import sdgf_frames
-from sparsejax.schedules import switch_frames
-from sparsejax.scores import magnitude
-from sparsejax.scores import random as random_scores
-from sparsejax.scores import saliency
-from sparsejax.optax_wrap import WrappedState
-from sparsejax.optax_wrap import reset_where
-from sparsejax.optax_wrap import sparsity_state
-from sparsejax.optax_wrap import wrap
-from sparsejax.methods import Method
-from sparsejax.methods import SparsityState
-from sparsejax.methods import gradual_magnitude
-from sparsejax.methods import progressive_nm
-from sparsejax.methods import prune_once
-from sparsejax.methods import rigl
-from sparsejax.methods import set_sparse
-from sparsejax.methods import srste
-from sparsejax.methods import sste
-from sparsejax.methods import static_random
-from sparsejax.methods import ste
-from sparsejax.summary import Summary
+from sparsejax.rules import parse_rules
 from sparsejax.summary import summarize
 
 __version__ = "0.1.0"
 
+# The day-to-day names (30); namespaces follow.
 __all__ = [
-    "Block",
-    "Channel",
-    "MaskedDecayState",
-    "Method",
-    "NM",
-    "NMSchedule",
-    "PackedMask",
-    "Pattern",
-    "Phases",
-    "Rule",
-    "ScheduleState",
-    "SparsityState",
-    "Summary",
-    "Unstructured",
-    "WrappedState",
-    "apply_masks",
-    "assign",
-    "check_masks",
-    "compute_global_masks",
-    "compute_masks",
-    "decoupled_masked_decay",
-    "dense_mask",
-    "erk",
-    "exponential_decay",
-    "export",
-    "formats",
-    "gradual_magnitude",
-    "is_dense",
-    "linear_decay",
-    "magnitude",
-    "methods",
-    "masked_decay",
-    "named_leaves",
-    "oneshot",
-    "pack_masks",
-    "polynomial_sparsity",
-    "progressive_nm",
-    "prune_once",
-    "random_scores",
-    "reset_where",
-    "rigl",
-    "saliency",
-    "schedules",
-    "scores",
-    "sdgf_frames",
-    "serving",
-    "set_sparse",
-    "sparsity_state",
-    "srste",
-    "sste",
-    "static_random",
-    "ste",
-    "storage_bytes",
-    "summarize",
-    "switch_frames",
-    "uniform",
-    "views",
-    "unpack_masks",
-    "unused_rules",
-    "wrap",
+    # patterns and rules
+    "NM", "Unstructured", "Block", "Channel", "Pattern", "Rule",
+    "parse_rules",
+    # masks
+    "compute_masks", "compute_global_masks", "apply_masks", "check_masks",
+    "pack_masks", "unpack_masks",
+    # methods
+    "Method", "SparsityState", "ste", "srste", "sste", "progressive_nm",
+    "gradual_magnitude", "prune_once", "static_random", "set_sparse", "rigl",
+    "topkast", "srigl",
+    # optax and reporting
+    "wrap", "sparsity_state", "masked_decay", "summarize",
+    # namespaces
+    "methods", "scores", "views", "schedules", "distributions", "decay",
+    "flax", "oneshot", "deploy", "formats", "masks", "rules", "packing",
+    "sharding", "summary",
 ]

@@ -44,7 +44,7 @@ def main():
     sj.summarize(params, masks, rules)
   rules = [sj.Rule(r".*kernel", sj.Unstructured(0.9))]
   masks = sj.compute_masks(params, rules,
-                           sparsity=sj.erk(params, rules, 0.9))
+                           sparsity=sj.distributions.erk(params, rules, 0.9))
   print("\n== ERK-distributed unstructured, 90% overall")
   sj.summarize(params, masks, rules)
   packed = sj.pack_masks(masks)

@@ -13,8 +13,8 @@ pytree: it jits, shards and checkpoints.
 kernel only where one was measured faster than dense), so the same model code
 serves the exported params:
 
-    exported = sj.export(params, masks, rules)
-    with sj.serving():
+    exported = sj.deploy.export(params, masks, rules)
+    with sj.flax.serving():
       logits = model.apply({"params": exported}, tokens)
 """
 

@@ -35,7 +35,7 @@ def test_totals_equal_global_target(method, target):
 
 
 def test_erk_formula_and_dense_fallback():
-  dist = sj.erk(PARAMS, RULES, 0.9)
+  dist = sj.distributions.erk(PARAMS, RULES, 0.9)
   # The smallest layer would need density > 1 and becomes dense.
   assert dist["first/kernel"] == 0.0
   rest = ["mid/kernel", "wide/kernel", "last/kernel"]
@@ -46,12 +46,12 @@ def test_erk_formula_and_dense_fallback():
 
 
 def test_erk_power_zero_is_uniform_without_cap():
-  dist = sj.erk(PARAMS, RULES, 0.6, power=0.0)
+  dist = sj.distributions.erk(PARAMS, RULES, 0.6, power=0.0)
   np.testing.assert_allclose(list(dist.values()), 0.6, rtol=1e-9)
 
 
 def test_fixed_overrides_keep_total():
-  dist = sj.erk(PARAMS, RULES, 0.9, fixed={"last/kernel": 0.5})
+  dist = sj.distributions.erk(PARAMS, RULES, 0.9, fixed={"last/kernel": 0.5})
   assert dist["last/kernel"] == 0.5
   summary, masked = _kept_total(dist)
   assert abs(summary.masked_sparsity - 0.9) <= 4 / sum(r.size for r in masked)
@@ -59,11 +59,11 @@ def test_fixed_overrides_keep_total():
 
 def test_bad_targets():
   with pytest.raises(ValueError, match=r"\[0, 1\)"):
-    sj.erk(PARAMS, RULES, 1.0)
+    sj.distributions.erk(PARAMS, RULES, 1.0)
   with pytest.raises(ValueError, match="matches no targeted leaf"):
-    sj.uniform(PARAMS, RULES, 0.5, fixed={"nope": 0.1})
+    sj.distributions.uniform(PARAMS, RULES, 0.5, fixed={"nope": 0.1})
   with pytest.raises(ValueError, match="target no leaf"):
-    sj.uniform(PARAMS, [sj.Rule("x", sj.Unstructured(0.5))], 0.5)
+    sj.distributions.uniform(PARAMS, [sj.Rule("x", sj.Unstructured(0.5))], 0.5)
   with pytest.raises(ValueError, match="fixed density"):
     sj.compute_masks(PARAMS, [sj.Rule(r".*kernel", sj.NM(2, 4))],
                      sparsity=0.5)

@@ -42,19 +42,19 @@ def _assert_no_leaf_grows(params, exported, rows):
   assert sorted(out) == sorted(leaves)
   for row in rows:
     leaf = out[row.path]
-    assert sj.storage_bytes(leaf) <= leaves[row.path].nbytes, row
+    assert sj.deploy.storage_bytes(leaf) <= leaves[row.path].nbytes, row
     assert row.dense_bytes == leaves[row.path].nbytes
     if row.format == "dense":
       assert not isinstance(leaf, sj.deploy.COMPRESSED), row
     else:
-      assert sj.storage_bytes(leaf) == row.compressed_bytes < row.dense_bytes
-  assert sj.storage_bytes(exported) <= sj.storage_bytes(params)
+      assert sj.deploy.storage_bytes(leaf) == row.compressed_bytes < row.dense_bytes
+  assert sj.deploy.storage_bytes(exported) <= sj.deploy.storage_bytes(params)
 
 
 @pytest.mark.parametrize("implementation", ["xla", "pallas"])
 def test_served_model_matches_masked_dense(model_and_params, implementation):
   model, sparse, masks = model_and_params
-  exported = sj.export(sparse, masks, RULES)
+  exported = sj.deploy.export(sparse, masks, RULES)
   fc1 = exported["block_0"]["mlp"]["fc1"]["kernel"]
   assert isinstance(fc1, formats.NMCompressed) and (fc1.n, fc1.m) == (1, 8)
   assert isinstance(exported["lm_head"]["kernel"], BLOCK_FORMATS)
@@ -63,7 +63,7 @@ def test_served_model_matches_masked_dense(model_and_params, implementation):
 
   @jax.jit
   def serve(p, t):
-    with sj.serving(implementation):
+    with sj.flax.serving(implementation):
       return model.apply({"params": p}, t)
 
   np.testing.assert_allclose(serve(exported, tokens), expected, rtol=1e-4,
@@ -72,7 +72,7 @@ def test_served_model_matches_masked_dense(model_and_params, implementation):
 
 def test_export_round_trip_and_storage(model_and_params):
   _, sparse, masks = model_and_params
-  exported, rows = sj.export(sparse, masks, RULES, report=True)
+  exported, rows = sj.deploy.export(sparse, masks, RULES, report=True)
   restored = jax.tree.map(
       lambda x: formats.decompress(x) if isinstance(x, sj.deploy.COMPRESSED)
       else x, exported,
@@ -83,8 +83,8 @@ def test_export_round_trip_and_storage(model_and_params):
   # pads to a whole tile of groups, so measure a full-size kernel).
   big = {"mlp": {"kernel": jax.random.normal(jax.random.key(2), (1024, 128))}}
   big_masks = sj.compute_masks(big, sj.NM(1, 8))
-  compressed = sj.export(big, big_masks, sj.NM(1, 8))
-  ratio = big["mlp"]["kernel"].nbytes / sj.storage_bytes(compressed)
+  compressed = sj.deploy.export(big, big_masks, sj.NM(1, 8))
+  ratio = big["mlp"]["kernel"].nbytes / sj.deploy.storage_bytes(compressed)
   assert 7.0 < ratio <= 8.0, ratio
 
 
@@ -96,7 +96,7 @@ def test_smoke_model_export_never_grows():
       sj.Rule(r"lm_head/kernel", sj.Block((8, 8), 0.5))]
   masks = sj.compute_masks(params, rules)
   sparse = sj.apply_masks(params, masks)
-  exported, rows = sj.export(sparse, masks, rules, report=True)
+  exported, rows = sj.deploy.export(sparse, masks, rules, report=True)
   _assert_no_leaf_grows(sparse, exported, rows)
   nm = [r for r in rows if r.path.endswith("kernel") and "block_0" in r.path]
   assert len(nm) == 6
@@ -120,7 +120,7 @@ def test_tiny_layers_stay_dense_when_compression_does_not_pay(shape, pattern):
   params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), shape)}}
   masks = sj.compute_masks(params, pattern)
   sparse = sj.apply_masks(params, masks)
-  exported, rows = sj.export(sparse, masks, pattern, report=True)
+  exported, rows = sj.deploy.export(sparse, masks, pattern, report=True)
   _assert_no_leaf_grows(sparse, exported, rows)
   (row,) = rows
   leaf = exported["fc"]["kernel"]
@@ -137,7 +137,7 @@ def test_report_rows():
                     "bias": jnp.zeros(64)},
             "tiny": {"kernel": jnp.ones((4, 2))}}
   masks = sj.compute_masks(params, [sj.Rule(r".*kernel", sj.NM(2, 4))])
-  _, rows = sj.export(sj.apply_masks(params, masks), masks,
+  _, rows = sj.deploy.export(sj.apply_masks(params, masks), masks,
                       [sj.Rule(r".*kernel", sj.NM(2, 4))], report=True)
   by_path = {r.path: r for r in rows}
   assert by_path["big/kernel"].format == "nm 2:4"
@@ -152,13 +152,13 @@ def test_mask_that_does_not_fit_the_pattern_names_the_layer():
   rule = [sj.Rule(r".*", sj.NM(2, 4))]
   masks = {"layer": {"kernel": jnp.ones((64, 64), bool)}}
   with pytest.raises(ValueError, match=r"mask at 'layer/kernel' is not 2:4"):
-    sj.export(params, masks, rule)
+    sj.deploy.export(params, masks, rule)
   block = [sj.Rule(r".*", sj.Block((16, 16), 0.5))]
   partial = np.zeros((64, 64), bool)
   partial[:16, :8] = True  # half of block (0, 0)
   with pytest.raises(ValueError, match=r"'layer/kernel'.*block 16x16.*"
                      r"block \(0, 0\).*partly kept"):
-    sj.export(params, {"layer": {"kernel": jnp.asarray(partial)}}, block)
+    sj.deploy.export(params, {"layer": {"kernel": jnp.asarray(partial)}}, block)
 
 
 def test_compressed_leaf_must_match_its_rule():
@@ -166,12 +166,12 @@ def test_compressed_leaf_must_match_its_rule():
   mask = sj.NM(2, 4).mask(jnp.abs(w))
   params = {"layer": {"kernel": formats.compress_nm(w, mask, 2, 4)}}
   masks = {"layer": {"kernel": mask}}
-  kept, rows = sj.export(params, masks, sj.NM(2, 4), report=True)
+  kept, rows = sj.deploy.export(params, masks, sj.NM(2, 4), report=True)
   assert kept["layer"]["kernel"] is params["layer"]["kernel"]
   assert rows[0].reason == "already compressed"
   with pytest.raises(ValueError, match=r"'layer/kernel' is already compressed "
                      r"as nm 2:4, but its rule gives 1:8"):
-    sj.export(params, masks, sj.NM(1, 8))
+    sj.deploy.export(params, masks, sj.NM(1, 8))
   with pytest.raises(ValueError, match=r"'layer/kernel' is already compressed "
                      r"as nm 2:4, but its rule gives block 16x16"):
-    sj.export(params, masks, sj.Block((16, 16), 0.5))
+    sj.deploy.export(params, masks, sj.Block((16, 16), 0.5))

@@ -52,7 +52,7 @@ def test_linen_params_first_match_wins_and_defaults():
   # Biases, norms and embeddings stay dense by default.
   for leaf in (p["mlp_fc1"]["bias"], p["norm"]["scale"],
                p["embed"]["embedding"]):
-    assert sj.is_dense(leaf)
+    assert sj.masks.is_dense(leaf)
   # tree.map over params and masks together works.
   masked = sj.apply_masks(params, masks)
   jax.tree.map(lambda w, m: None, params, masks)
@@ -73,8 +73,8 @@ def test_nnx_state_mirrors():
   masks = sj.compute_masks(state, sj.Rule(".*kernel", sj.NM(2, 4)))
   assert jax.tree.structure(masks) == jax.tree.structure(state)
   assert masks["mlp"]["kernel"][...].mean() == 0.5
-  assert sj.is_dense(masks["norm"]["scale"][...])
-  paths = [p for p, _ in sj.named_leaves(state)]
+  assert sj.masks.is_dense(masks["norm"]["scale"][...])
+  paths = [p for p, _ in sj.rules.named_leaves(state)]
   assert "mlp/kernel" in paths
   masked = sj.apply_masks(state, masks)
   nnx.update(model, masked)
@@ -94,9 +94,9 @@ def test_lists_tuples_and_custom_nodes():
                        (jnp.ones((4, 8)), jnp.ones(8))]}
   masks = sj.compute_masks(params, sj.NM(1, 4))
   assert masks["layers"][0].w.sum() == 8
-  assert sj.is_dense(masks["layers"][0].b)
+  assert sj.masks.is_dense(masks["layers"][0].b)
   assert masks["layers"][1][0].sum() == 8
-  assert sj.named_leaves(params)[0][0] == "layers/0/w"
+  assert sj.rules.named_leaves(params)[0][0] == "layers/0/w"
 
 
 def test_unused_rules_reported():
@@ -109,7 +109,7 @@ def test_unused_rules_reported():
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     sj.compute_masks(params, rules, on_unused="ignore")
-  assert [r.path for r in sj.unused_rules(params, rules)] == [".*kernal"]
+  assert [r.path for r in sj.rules.unused_rules(params, rules)] == [".*kernal"]
 
 
 def test_invalid_regex_and_bad_pattern_type():
@@ -149,11 +149,11 @@ def test_compute_and_apply_under_jit(maybe_jit):
 def test_scores_random_and_saliency():
   params = {"w": jnp.arange(1., 17.).reshape(8, 2)}
   rnd = sj.compute_masks(params, sj.NM(1, 4),
-                         scores=sj.random_scores(params, jax.random.key(1)))
+                         scores=sj.scores.random(params, jax.random.key(1)))
   assert int(rnd["w"].sum()) == 4
   grads = {"w": jnp.full((8, 2), 0.01).at[0, 0].set(100.).at[4, 1].set(100.)}
   sal = sj.compute_masks(params, sj.NM(1, 4),
-                         scores=sj.saliency(params, grads))
+                         scores=sj.scores.saliency(params, grads))
   # The smallest weights of their groups win on saliency.
   assert bool(sal["w"][0, 0]) and bool(sal["w"][4, 1])
   assert int(sal["w"].sum()) == 4
@@ -174,11 +174,11 @@ def test_global_masks_one_threshold():
     seed=st.integers(0, 1000))
 def test_pack_unpack_round_trip(shape, seed):
   mask = np.random.default_rng(seed).random(shape) > 0.5
-  packed = sj.pack_masks({"m": jnp.asarray(mask), "d": sj.dense_mask()})
+  packed = sj.pack_masks({"m": jnp.asarray(mask), "d": sj.masks.dense_mask()})
   assert packed["m"].bits.shape == shape[:-1] + (-(-shape[-1] // 8),)
   out = sj.unpack_masks(packed)
   np.testing.assert_array_equal(out["m"], mask)
-  assert sj.is_dense(out["d"])
+  assert sj.masks.is_dense(out["d"])
   jitted = jax.jit(lambda t: sj.unpack_masks(sj.pack_masks(t)))
   np.testing.assert_array_equal(jitted({"m": jnp.asarray(mask)})["m"], mask)
 

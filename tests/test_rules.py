@@ -21,9 +21,9 @@ def test_parsed_rules_apply_like_written_rules():
             "attn": {"kernel": jnp.ones((8, 4))}}
   parsed = rules_lib.parse_rules(r".*mlp.*=2:4;attn/kernel=dense")
   written = [sj.Rule(".*mlp.*", sj.NM(2, 4)), sj.Rule("attn/kernel", None)]
-  assert ({p: r and r.pattern for p, r in sj.assign(params, parsed).items()}
+  assert ({p: r and r.pattern for p, r in sj.rules.assign(params, parsed).items()}
           == {p: r and r.pattern
-              for p, r in sj.assign(params, written).items()})
+              for p, r in sj.rules.assign(params, written).items()})
 
 
 def test_a_regex_may_hold_an_equals_sign():

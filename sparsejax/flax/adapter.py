@@ -12,7 +12,7 @@ before the module's own code runs (so `nn.scan` / `nn.remat` inside work).
 Train with the state in the optimizer (`sparsejax.wrap`):
 
 >>> import optax, sparsejax as sj
->>> sp = sj.ste_nm(sj.NM(2, 4))
+>>> sp = sj.ste(sj.NM(2, 4))
 >>> model = nn.Dense(4)
 >>> x, y = jnp.ones((8, 16)), jnp.zeros((8, 4))
 >>> params = model.init(jax.random.key(0), x)["params"]
@@ -275,7 +275,7 @@ def sparsify(model: Any, sparsifier: Any, *, state: Any = None) -> Any:
   Linen:
 
   >>> import flax.linen as nn, sparsejax as sj
-  >>> sp = sj.ste_nm(sj.NM(2, 4))
+  >>> sp = sj.ste(sj.NM(2, 4))
   >>> layer = nn.Dense(3)
   >>> params = layer.init(jax.random.key(0), jnp.ones((1, 8)))["params"]
   >>> state = sp.init(params)

@@ -1,6 +1,6 @@
 """Serve exported (compressed) kernels with the model code unchanged.
 
-`sparsejax.export(params, masks, rules)` turns targeted kernels into
+`sparsejax.deploy.export(params, masks, rules)` turns targeted kernels into
 compressed formats (`NMCompressed`, `PaddedBlockSparse`, `BSR`). Inside
 `serving()`, every dense layer whose kernel is compressed runs its matmul
 through `pallas_kernels` (`nm_matmul`, `block_sparse_matmul`, which pick a
@@ -10,7 +10,7 @@ usual. It rides on the library's one interception of dense layer calls
 
 * **Linen**: pass the exported tree as the params::
 
-      exported = sj.export(params, masks, rules)
+      exported = sj.deploy.export(params, masks, rules)
       with serving():
         logits = model.apply({"params": exported}, tokens)
 
@@ -18,7 +18,7 @@ usual. It rides on the library's one interception of dense layer calls
   `nnx.Linear` kernels then hold compressed values at their usual paths),
   and name the model so errors name the layer::
 
-      nnx.update(model, sj.export(nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+      nnx.update(model, sj.deploy.export(nnx.to_pure_dict(nnx.state(model, nnx.Param)),
                                   masks, rules))
       with serving(model=model):
         logits = model(tokens)
@@ -105,7 +105,7 @@ def serving(implementation: str | None = None, *, model: Any = None):
   >>> params = layer.init(jax.random.key(0), jnp.ones((1, 8)))["params"]
   >>> masks = sj.compute_masks(params, sj.NM(2, 4))
   >>> sparse = sj.apply_masks(params, masks)
-  >>> exported = sj.export(sparse, masks, sj.NM(2, 4))
+  >>> exported = sj.deploy.export(sparse, masks, sj.NM(2, 4))
   >>> with serving():
   ...   y = layer.apply({"params": exported}, jnp.ones((1, 8)))
   >>> bool(jnp.allclose(y, layer.apply({"params": sparse}, jnp.ones((1, 8))),
@@ -120,7 +120,7 @@ def serving(implementation: str | None = None, *, model: Any = None):
   >>> masks = sj.compute_masks(params, sj.NM(2, 4))
   >>> nnx.update(model, sj.apply_masks(params, masks))
   >>> dense = model(jnp.ones((1, 8)))
-  >>> nnx.update(model, sj.export(sj.apply_masks(params, masks), masks,
+  >>> nnx.update(model, sj.deploy.export(sj.apply_masks(params, masks), masks,
   ...                             sj.NM(2, 4)))
   >>> type(model.layers[0].kernel.get_value()).__name__
   'NMCompressed'
@@ -139,7 +139,7 @@ def decompress(tree: Any) -> Any:
   >>> import sparsejax as sj
   >>> params = {"fc": {"kernel": jnp.arange(32.).reshape(8, 4)}}
   >>> masks = sj.compute_masks(params, sj.NM(2, 4))
-  >>> back = decompress(sj.export(params, masks, sj.NM(2, 4)))
+  >>> back = decompress(sj.deploy.export(params, masks, sj.NM(2, 4)))
   >>> bool((back["fc"]["kernel"] == sj.apply_masks(params, masks)["fc"]["kernel"]).all())
   True
   """

@@ -53,7 +53,7 @@ class DenseCall(NamedTuple):
     module: the Linen or NNX layer object.
     inputs: the layer's input `(..., in)`.
     kernel: the kernel value the layer would use (an array, or a compressed
-      format from `sparsejax.export`).
+      format from `sparsejax.deploy.export`).
     bias: the bias value, or None.
     dtype: the layer's compute dtype (None: from the input and kernel).
     framework: "linen" or "nnx".

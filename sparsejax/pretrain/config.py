@@ -102,7 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.steps = 500
 
   c.sparsity = ml_collections.ConfigDict()
-  c.sparsity.method = "progressive_nm"  # "none" or a key of plan.SPARSIFIERS
+  c.sparsity.method = "progressive_nm"  # "none" or a registered method name
   c.sparsity.rules = f"{ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.baseline = True      # also train the dense model of this config
   # Progressive N:M: phases as fractions of train.steps.

@@ -1,6 +1,6 @@
-"""The exported weights of a run: ``sparsejax.export``, written to files.
+"""The exported weights of a run: ``sparsejax.deploy.export``, written to files.
 
-The compression itself is :func:`sparsejax.export` (N:M leaves to
+The compression itself is :func:`sparsejax.deploy.export` (N:M leaves to
 ``NMCompressed``, block leaves to a padded block-sparse matrix); this module
 gathers the arrays to the host and writes what it returns:
 
@@ -42,7 +42,7 @@ _FORMAT_NOTE = (
     "pallas_kernels.formats.decompress_nm. block_padded leaves: "
     "pallas_kernels.formats.PaddedBlockSparse(values, indices, counts, shape, "
     "block_shape, major). masked_dense: W*mask stored dense. mask_bits: "
-    "sparsejax.PackedMask bits along the last axis.")
+    "sparsejax.packing.PackedMask bits along the last axis.")
 
 
 def to_host(tree: Any) -> Any:
@@ -108,7 +108,7 @@ def _store(path: str, leaf: Any, arrays: dict[str, np.ndarray]
 
 def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
                    directory: str | os.PathLike) -> dict[str, Any]:
-  """Exports sparse weights with :func:`sparsejax.export` and writes them.
+  """Exports sparse weights with :func:`sparsejax.deploy.export` and writes them.
 
   Args:
     params: Exactly sparse params (the hard mask applied).
@@ -123,14 +123,14 @@ def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
     >>> import tempfile
     >>> w = jnp.array([[1.], [0.], [3.], [0.]] * 8)
     >>> man = export_weights({"k": w, "b": jnp.ones(1)},
-    ...                      {"k": w != 0, "b": sj.dense_mask()},
+    ...                      {"k": w != 0, "b": sj.masks.dense_mask()},
     ...                      [sj.Rule("k", sj.NM(2, 4))], tempfile.mkdtemp())
     >>> man["leaves"]["k"]["format"], man["leaves"]["b"]["format"]
     ('nm_compressed', 'dense')
   """
   params, masks = to_host(params), to_host(masks)
   compressed = _leaves_of_type(
-      sj.export(params, masks, _export_rules(params, masks, rules)),
+      sj.deploy.export(params, masks, _export_rules(params, masks, rules)),
       (formats.NMCompressed, formats.PaddedBlockSparse))
   arrays: dict[str, np.ndarray] = {}
   leaves: dict[str, Any] = {}
@@ -151,7 +151,7 @@ def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
     leaves[path] = entry
     stored_bytes += stored
   bits = {path + "::mask_bits": np.asarray(leaf.bits) for path, leaf in
-          _leaves_of_type(sj.pack_masks(masks), sj.PackedMask).items()}
+          _leaves_of_type(sj.pack_masks(masks), sj.packing.PackedMask).items()}
   manifest = {"format_note": _FORMAT_NOTE, "leaves": leaves,
               "dense_bytes": int(dense_bytes),
               "stored_bytes": int(stored_bytes)}

@@ -153,7 +153,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
 
 def _write_outputs(arms: list[plan_lib.Arm], workdir: str,
                    results: dict[str, Any], final: dict[str, Any],
-                   report: bool) -> sj.Summary | None:
+                   report: bool) -> sj.summary.Summary | None:
   """Per-layer summary, plots, export, ``summary.json`` and the report."""
   cfg = arms[-1].config
   layers = None

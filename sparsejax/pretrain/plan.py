@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
@@ -29,13 +30,14 @@ import optax
 
 import sparsejax as sj
 from sparsejax import sharding as state_shardings
+from sparsejax.methods import registry
 from sparsejax.models import gpt
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import mesh as mesh_lib
 from sparsejax.pretrain import step as step_lib
 
-__all__ = ["Arm", "SPARSIFIERS", "model_config", "learning_rate",
+__all__ = ["Arm", "model_config", "learning_rate",
            "make_optimizer", "make_sparsifier", "load_tokens", "plan"]
 
 
@@ -43,77 +45,73 @@ def _steps(fraction: float, total: int) -> int:
   return int(round(fraction * total))
 
 
-def _distribution(s: Any) -> dict[str, Any]:
+def _hyperparameters(config: Any) -> dict[str, Any]:
+  """Every method hyperparameter a config gives, by the factories' names.
+
+  Phases and windows are fractions of ``train.steps`` in the config, so one
+  recipe scales with the length of the run; a factory takes the subset its
+  signature names.
+  """
+  s, total = config.sparsity, config.train.steps
   dist = s.distribution or None
-  return {"distribution": dist, "sparsity": s.target if dist else None}
-
-
-def _progressive(rules: list[sj.Rule], c: Any) -> Any:
-  s, total = c.sparsity, c.train.steps
-  return sj.progressive_nm(
-      rules, total_steps=total, dense_steps=_steps(s.dense_fraction, total),
-      finetune_steps=_steps(s.finetune_fraction, total),
-      structure=s.structure or None, decay=s.decay or None,
-      c=s.c if s.decay else None, grad=s.grad, on_unused="error")
-
-
-def _gradual(rules: list[sj.Rule], c: Any) -> Any:
-  s, total = c.sparsity, c.train.steps
-  return sj.gradual_magnitude(
-      rules, begin_step=_steps(s.begin_fraction, total),
-      end_step=_steps(s.end_fraction, total), frequency=s.frequency,
-      on_unused="error")
-
-
-def _drop_grow(factory: Callable[..., Any]) -> Callable[..., Any]:
-  def make(rules: list[sj.Rule], c: Any) -> Any:
-    s = c.sparsity
-    return factory(rules, t_end=max(_steps(s.t_end_fraction, c.train.steps), 1),
-                   alpha=s.alpha, delta_t=s.delta_t, seed=c.seed,
-                   on_unused="error", **_distribution(s))
-  return make
-
-
-SPARSIFIERS: dict[str, Callable[[list[sj.Rule], Any], Any]] = {
-    "progressive_nm": _progressive,
-    "srste_nm": lambda rules, c: sj.srste_nm(
-        rules, decay=c.sparsity.srste_decay, on_unused="error"),
-    "ste_nm": lambda rules, c: sj.ste_nm(rules, on_unused="error"),
-    "sste": lambda rules, c: sj.sste(rules, on_unused="error"),
-    "gradual_magnitude": _gradual,
-    "rigl": _drop_grow(sj.rigl),
-    "set": _drop_grow(sj.set_sparse),
-    "static_random": lambda rules, c: sj.static_random(
-        rules, seed=c.seed, on_unused="error", **_distribution(c.sparsity)),
-}
-"""``sparsity.method`` -> ``factory(rules, config)`` of the sparsifier."""
+  return {
+      "total_steps": total,
+      "dense_steps": _steps(s.dense_fraction, total),
+      "finetune_steps": _steps(s.finetune_fraction, total),
+      "structure": s.structure or None,
+      # The mask decay of progressive N:M is a name; SR-STE's is lambda.
+      "decay": (s.srste_decay if config.sparsity.method == "srste"
+                else s.decay or None),
+      "c": s.c if s.decay else None,
+      "grad": s.grad,
+      "begin_step": _steps(s.begin_fraction, total),
+      "end_step": _steps(s.end_fraction, total),
+      "frequency": s.frequency,
+      "t_end": max(_steps(s.t_end_fraction, total), 1),
+      "alpha": s.alpha,
+      "delta_t": s.delta_t,
+      "seed": config.seed,
+      "distribution": dist,
+      "sparsity": s.target if dist else None,
+      "on_unused": "error",
+  }
 
 
 def make_sparsifier(config: Any) -> Any:
   """The sparsifier of ``config.sparsity`` (``None`` for ``method="none"``).
 
+  ``sparsity.method`` is any name in the method registry
+  (``sparsejax.methods.names("train")``); the factory gets the config's
+  hyperparameters that its signature names, so a newly registered method is
+  usable from a config with no edit here.
+
   Args:
     config: The run's ``ConfigDict``.
 
   Returns:
-    A ``sparsejax`` sparsifier, or ``None``.
+    A ``sparsejax`` method, or ``None``.
 
   Raises:
-    ConfigError: ``sparsity.method`` names no method, or bad rules.
+    ConfigError: ``sparsity.method`` names no registered method, or bad rules.
 
   Example:
     >>> sp = make_sparsifier(config_lib.get_config())
-    >>> type(sp).__name__, sp.total_steps, sp.dense_steps
-    ('Progressive', 500, 75)
+    >>> type(sp.schedule).__name__, sp.schedule.dense_steps
+    ('ProgressiveNM', 75)
   """
   method = config.sparsity.method
   if method == "none":
     return None
-  if method not in SPARSIFIERS:
+  train_methods = registry.names("train")
+  if method not in train_methods:
     raise config_lib.ConfigError(
         f"sparsity.method={method!r}; choose one of "
-        f"{('none',) + tuple(SPARSIFIERS)}.")
-  return SPARSIFIERS[method](config_lib.sparsity_rules(config), config)
+        f"{('none',) + tuple(train_methods)}.")
+  factory = registry.get(method, kind="train")
+  accepted = inspect.signature(factory).parameters
+  kwargs = {k: v for k, v in _hyperparameters(config).items()
+            if k in accepted}
+  return factory(config_lib.sparsity_rules(config), **kwargs)
 
 
 def model_config(config: Any) -> gpt.GPTConfig:

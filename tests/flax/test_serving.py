@@ -52,7 +52,7 @@ def test_linen_served_model_matches_masked_dense(implementation):
   params = model.init(jax.random.key(0), _x())["params"]
   masks = sj.compute_masks(params, RULES)
   sparse = sj.apply_masks(params, masks)
-  exported = sj.export(sparse, masks, RULES)
+  exported = sj.deploy.export(sparse, masks, RULES)
   _check_formats(exported, lambda t, k: t[k]["kernel"])
   expected = model.apply({"params": sparse}, _x())
 
@@ -76,7 +76,7 @@ def test_nnx_served_model_matches_masked_dense(implementation):
   sparse = sj.apply_masks(params, masks)
   nnx.update(model, sparse)
   expected = model(_x())
-  exported = sj.export(sparse, masks, RULES)
+  exported = sj.deploy.export(sparse, masks, RULES)
   _check_formats(exported, lambda t, k: t[k]["kernel"])
   nnx.update(model, exported)  # the kernels now hold the compressed formats
   _check_formats(model, lambda m, k: getattr(m, k).kernel.get_value())
@@ -99,7 +99,7 @@ def test_wrong_input_width_names_the_layer():
   model = LinenNet()
   params = model.init(jax.random.key(0), _x())["params"]
   masks = sj.compute_masks(params, RULES)
-  exported = sj.export(sj.apply_masks(params, masks), masks, RULES)
+  exported = sj.deploy.export(sj.apply_masks(params, masks), masks, RULES)
   with pytest.raises(ValueError, match=r"layer 'fc1' .*width 24.*K=32"):
     with sjflax.serving():
       model.apply({"params": exported}, _x(24))
@@ -111,7 +111,7 @@ def test_wrong_input_width_names_the_layer():
 
 
 def test_deploy_reexports_serving():
-  assert sj.serving is sjflax.serving
+  assert sj.flax.serving is sjflax.serving
   assert sj.deploy.serving is sjflax.serving
 
 

@@ -36,7 +36,7 @@ def test_linen_sparsify_matches_param_transform(scan, remat, jit):
                           max_len=16, scan_layers=scan, remat=remat)
   model = gpt_lib.GPT(cfg)
   params = gpt_lib.init_params(model, jax.random.key(0))
-  sp = sj.srste_nm(RULES, decay=0.1)
+  sp = sj.srste(RULES, decay=0.1)
   state = sp.init(params)
   tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
   sparse_model = sjflax.sparsify(model, sp)
@@ -69,7 +69,7 @@ def test_linen_sparsify_matches_param_transform(scan, remat, jit):
 
 
 def test_linen_sparsify_class_and_missing_state():
-  sp = sj.ste_nm(sj.NM(2, 4))
+  sp = sj.ste(sj.NM(2, 4))
   x = jax.random.normal(jax.random.key(0), (3, 8))
   layer = nn.Dense(4)
   params = layer.init(jax.random.key(1), x)["params"]
@@ -102,7 +102,7 @@ def test_nnx_sparsify_matches_param_transform(jit):
   y = jax.random.normal(jax.random.key(1), (32, 4))
   rules = [sj.Rule(r"hidden/.*/kernel", sj.NM(2, 4)),
            sj.Rule(r"head/kernel", sj.NM(1, 8))]
-  sp = sj.srste_nm(rules, decay=0.2)
+  sp = sj.srste(rules, decay=0.2)
   plain = MLP(16, (64, 64), 4, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(plain)
   state = sp.init(params)
@@ -127,15 +127,15 @@ def test_nnx_sparsify_matches_param_transform(jit):
   after = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
   assert jax.tree.structure(after) == jax.tree.structure(dense_state)
   jax.tree.map(np.testing.assert_array_equal, after, dense_state)
-  assert [p for p, _ in sj.named_leaves(nnx.state(sparse.model, nnx.Param))
-         ] == [p for p, _ in sj.named_leaves(params)]
+  assert [p for p, _ in sj.rules.named_leaves(nnx.state(sparse.model, nnx.Param))
+         ] == [p for p, _ in sj.rules.named_leaves(params)]
 
 
 def test_nnx_training_with_optimizer_shares_one_state():
   x = jax.random.normal(jax.random.key(0), (64, 16))
   y = jnp.sin(x[:, :4])
   rule = sj.Rule(r".*kernel", sj.NM(2, 4))
-  sp = sj.ste_nm(rule)
+  sp = sj.ste(rule)
   model = MLP(16, (64,), 4, rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, sj.wrap(optax.adam(1e-2), sp),
                             wrt=nnx.Param)
@@ -170,7 +170,7 @@ def test_nnx_training_with_optimizer_shares_one_state():
 
 
 def test_nnx_sparsify_twice_fresh_instance_and_given_state():
-  sp = sj.ste_nm(sj.NM(2, 4))
+  sp = sj.ste(sj.NM(2, 4))
   x = jax.random.normal(jax.random.key(0), (5, 8))
   model = nnx.Linear(8, 4, rngs=nnx.Rngs(0))
   first = sjflax.sparsify(model, sp)
@@ -209,7 +209,7 @@ def test_nnx_sparse_params_keep_param_sharding():
                                (None, "model"))
   with jax.set_mesh(mesh):
     layer = nnx.Linear(16, 8, kernel_init=init, rngs=nnx.Rngs(0))
-    sparse = sjflax.sparsify(layer, sj.ste_nm(sj.NM(2, 4)))
+    sparse = sjflax.sparsify(layer, sj.ste(sj.NM(2, 4)))
     kept = sparse.sparse_params()["kernel"]
   assert kept.sharding.is_equivalent_to(layer.kernel[...].sharding, 2)
   assert not kept.sharding.is_fully_replicated

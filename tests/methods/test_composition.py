@@ -50,7 +50,7 @@ def test_state_has_typed_extra_instead_of_scales():
   assert isinstance(state.extra, sj.methods.PartStates)
   assert state.extra.policy is None
   assert state.extra.forward["fc"]["kernel"].shape == ()
-  assert sj.is_dense(state.extra.forward["fc"]["bias"])
+  assert sj.masks.is_dense(state.extra.forward["fc"]["bias"])
 
 
 def test_swap_view_with_dataclasses_replace(maybe_jit):

@@ -13,8 +13,8 @@ RULE = [sj.Rule(r".*kernel", sj.Unstructured(0.8))]
 
 
 def _nnz(masks):
-  return {p: int(m.sum()) for p, m in sj.named_leaves(masks)
-          if not sj.is_dense(m)}
+  return {p: int(m.sum()) for p, m in sj.rules.named_leaves(masks)
+          if not sj.masks.is_dense(m)}
 
 
 @pytest.mark.parametrize("name, make", [
@@ -134,7 +134,7 @@ def test_regrown_weights_zero_and_moments_reset(name):
   assert int(r.sum()) > 0
   np.testing.assert_array_equal(np.asarray(params["fc1"]["kernel"])[r], 0.0)
   reset_leaves = 0
-  for path, leaf in sj.named_leaves(opt_state.inner):
+  for path, leaf in sj.rules.named_leaves(opt_state.inner):
     if path.endswith("fc1/kernel") and getattr(leaf, "shape", ()) == r.shape:
       np.testing.assert_array_equal(np.asarray(leaf)[r], 0.0, err_msg=path)
       reset_leaves += 1

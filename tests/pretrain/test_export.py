@@ -1,4 +1,4 @@
-"""The files a run exports: ``sparsejax.export`` written with a manifest."""
+"""The files a run exports: ``sparsejax.deploy.export`` written with a manifest."""
 
 import json
 

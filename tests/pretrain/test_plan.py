@@ -1,10 +1,11 @@
-"""Every method of the sparsifier table plans on the smoke model."""
+"""Every registered training method plans on the smoke model."""
 
 import os
 
 import jax
 import pytest
 
+from sparsejax.methods import registry
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import plan as plan_lib
 
@@ -12,12 +13,13 @@ SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs", "smoke.py")
 
 
-@pytest.mark.parametrize("method", sorted(plan_lib.SPARSIFIERS))
+@pytest.mark.parametrize("method", registry.names("train"))
 def test_every_method_plans(method):
   cfg = config_lib.load_config_file(SMOKE)
   cfg.sparsity.method = method
   cfg.sparsity.baseline = False
-  if method in ("gradual_magnitude", "rigl", "set", "static_random"):
+  if method in ("gradual_magnitude", "rigl", "set_sparse", "static_random",
+                "srigl", "topkast"):  # unstructured patterns
     cfg.sparsity.rules = config_lib.ALL_BLOCK_KERNELS + "=0.75"
   (arm,) = plan_lib.plan(cfg, jax.devices()[:1])
   assert arm.sparsifier is not None and arm.name == "sparse"
