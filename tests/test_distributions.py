@@ -27,7 +27,7 @@ def _kept_total(dist):
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.97])
 @pytest.mark.parametrize("method", ["uniform", "erk"])
 def test_totals_equal_global_target(method, target):
-  dist = getattr(sj, method)(PARAMS, RULES, target)
+  dist = getattr(sj.distributions, method)(PARAMS, RULES, target)
   summary, masked = _kept_total(dist)
   total = sum(r.size for r in masked)
   # Each leaf rounds its pruned count down: at most one entry per leaf.
