@@ -24,6 +24,7 @@ def get_config():
       os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
   c.sparsity.method = "gradual_magnitude"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=0.9"
+  c.sparsity.distribution = ""  # each layer at the rule's own 90%
   c.sparsity.begin_fraction = 0.25
   c.sparsity.end_fraction = 0.75
   c.sparsity.frequency = 1000

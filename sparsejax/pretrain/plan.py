@@ -45,15 +45,19 @@ def _steps(fraction: float, total: int) -> int:
   return int(round(fraction * total))
 
 
-def _hyperparameters(config: Any) -> dict[str, Any]:
+def _hyperparameters(config: Any, rules: list[sj.Rule]) -> dict[str, Any]:
   """Every method hyperparameter a config gives, by the factories' names.
 
   Phases and windows are fractions of ``train.steps`` in the config, so one
   recipe scales with the length of the run; a factory takes the subset its
-  signature names.
+  signature names. ``sparsity.distribution`` spreads ``sparsity.target`` over
+  the layers only where every rule's pattern has a sparsity to set (N:M
+  patterns have a fixed density).
   """
   s, total = config.sparsity, config.train.steps
   dist = s.distribution or None
+  if not all(r.pattern is None or r.pattern.has_sparsity for r in rules):
+    dist = None
   return {
       "total_steps": total,
       "dense_steps": _steps(s.dense_fraction, total),
@@ -109,9 +113,10 @@ def make_sparsifier(config: Any) -> Any:
         f"{('none',) + tuple(train_methods)}.")
   factory = registry.get(method, kind="train")
   accepted = inspect.signature(factory).parameters
-  kwargs = {k: v for k, v in _hyperparameters(config).items()
+  rules = config_lib.sparsity_rules(config)
+  kwargs = {k: v for k, v in _hyperparameters(config, rules).items()
             if k in accepted}
-  return factory(config_lib.sparsity_rules(config), **kwargs)
+  return factory(rules, **kwargs)
 
 
 def model_config(config: Any) -> gpt.GPTConfig:
