@@ -135,10 +135,8 @@ plt.show()
 # training). Gradual magnitude pruning ramps from 0 to 90% between steps 40
 # and 240, pruning every 20 steps, then fine-tunes.
 #
-# `sj.rigl`, `sj.set_sparse` and `sj.static_random` take
-# `distribution="erk", sparsity=0.9` directly. The `sj.gradual_magnitude`
-# factory takes the sparsity from each rule's pattern, so for ERK we build
-# the `sj.GradualMagnitude` sparsifier class with the same two arguments.
+# `sj.rigl`, `sj.set_sparse`, `sj.static_random` and `sj.gradual_magnitude`
+# all take `distribution="erk", sparsity=0.9` directly.
 
 # %%
 DELTA_T, T_END = 25, 300
@@ -149,7 +147,7 @@ methods = {
                          t_end=T_END, delta_t=DELTA_T, alpha=0.3),
     "RigL": sj.rigl(rules, distribution="erk", sparsity=SPARSITY,
                     t_end=T_END, delta_t=DELTA_T, alpha=0.3),
-    "gradual magnitude": sj.GradualMagnitude(
+    "gradual magnitude": sj.gradual_magnitude(
         rules, distribution="erk", sparsity=SPARSITY, begin_step=40,
         end_step=240, frequency=20),
 }

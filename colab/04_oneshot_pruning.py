@@ -58,6 +58,7 @@ import optax
 
 import sparsejax as sj
 from sparsejax.pretrain import data
+from sparsejax.pretrain import evaluate as evaluate_lib
 from sparsejax import oneshot
 from sparsejax.models import gpt
 
@@ -106,7 +107,7 @@ for step in range(STEPS):
     print(f"step {step:3d}  train loss {float(loss):.3f}")
 print(f"trained in {time.perf_counter() - start:.1f} s")
 
-dense_eval = gpt.evaluate(model, params, val_tokens, seq_len=SEQ,
+dense_eval = evaluate_lib.evaluate(model, params, val_tokens, seq_len=SEQ,
                           batch_size=32)
 print(f"dense: validation loss {dense_eval['loss']:.4f}, perplexity "
       f"{dense_eval['perplexity']:.3f} ({dense_eval['tokens']:,} tokens)")
@@ -169,7 +170,7 @@ for label, per_method in settings.items():
     seconds = time.perf_counter() - start
     summary = sj.summarize(pruned, masks, show=False)
     results[(label, method)] = dict(
-        gpt.evaluate(model, pruned["params"], val_tokens, seq_len=SEQ,
+        evaluate_lib.evaluate(model, pruned["params"], val_tokens, seq_len=SEQ,
                      batch_size=32),
         sparsity=summary.masked_sparsity, seconds=seconds)
 
@@ -216,7 +217,7 @@ start = time.perf_counter()
 seq_params, seq_masks = oneshot.prune(
     model, variables, calibration, sj.Rule(KERNELS, sj.NM(2, 4)),
     method="sparsegpt", sequential=True)
-seq_eval = gpt.evaluate(model, seq_params["params"], val_tokens, seq_len=SEQ,
+seq_eval = evaluate_lib.evaluate(model, seq_params["params"], val_tokens, seq_len=SEQ,
                         batch_size=32)
 print(f"SparseGPT 2:4 sequential: val loss {seq_eval['loss']:.4f} "
       f"(one-pass {results[('2:4', 'sparsegpt')]['loss']:.4f}, dense "

@@ -170,7 +170,11 @@ COLLECTIVES = re.compile(r"\b(all-gather|all-reduce|all-to-all|"
 def refresh_hlo(sp):
   mask_shardings = sj_sharding.like_params(
       jax.eval_shape(sp.init, params).masks, params, param_shardings, mesh)
-  refresh = jax.jit(lambda p, t: sp.masks_at(p, t),
+  def masks_after(p, t):  # the masks the method's update computes at step t
+    state = sp.init(p)._replace(step=jnp.asarray(t, jnp.int32) - 1)
+    return sp.update(p, jax.tree.map(jnp.zeros_like, p), state)[1].masks
+
+  refresh = jax.jit(masks_after,
                     in_shardings=(param_shardings, None),
                     out_shardings=mask_shardings)
   return refresh.lower(params, jnp.int32(5)).compile().as_text()

@@ -307,6 +307,22 @@ class Method:
     return self.map_targets(one, params, state.masks, fstate, pstate,
                             untargeted=lambda w: w)
 
+  def table(self, steps: Any, target: tuple[int, int]) -> Any:
+    """The schedule's host-side values at `steps` for one target pattern.
+
+    Delegates to the schedule part (e.g. `ProgressiveNM.table`: phase,
+    frame, n, m, beta per step).
+
+    >>> import sparsejax as sj
+    >>> sp = sj.progressive_nm(sj.NM(1, 8), total_steps=10, dense_steps=2)
+    >>> [int(p) for p in sp.table([0, 5], (1, 8)).phase]
+    [0, 1]
+    """
+    if not hasattr(self.schedule, "table"):
+      raise TypeError(f"the schedule {type(self.schedule).__name__} has no "
+                      "table; only N:M schedules (e.g. progressive_nm's) do.")
+    return self.schedule.table(steps, target)
+
   def diagnostics(self, state: state_lib.SparsityState) -> dict:
     """Scalars to log: flip rate, achieved sparsity (total and per leaf).
 
