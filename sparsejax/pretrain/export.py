@@ -121,7 +121,7 @@ def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
 
   Example:
     >>> import tempfile
-    >>> w = jnp.array([[1.], [0.], [3.], [0.]] * 8)
+    >>> w = jnp.array([[1.], [0.], [3.], [0.]] * 16)
     >>> man = export_weights({"k": w, "b": jnp.ones(1)},
     ...                      {"k": w != 0, "b": sj.masks.dense_mask()},
     ...                      [sj.Rule("k", sj.NM(2, 4))], tempfile.mkdtemp())
