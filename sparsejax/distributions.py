@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from sparsejax import _checks
 from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
 
@@ -30,7 +31,7 @@ def _targets(params, rules):
 def _pinned(shapes, fixed):
   pinned = {}
   for regex, sparsity in (fixed or {}).items():
-    patterns_lib.check_sparsity(sparsity, f"fixed[{regex!r}]")
+    _checks.check_fraction(sparsity, f"fixed[{regex!r}]")
     hits = [p for p in shapes if re.fullmatch(regex, p)]
     if not hits:
       raise ValueError(f"fixed sparsity {regex!r} matches no targeted leaf; "
@@ -74,7 +75,7 @@ def erk(params, rules, sparsity, *, power=1.0, fixed=None):
 
 
 def _solve(shapes, sparsity, fixed, weight, cap):
-  patterns_lib.check_sparsity(sparsity)
+  _checks.check_fraction(sparsity, "sparsity")
   sizes = {p: math.prod(s) for p, s in shapes.items()}
   pinned = _pinned(shapes, fixed)
   kept_budget = (1.0 - sparsity) * sum(sizes.values())

@@ -10,6 +10,7 @@ broadcasts in `jnp.where(mask, w, 0)` and costs nothing to store or shard.
 import jax
 import jax.numpy as jnp
 
+from sparsejax import _checks
 from sparsejax import _ranking
 from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
@@ -151,7 +152,7 @@ def compute_global_masks(params, rules, sparsity, *, scores=None,
   >>> m["a"].astype(int), m["b"].astype(int)
   (Array([[0, 0]], dtype=int32), Array([[1, 1]], dtype=int32))
   """
-  patterns_lib.check_sparsity(sparsity)
+  _checks.check_fraction(sparsity, "sparsity")
   rules_lib.report_unused(params, rules, on_unused)
   assignment = rules_lib.assign(params, rules)
   if scores is None:
