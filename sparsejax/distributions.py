@@ -8,6 +8,7 @@ rounds its pruned count down).
 
 import math
 import re
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -41,7 +42,8 @@ def _pinned(shapes, fixed):
   return pinned
 
 
-def uniform(params, rules, sparsity, *, fixed=None):
+def uniform(params: Any, rules: Any, sparsity: float, *,
+            fixed: Mapping[str, float] | None = None) -> dict[str, float]:
   """Every targeted leaf gets `sparsity`, except those pinned in `fixed`.
 
   With `fixed`, the remaining leaves share one sparsity chosen so the global
@@ -56,7 +58,8 @@ def uniform(params, rules, sparsity, *, fixed=None):
                 lambda shape: 1.0, cap=False)
 
 
-def erk(params, rules, sparsity, *, power=1.0, fixed=None):
+def erk(params: Any, rules: Any, sparsity: float, *, power: float = 1.0,
+        fixed: Mapping[str, float] | None = None) -> dict[str, float]:
   """Erdos-Renyi-Kernel: density proportional to `(sum(dims) / prod(dims))**power`.
 
   Solves `sum_l eps * p_l * N_l = (1 - s) * sum_l N_l`; a layer whose density
