@@ -8,7 +8,19 @@ import math
 from typing import Any, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+
+class ParamTypeError(TypeError, ValueError):
+  """A parameter of the wrong type.
+
+  Also a `ValueError`, so a caller that catches either sees it (as NumPy's
+  `AxisError` is both a `ValueError` and an `IndexError`).
+
+  >>> issubclass(ParamTypeError, TypeError), issubclass(ParamTypeError, ValueError)
+  (True, True)
+  """
 
 
 def where(path: str) -> str:
@@ -40,27 +52,29 @@ def check_int(value: Any, name: str, lo: int | None = None) -> int:
   ValueError: delta_t must be >= 1; got 0.
   """
   if not is_int(value):
-    raise TypeError(f"{name} must be an int; got {value!r}.")
+    raise ParamTypeError(f"{name} must be an int; got {value!r}.")
   if lo is not None and value < lo:
     raise ValueError(f"{name} must be >= {lo}; got {value}.")
   return int(value)
 
 
 def check_nm(n: Any, m: Any, name: str = "N:M") -> tuple[int, int]:
-  """Returns `(n, m)` as ints; raises unless `1 <= n <= m`.
+  """Returns `(n, m)` as ints; raises unless they are ints with `1 <= n <= m`.
 
   >>> check_nm(2, 4)
   (2, 4)
   >>> check_nm(5, 4, "target")
   Traceback (most recent call last):
   ...
-  ValueError: target needs 1 <= n <= m; got 5:4.
+  ValueError: target needs n >= 1 and n <= m (`n` kept of every `m`); got 5:4.
   """
   for label, value in (("n", n), ("m", m)):
     if not is_int(value):
-      raise TypeError(f"{name}.{label} must be an int; got {value!r}.")
+      raise ParamTypeError(f"{name}.{label} must be an int; got {value!r}.")
   if not 1 <= n <= m:
-    raise ValueError(f"{name} needs 1 <= n <= m; got {n}:{m}.")
+    raise ValueError(
+        f"{name} needs n >= 1 and n <= m (`n` kept of every `m`); got "
+        f"{n}:{m}.")
   return int(n), int(m)
 
 
@@ -81,12 +95,33 @@ def check_fraction(value: Any, name: str, *, closed: bool = False) -> Any:
   try:
     v = float(value)
   except (TypeError, ValueError):
-    raise TypeError(f"{name} must be a number; got {value!r}.") from None
+    raise ParamTypeError(f"{name} must be a number; got {value!r}.") from None
   hi_ok = v <= 1.0 if closed else v < 1.0
   if not (math.isfinite(v) and v >= 0.0 and hi_ok):
     raise ValueError(
         f"{name} must be in [0, 1{']' if closed else ')'}; got {value!r}.")
   return value
+
+
+def check_real(value: Any, name: str, lo: float,
+               hi: float | None = None) -> float:
+  """Returns `value` as a float; raises unless it is finite, in `[lo, hi]`.
+
+  >>> check_real(0.5, "final", 0.0, 1.0)
+  0.5
+  >>> check_real(1.5, "final", 0.0, 1.0)
+  Traceback (most recent call last):
+  ...
+  ValueError: final must be in [0.0, 1.0]; got 1.5.
+  """
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ParamTypeError(f"{name} must be a number; got {value!r}.") from None
+  if not math.isfinite(v) or v < lo or (hi is not None and v > hi):
+    rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+    raise ValueError(f"{name} must be {rng}; got {value!r}.")
+  return v
 
 
 def check_nonnegative(value: Any, name: str) -> float:
@@ -95,13 +130,21 @@ def check_nonnegative(value: Any, name: str) -> float:
   >>> check_nonnegative(2e-4, "decay")
   0.0002
   """
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise TypeError(f"{name} must be a number; got {value!r}.") from None
-  if not math.isfinite(v) or v < 0:
-    raise ValueError(f"{name} must be >= 0; got {value!r}.")
-  return v
+  return check_real(value, name, 0)
+
+
+def check_floating(dtype: Any, name: str, path: str = "",
+                   hint: str = "") -> None:
+  """Raises unless `dtype` is a floating-point dtype (`hint` ends the message).
+
+  >>> check_floating(np.int32, "scores", "fc/kernel")
+  Traceback (most recent call last):
+  ...
+  sparsejax._checks.ParamTypeError: scores must be floating-point at 'fc/kernel'; got dtype int32.
+  """
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ParamTypeError(f"{name} must be floating-point{where(path)}; got "
+                         f"dtype {np.dtype(dtype)}.{hint}")
 
 
 def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:

@@ -12,16 +12,18 @@ Both keep exactly the requested count. Ties are broken by position (the lower
 index wins) and NaN scores rank below every finite score and below -inf.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
 
-def finite_first(scores):
+def finite_first(scores: jax.Array) -> jax.Array:
   """Replaces NaN by -inf so a NaN score is never preferred to a number."""
   return jnp.where(jnp.isnan(scores), -jnp.inf, scores)
 
 
-def order_key(scores):
+def order_key(scores: jax.Array) -> jax.Array:
   """Maps floats to uint32 keys whose unsigned order is the float order.
 
   NaN maps below -inf; -0.0 maps just below +0.0 (a deterministic choice).
@@ -35,7 +37,8 @@ def order_key(scores):
   return jnp.where(jnp.isnan(f32), jnp.uint32(0), key)
 
 
-def keep_top_n_in_groups(scores, n, axis, m):
+def keep_top_n_in_groups(scores: jax.Array, n: int, axis: int,
+                         m: int) -> jax.Array:
   """Keeps the `n` largest of every `m` consecutive entries along `axis`.
 
   The group axis stays in place: the array is viewed as (..., G, m, ...) and
@@ -56,7 +59,7 @@ def keep_top_n_in_groups(scores, n, axis, m):
   return (rank < n).reshape(shape)
 
 
-def keep_top_k(rows, k):
+def keep_top_k(rows: jax.Array, k: Any) -> jax.Array:
   """Keeps the `k` largest entries of every row of a 2-D score array.
 
   `k` may be a Python int or a traced int32 scalar (so a schedule can move it

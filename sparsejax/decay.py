@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sparsejax import _checks
+
 __all__ = [
     "MaskedDecayState",
     "masked_decay",
@@ -47,13 +49,7 @@ def _check_scalar_or_schedule(value: Any, name: str) -> None:
   if jnp.ndim(value) != 0:
     raise ValueError(f"`{name}` must be a scalar or a schedule, got {value!r}.")
   if not isinstance(value, jax.core.Tracer):
-    try:
-      v = float(value)
-    except (TypeError, ValueError):
-      raise ValueError(
-          f"`{name}` must be a scalar or a schedule, got {value!r}.") from None
-    if v < 0:
-      raise ValueError(f"`{name}` must be >= 0, got {v}.")
+    _checks.check_nonnegative(value, f"`{name}`")
 
 
 def _value(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
@@ -114,6 +110,28 @@ def _add(updates: Any, terms: Any, sign: float) -> Any:
       updates, terms, is_leaf=lambda x: x is None)
 
 
+def _pruned_decay(name: str, masks: Any, sign: float,
+                  scale: Callable[[jax.Array], Any]
+                  ) -> optax.GradientTransformationExtraArgs:
+  """Adds `sign * scale(count) * W` to the updates of pruned entries.
+
+  `name` names the transformation in mask errors.
+  """
+
+  def init_fn(params):
+    del params
+    return MaskedDecayState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    m = _resolve_masks(masks, params, extra_args, name)
+    terms = _pruned_term(scale(state.count), updates, params, m)
+    new_updates = _add(updates, terms, sign)
+    return new_updates, MaskedDecayState(
+        count=optax.safe_int32_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def masked_decay(
     decay: ScalarOrSchedule,
     masks: Any | Callable[[Any], Any] = None,
@@ -148,20 +166,8 @@ def masked_decay(
   (Array([ 0., -1.], dtype=float32), Array([0.], dtype=float32))
   """
   _check_scalar_or_schedule(decay, "decay")
-
-  def init_fn(params):
-    del params
-    return MaskedDecayState(count=jnp.zeros([], jnp.int32))
-
-  def update_fn(updates, state, params=None, **extra_args):
-    m = _resolve_masks(masks, params, extra_args, "masked_decay")
-    alpha = _value(decay, state.count)
-    terms = _pruned_term(alpha, updates, params, m)
-    new_updates = _add(updates, terms, 1.0)
-    return new_updates, MaskedDecayState(
-        count=optax.safe_int32_increment(state.count))
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _pruned_decay("masked_decay", masks, 1.0,
+                       lambda count: _value(decay, count))
 
 
 def decoupled_masked_decay(
@@ -198,17 +204,6 @@ def decoupled_masked_decay(
   """
   _check_scalar_or_schedule(decay, "decay")
   _check_scalar_or_schedule(lr, "lr")
-
-  def init_fn(params):
-    del params
-    return MaskedDecayState(count=jnp.zeros([], jnp.int32))
-
-  def update_fn(updates, state, params=None, **extra_args):
-    m = _resolve_masks(masks, params, extra_args, "decoupled_masked_decay")
-    scale = _value(decay, state.count) * _value(lr, state.count)
-    terms = _pruned_term(scale, updates, params, m)
-    new_updates = _add(updates, terms, -1.0)
-    return new_updates, MaskedDecayState(
-        count=optax.safe_int32_increment(state.count))
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _pruned_decay(
+      "decoupled_masked_decay", masks, -1.0,
+      lambda count: _value(decay, count) * _value(lr, count))

@@ -26,7 +26,6 @@ import numpy as np
 
 from pallas_kernels import formats
 from sparsejax import masks as masks_lib
-from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
 from sparsejax.flax.compressed import serving  # noqa: F401  (re-export)
 
@@ -89,11 +88,11 @@ def _block_grid(path, mask, block):
 def _check_existing(path, c, pattern):
   """A leaf that is already compressed must match its rule's pattern."""
   if isinstance(c, formats.NMCompressed):
-    ok = (isinstance(pattern, patterns_lib.NM) and not pattern.transposable
+    ok = (pattern is not None and pattern.is_nm and not pattern.transposable
           and (pattern.n, pattern.m) == (c.n, c.m)
           and pattern.group_axis(2, path) == 0)
   else:
-    ok = isinstance(pattern, patterns_lib.Block) and tuple(
+    ok = pattern is not None and pattern.is_block and tuple(
         pattern.block) == tuple(c.block_shape)
   if not ok:
     raise ValueError(
@@ -104,7 +103,7 @@ def _check_existing(path, c, pattern):
 
 def _compress(path, w, mask, pattern):
   """The compressed leaf for a pattern with a format, or `(None, reason)`."""
-  if isinstance(pattern, patterns_lib.NM):
+  if pattern.is_nm:
     if pattern.transposable:
       return None, "transposable N:M has no compressed format"
     if pattern.group_axis(2, path) != 0:
@@ -114,7 +113,7 @@ def _compress(path, w, mask, pattern):
                              axis_name=f"mask at {path!r}")
     return formats.compress_nm(w, mask, pattern.n, pattern.m,
                                validate=False), "compressed"
-  if isinstance(pattern, patterns_lib.Block):
+  if pattern.is_block:
     block = tuple(pattern.block)
     grid = _block_grid(path, mask, block)
     padded = formats.compress_padded_block(w, grid, block, major="col")

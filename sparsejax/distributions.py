@@ -8,9 +8,11 @@ rounds its pruned count down).
 
 import math
 import re
+from typing import Any, Mapping
 
 import numpy as np
 
+from sparsejax import _checks
 from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
 
@@ -30,7 +32,7 @@ def _targets(params, rules):
 def _pinned(shapes, fixed):
   pinned = {}
   for regex, sparsity in (fixed or {}).items():
-    patterns_lib.check_sparsity(sparsity, f"fixed[{regex!r}]")
+    _checks.check_fraction(sparsity, f"fixed[{regex!r}]")
     hits = [p for p in shapes if re.fullmatch(regex, p)]
     if not hits:
       raise ValueError(f"fixed sparsity {regex!r} matches no targeted leaf; "
@@ -40,7 +42,8 @@ def _pinned(shapes, fixed):
   return pinned
 
 
-def uniform(params, rules, sparsity, *, fixed=None):
+def uniform(params: Any, rules: Any, sparsity: float, *,
+            fixed: Mapping[str, float] | None = None) -> dict[str, float]:
   """Every targeted leaf gets `sparsity`, except those pinned in `fixed`.
 
   With `fixed`, the remaining leaves share one sparsity chosen so the global
@@ -55,7 +58,8 @@ def uniform(params, rules, sparsity, *, fixed=None):
                 lambda shape: 1.0, cap=False)
 
 
-def erk(params, rules, sparsity, *, power=1.0, fixed=None):
+def erk(params: Any, rules: Any, sparsity: float, *, power: float = 1.0,
+        fixed: Mapping[str, float] | None = None) -> dict[str, float]:
   """Erdos-Renyi-Kernel: density proportional to `(sum(dims) / prod(dims))**power`.
 
   Solves `sum_l eps * p_l * N_l = (1 - s) * sum_l N_l`; a layer whose density
@@ -74,7 +78,7 @@ def erk(params, rules, sparsity, *, power=1.0, fixed=None):
 
 
 def _solve(shapes, sparsity, fixed, weight, cap):
-  patterns_lib.check_sparsity(sparsity)
+  _checks.check_fraction(sparsity, "sparsity")
   sizes = {p: math.prod(s) for p, s in shapes.items()}
   pinned = _pinned(shapes, fixed)
   kept_budget = (1.0 - sparsity) * sum(sizes.values())

@@ -7,16 +7,19 @@ of its param's shape; a dense leaf holds a 0-d `True` (`dense_mask()`), which
 broadcasts in `jnp.where(mask, w, 0)` and costs nothing to store or shard.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
+from sparsejax import _checks
 from sparsejax import _ranking
 from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
 from sparsejax import scores as scores_lib
 
 
-def dense_mask():
+def dense_mask() -> jax.Array:
   """The marker a mask tree holds for a leaf that is not masked.
 
   >>> dense_mask()
@@ -25,7 +28,7 @@ def dense_mask():
   return jnp.ones((), bool)
 
 
-def is_dense(mask):
+def is_dense(mask: Any) -> bool:
   """Whether a mask leaf is the dense marker (a 0-d array).
 
   >>> is_dense(dense_mask()), is_dense(jnp.ones((2, 2), bool))
@@ -34,7 +37,7 @@ def is_dense(mask):
   return getattr(mask, "shape", None) == ()
 
 
-def named_pairs(params, masks):
+def named_pairs(params: Any, masks: Any) -> list[tuple[str, Any, Any]]:
   """`[(path, param, mask), ...]`; a clear error if the two trees differ."""
   named_params = rules_lib.named_leaves(params)
   named_masks = rules_lib.named_leaves(masks)
@@ -50,7 +53,7 @@ def named_pairs(params, masks):
   return [(path, w, m) for (path, w), (_, m) in zip(named_params, named_masks)]
 
 
-def check_masks(params, masks):
+def check_masks(params: Any, masks: Any) -> None:
   """Raises a ValueError naming the leaf whose mask does not fit its param.
 
   >>> check_masks({"w": jnp.ones((2, 2))}, {"w": jnp.ones((2, 3), bool)})
@@ -68,8 +71,8 @@ def check_masks(params, masks):
       raise TypeError(f"mask at {path!r} must be bool; got {m.dtype}.")
 
 
-def compute_masks(params, rules, *, scores=None, sparsity=None,
-                  on_unused="warn"):
+def compute_masks(params: Any, rules: Any, *, scores: Any = None,
+                  sparsity: Any = None, on_unused: str = "warn") -> Any:
   """Computes a mask tree mirroring `params`.
 
   Args:
@@ -124,7 +127,7 @@ def compute_masks(params, rules, *, scores=None, sparsity=None,
   return jax.tree_util.tree_map_with_path(one, params)
 
 
-def apply_masks(params, masks):
+def apply_masks(params: Any, masks: Any) -> Any:
   """Zeroes the pruned entries: `where(mask, w, 0)` leaf by leaf.
 
   >>> apply_masks({"w": jnp.array([1., 2.])}, {"w": jnp.array([True, False])})
@@ -136,8 +139,8 @@ def apply_masks(params, masks):
       params, masks)
 
 
-def compute_global_masks(params, rules, sparsity, *, scores=None,
-                         on_unused="warn"):
+def compute_global_masks(params: Any, rules: Any, sparsity: float, *,
+                         scores: Any = None, on_unused: str = "warn") -> Any:
   """One threshold across every targeted leaf (global magnitude / saliency).
 
   Exactly `floor(sparsity * total)` entries are pruned over all leaves the
@@ -151,7 +154,7 @@ def compute_global_masks(params, rules, sparsity, *, scores=None,
   >>> m["a"].astype(int), m["b"].astype(int)
   (Array([[0, 0]], dtype=int32), Array([[1, 1]], dtype=int32))
   """
-  patterns_lib.check_sparsity(sparsity)
+  _checks.check_fraction(sparsity, "sparsity")
   rules_lib.report_unused(params, rules, on_unused)
   assignment = rules_lib.assign(params, rules)
   if scores is None:

@@ -33,7 +33,7 @@ class WrappedState(NamedTuple):
   sparsity: SparsityState
 
 
-def sparsity_state(opt_state):
+def sparsity_state(opt_state: Any) -> SparsityState:
   """Finds the `SparsityState` inside an optimizer state (however nested).
 
   >>> import optax, sparsejax as sj
@@ -52,7 +52,7 @@ def sparsity_state(opt_state):
   return found[0]
 
 
-def reset_where(opt_state, params, reset):
+def reset_where(opt_state: Any, params: Any, reset: Any) -> Any:
   """Zeroes optimizer-state entries of regrown weights, for any optimizer.
 
   A state leaf is reset where `reset` is True when its path ends with a
@@ -85,7 +85,8 @@ def reset_where(opt_state, params, reset):
   return jax.tree_util.tree_map_with_path(one, opt_state)
 
 
-def wrap(tx, sparsifier):
+def wrap(tx: optax.GradientTransformation,
+         sparsifier: Any) -> optax.GradientTransformationExtraArgs:
   """Composes an optax optimizer with a sparsifier.
 
   Args:

@@ -7,6 +7,7 @@ multiple of 8 entries), so packing and unpacking need no collectives.
 """
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ jax.tree_util.register_dataclass(
     PackedMask, data_fields=["bits"], meta_fields=["length"])
 
 
-def pack(mask):
+def pack(mask: jax.Array) -> "PackedMask":
   """Packs one bool mask along its last axis.
 
   >>> packed = pack(jnp.array([[True, False, True]]))
@@ -52,7 +53,7 @@ def pack(mask):
   return PackedMask(bits, length)
 
 
-def unpack(packed):
+def unpack(packed: "PackedMask") -> jax.Array:
   """Inverse of `pack`.
 
   >>> unpack(pack(jnp.array([True, False, True]))).astype(int)
@@ -63,7 +64,7 @@ def unpack(packed):
   return flat[..., :packed.length].astype(bool)
 
 
-def pack_masks(masks):
+def pack_masks(masks: Any) -> Any:
   """Packs every mask leaf of a mask tree; dense markers stay as they are.
 
   >>> tree = pack_masks({"w": jnp.ones((4, 16), bool), "b": masks_lib.dense_mask()})
@@ -73,7 +74,7 @@ def pack_masks(masks):
   return jax.tree.map(lambda m: m if masks_lib.is_dense(m) else pack(m), masks)
 
 
-def unpack_masks(packed):
+def unpack_masks(packed: Any) -> Any:
   """Inverse of `pack_masks`.
 
   >>> m = {"w": jnp.eye(3, dtype=bool)}

@@ -16,8 +16,9 @@ of a 2-D kernel and axis -2 of a convolution kernel.
 import dataclasses
 import functools
 import itertools
-from typing import Literal
+from typing import Any, Literal, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -26,20 +27,20 @@ from sparsejax import _ranking
 
 
 
-def check_float(dtype, path=""):
-  """Raises a TypeError unless `dtype` is a floating-point dtype."""
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(
-        f"sparsity patterns need floating-point scores{_checks.where(path)}; got dtype "
-        f"{dtype}. Integer and bool leaves cannot be pruned by score.")
+def check_float(dtype: Any, path: str = "") -> None:
+  """Raises a TypeError unless `dtype` is a floating-point dtype.
+
+  >>> check_float(jnp.int32, "w")
+  Traceback (most recent call last):
+  ...
+  sparsejax._checks.ParamTypeError: scores must be floating-point at 'w'; got dtype int32. Sparsity patterns rank floating-point scores: integer and bool leaves cannot be pruned by score.
+  """
+  _checks.check_floating(
+      dtype, "scores", path, " Sparsity patterns rank floating-point scores: "
+      "integer and bool leaves cannot be pruned by score.")
 
 
-def check_sparsity(sparsity, name="sparsity"):
-  """Raises a ValueError unless `sparsity` is a number in [0, 1)."""
-  _checks.check_fraction(sparsity, name)
-
-
-def kept_count(size, sparsity):
+def kept_count(size: int, sparsity: Any) -> jax.Array:
   """Entries kept out of `size`: `size - floor(sparsity * size)`.
 
   >>> int(kept_count(10, 0.75))
@@ -52,39 +53,46 @@ def kept_count(size, sparsity):
 class Pattern:
   """Base class of every pattern: `mask(scores, path="") -> bool array`."""
 
-  def check(self, shape, dtype=jnp.float32, path=""):
+  def check(self, shape: Sequence[int], dtype: Any = jnp.float32,
+            path: str = "") -> None:
     """Raises a clear error if this pattern cannot apply to a leaf."""
     raise NotImplementedError
 
-  def mask(self, scores, path=""):
+  def mask(self, scores: jax.Array, path: str = "") -> jax.Array:
+    """The bool mask of `scores` (its shape) that this pattern keeps."""
     raise NotImplementedError
 
   @property
-  def density(self):
+  def density(self) -> float | None:
     """Fraction of entries the pattern keeps (None when it varies by leaf)."""
     return None
 
   @property
-  def name(self):
+  def name(self) -> str:
     """A short label of the structure, without any per-leaf sparsity."""
     return str(self)
 
   @property
-  def is_nm(self):
+  def is_nm(self) -> bool:
     """Whether the pattern keeps `n` of every `m` entries (N:M)."""
     return False
 
   @property
-  def is_unstructured(self):
+  def is_unstructured(self) -> bool:
     """Whether the pattern keeps the top entries one by one (no structure)."""
     return False
 
   @property
-  def has_sparsity(self):
+  def is_block(self) -> bool:
+    """Whether the pattern keeps whole `block`-shaped tiles."""
+    return False
+
+  @property
+  def has_sparsity(self) -> bool:
     """Whether the pattern has a sparsity fraction `with_sparsity` can set."""
     return False
 
-  def with_sparsity(self, sparsity):
+  def with_sparsity(self, sparsity: Any) -> "Pattern":
     """This pattern at another sparsity (per-layer distributions, schedules).
 
     >>> Unstructured(0.5).with_sparsity(0.9)
@@ -94,6 +102,29 @@ class Pattern:
       raise ValueError(f"pattern {self} has a fixed density; a per-layer "
                        "sparsity cannot be assigned to it.")
     return dataclasses.replace(self, sparsity=sparsity)
+
+
+class FractionPattern(Pattern):
+  """A pattern that prunes a `sparsity` fraction of its units.
+
+  Subclasses are dataclasses with a `sparsity` field and a `name`.
+
+  >>> Channel(0.25).density, Channel(0.25).has_sparsity, str(Channel(0.25))
+  (0.75, True, 'channel axis -1 25%')
+  """
+
+  sparsity: float
+
+  @property
+  def density(self) -> float:
+    return 1.0 - self.sparsity
+
+  @property
+  def has_sparsity(self) -> bool:
+    return True
+
+  def __str__(self) -> str:
+    return f"{self.name} {float(self.sparsity):.0%}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,31 +154,24 @@ class NM(Pattern):
   axis: int | None = None
   transposable: bool = False
 
-  def __post_init__(self):
-    for name in ("n", "m"):
-      value = getattr(self, name)
-      if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"NM.{name} must be an int; got {value!r}.")
-    if self.m < 1 or self.n < 1:
-      raise ValueError(f"NM needs n >= 1 and m >= 1; got {self.n}:{self.m}.")
-    if self.n > self.m:
-      raise ValueError(f"NM needs n <= m; got {self.n}:{self.m}.")
+  def __post_init__(self) -> None:
+    _checks.check_nm(self.n, self.m, "NM")
     if self.transposable and self.m > 4:
       raise ValueError(
           f"transposable N:M is supported for m <= 4; got {self.n}:{self.m}.")
 
   @property
-  def density(self):
+  def density(self) -> float:
     return self.n / self.m
 
   @property
-  def is_nm(self):
+  def is_nm(self) -> bool:
     return True
 
   def __str__(self):
     return f"{self.n}:{self.m}" + (" transposable" if self.transposable else "")
 
-  def group_axis(self, ndim, path=""):
+  def group_axis(self, ndim: int, path: str = "") -> int:
     """The axis groups run along for a leaf with `ndim` dimensions."""
     if self.axis is not None:
       if not -ndim <= self.axis < ndim:
@@ -163,7 +187,8 @@ class NM(Pattern):
         "contraction axis is only implied for 2-D Dense kernels (axis 0) and "
         "3-5-D convolution kernels (axis -2). Pass NM(n, m, axis=...).")
 
-  def check(self, shape, dtype=jnp.float32, path=""):
+  def check(self, shape: Sequence[int], dtype: Any = jnp.float32,
+            path: str = "") -> None:
     check_float(dtype, path)
     axis = self.group_axis(len(shape), path)
     if shape[axis] % self.m:
@@ -180,7 +205,7 @@ class NM(Pattern):
             f"transposable {self.n}:{self.m}{_checks.where(path)} tiles the last two "
             f"axes by {self.m}x{self.m}; shape {tuple(shape)} does not fit.")
 
-  def mask(self, scores, path=""):
+  def mask(self, scores: jax.Array, path: str = "") -> jax.Array:
     self.check(scores.shape, scores.dtype, path)
     if self.transposable:
       return _transposable_mask(scores, self.n, self.m)
@@ -189,7 +214,7 @@ class NM(Pattern):
 
 
 @functools.lru_cache(maxsize=None)
-def transposable_tiles(n, m):
+def transposable_tiles(n: int, m: int) -> np.ndarray:
   """All m x m 0/1 tiles with exactly n ones in every row and column.
 
   >>> transposable_tiles(2, 4).shape
@@ -218,7 +243,7 @@ def _transposable_mask(scores, n, m):
 
 
 @dataclasses.dataclass(frozen=True)
-class Unstructured(Pattern):
+class Unstructured(FractionPattern):
   """Keeps the top `(1 - sparsity)` fraction of scores.
 
   Exactly `floor(sparsity * size)` entries are pruned per comparison group.
@@ -237,35 +262,25 @@ class Unstructured(Pattern):
   sparsity: float
   per_output: bool = False
 
-  def __post_init__(self):
-    check_sparsity(self.sparsity, "Unstructured.sparsity")
+  def __post_init__(self) -> None:
+    _checks.check_fraction(self.sparsity, "Unstructured.sparsity")
 
   @property
-  def density(self):
-    return 1.0 - self.sparsity
-
-  @property
-  def is_unstructured(self):
+  def is_unstructured(self) -> bool:
     return True
 
   @property
-  def has_sparsity(self):
-    return True
-
-  @property
-  def name(self):
+  def name(self) -> str:
     return "unstructured" + (" per output" if self.per_output else "")
 
-  def __str__(self):
-    return f"{self.name} {float(self.sparsity):.0%}"
-
-  def check(self, shape, dtype=jnp.float32, path=""):
+  def check(self, shape: Sequence[int], dtype: Any = jnp.float32,
+            path: str = "") -> None:
     check_float(dtype, path)
     if self.per_output and len(shape) < 2:
       raise ValueError(f"per-output unstructured sparsity needs at least 2 "
                        f"dims{_checks.where(path)}; got shape {tuple(shape)}.")
 
-  def mask(self, scores, path=""):
+  def mask(self, scores: jax.Array, path: str = "") -> jax.Array:
     self.check(scores.shape, scores.dtype, path)
     if self.per_output:
       rows = scores.reshape(-1, scores.shape[-1]).T
@@ -277,7 +292,7 @@ class Unstructured(Pattern):
 
 
 @dataclasses.dataclass(frozen=True)
-class Block(Pattern):
+class Block(FractionPattern):
   """Keeps the top `(1 - sparsity)` fraction of (bh, bw) blocks.
 
   Blocks tile the last two axes; a block's score pools the scores inside it
@@ -299,33 +314,27 @@ class Block(Pattern):
   sparsity: float
   pool: Literal["mean", "max"] = "mean"
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     block = tuple(self.block)
     if len(block) != 2 or any(
         not isinstance(b, (int, np.integer)) or b < 1 for b in block):
       raise ValueError(f"Block.block must be two positive ints; got "
                        f"{self.block!r}.")
     object.__setattr__(self, "block", block)
-    check_sparsity(self.sparsity, "Block.sparsity")
+    _checks.check_fraction(self.sparsity, "Block.sparsity")
     if self.pool not in ("mean", "max"):
       raise ValueError(f"Block.pool must be 'mean' or 'max'; got {self.pool!r}.")
 
   @property
-  def density(self):
-    return 1.0 - self.sparsity
-
-  @property
-  def has_sparsity(self):
+  def is_block(self) -> bool:
     return True
 
   @property
-  def name(self):
+  def name(self) -> str:
     return f"block {self.block[0]}x{self.block[1]}"
 
-  def __str__(self):
-    return f"{self.name} {float(self.sparsity):.0%}"
-
-  def check(self, shape, dtype=jnp.float32, path=""):
+  def check(self, shape: Sequence[int], dtype: Any = jnp.float32,
+            path: str = "") -> None:
     check_float(dtype, path)
     if len(shape) < 2:
       raise ValueError(f"block sparsity needs at least 2 dims{_checks.where(path)}; "
@@ -336,7 +345,7 @@ class Block(Pattern):
           f"block {bh}x{bw}{_checks.where(path)} must divide the last two dims of "
           f"shape {tuple(shape)} (no padding is applied).")
 
-  def block_scores(self, scores):
+  def block_scores(self, scores: jax.Array) -> jax.Array:
     """Pooled score of every block: shape (..., rows/bh, cols/bw)."""
     *lead, rows, cols = scores.shape
     bh, bw = self.block
@@ -345,7 +354,7 @@ class Block(Pattern):
     pool = jnp.mean if self.pool == "mean" else jnp.max
     return pool(tiles, axis=(-3, -1))
 
-  def mask(self, scores, path=""):
+  def mask(self, scores: jax.Array, path: str = "") -> jax.Array:
     self.check(scores.shape, scores.dtype, path)
     pooled = self.block_scores(scores)
     rows = pooled.reshape(1, -1)
@@ -356,7 +365,7 @@ class Block(Pattern):
 
 
 @dataclasses.dataclass(frozen=True)
-class Channel(Pattern):
+class Channel(FractionPattern):
   """Keeps whole channels: the top `(1 - sparsity)` slices along `axis`.
 
   A channel's score is the mean of the scores in its slice. `axis=-1` prunes
@@ -373,31 +382,21 @@ class Channel(Pattern):
   sparsity: float
   axis: int = -1
 
-  def __post_init__(self):
-    check_sparsity(self.sparsity, "Channel.sparsity")
+  def __post_init__(self) -> None:
+    _checks.check_fraction(self.sparsity, "Channel.sparsity")
 
   @property
-  def density(self):
-    return 1.0 - self.sparsity
-
-  @property
-  def has_sparsity(self):
-    return True
-
-  @property
-  def name(self):
+  def name(self) -> str:
     return f"channel axis {self.axis}"
 
-  def __str__(self):
-    return f"{self.name} {float(self.sparsity):.0%}"
-
-  def check(self, shape, dtype=jnp.float32, path=""):
+  def check(self, shape: Sequence[int], dtype: Any = jnp.float32,
+            path: str = "") -> None:
     check_float(dtype, path)
     if not -len(shape) <= self.axis < len(shape):
       raise ValueError(f"channel axis {self.axis} is out of range for shape "
                        f"{tuple(shape)}{_checks.where(path)}.")
 
-  def mask(self, scores, path=""):
+  def mask(self, scores: jax.Array, path: str = "") -> jax.Array:
     self.check(scores.shape, scores.dtype, path)
     axis = self.axis % scores.ndim
     others = tuple(a for a in range(scores.ndim) if a != axis)
@@ -410,7 +409,7 @@ class Channel(Pattern):
     return jnp.broadcast_to(keep.reshape(shape), scores.shape)
 
 
-def with_sparsity(pattern, sparsity):
+def with_sparsity(pattern: Pattern, sparsity: Any) -> Pattern:
   """Returns `pattern` with its sparsity replaced (for per-layer distributions).
 
   >>> with_sparsity(Unstructured(0.5), 0.9)

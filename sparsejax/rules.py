@@ -17,6 +17,7 @@ is `n:m` (N:M along the contraction axis), a float sparsity (unstructured) or
 
 import dataclasses
 import re
+from typing import Any, Mapping, Sequence
 import warnings
 
 import jax
@@ -35,7 +36,7 @@ def _key_name(key):
   return str(key)
 
 
-def path_str(keypath):
+def path_str(keypath: Sequence[Any]) -> str:
   """Joins a JAX key path into a '/' string.
 
   A trailing `.value` (the array inside a Flax NNX `Variable`) is dropped so a
@@ -52,7 +53,7 @@ def path_str(keypath):
   return "/".join(_key_name(k) for k in keys)
 
 
-def named_leaves(tree):
+def named_leaves(tree: Any) -> list[tuple[str, Any]]:
   """Returns `[(path, leaf), ...]` in `jax.tree.leaves` order.
 
   >>> named_leaves({"a": {"b": 1}, "c": 2})
@@ -62,7 +63,8 @@ def named_leaves(tree):
   return [(path_str(p), leaf) for p, leaf in flat]
 
 
-def param_of(path, shape, param_shapes):
+def param_of(path: str, shape: Sequence[int],
+             param_shapes: Mapping[str, Sequence[int]]) -> str | None:
   """The param a state leaf belongs to: a path suffix and the same shape.
 
   Optimizer states nest param-shaped trees (adam's `mu`, a momentum trace,
@@ -126,7 +128,7 @@ class Rule:
       raise TypeError(f"Rule({self.path!r}) needs a sparsejax pattern or None; "
                       f"got {self.pattern!r}.")
 
-  def accepts(self, path, shape):
+  def accepts(self, path: str, shape: Sequence[int]) -> bool:
     """Whether this rule applies to a leaf with this path and shape."""
     if re.fullmatch(self.path, path) is None:
       return False
@@ -147,7 +149,7 @@ def _as_rules(rules):
   return rules
 
 
-def assign(tree, rules):
+def assign(tree: Any, rules: Any) -> dict[str, "Rule | None"]:
   """Maps every leaf path to the rule that applies to it (or None).
 
   `rules` may be a list of `Rule`s, one `Rule`, or a bare pattern (shorthand
@@ -166,7 +168,7 @@ def assign(tree, rules):
   return out
 
 
-def unused_rules(tree, rules):
+def unused_rules(tree: Any, rules: Any) -> list["Rule"]:
   """The rules that apply to no leaf of `tree` (most often a regex typo).
 
   >>> from sparsejax.patterns import NM
@@ -179,7 +181,7 @@ def unused_rules(tree, rules):
   return [r for r in rules if id(r) not in used]
 
 
-def report_unused(tree, rules, on_unused):
+def report_unused(tree: Any, rules: Any, on_unused: str) -> None:
   """Warns about (or raises on) unused rules; `on_unused` is warn|error|ignore."""
   if on_unused not in ("warn", "error", "ignore"):
     raise ValueError(f"on_unused must be 'warn', 'error' or 'ignore'; got "
@@ -198,7 +200,7 @@ def report_unused(tree, rules, on_unused):
   warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def parse_pattern(text):
+def parse_pattern(text: str) -> Pattern | None:
   """Parses `"n:m"` (N:M), a float (unstructured sparsity) or `"dense"`.
 
   Args:
@@ -237,7 +239,7 @@ def parse_pattern(text):
     raise ValueError(f"bad pattern {text!r}: {err}") from None
 
 
-def parse_rules(spec):
+def parse_rules(spec: str) -> list["Rule"]:
   """Parses `"REGEX=PATTERN;REGEX=PATTERN"` into a list of `Rule`s.
 
   Parts are separated by `;` (blank parts are skipped); each part splits at

@@ -22,6 +22,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsejax import _checks
+
 __all__ = [
     "polynomial_sparsity",
     "Phases",
@@ -49,27 +51,7 @@ FINETUNE = 2
 _DEFAULT_C = {"linear": 8e-4, "exponential": 1e-4}
 
 
-def _is_int(x: Any) -> bool:
-  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
-
-def _check_int(x: Any, name: str, lo: int) -> int:
-  if not _is_int(x):
-    raise ValueError(f"`{name}` must be an int, got {x!r}.")
-  if x < lo:
-    raise ValueError(f"`{name}` must be >= {lo}, got {x}.")
-  return int(x)
-
-
-def _check_real(x: Any, name: str, lo: float, hi: float | None = None) -> float:
-  try:
-    v = float(x)
-  except (TypeError, ValueError):
-    raise ValueError(f"`{name}` must be a real number, got {x!r}.") from None
-  if not math.isfinite(v) or v < lo or (hi is not None and v > hi):
-    rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-    raise ValueError(f"`{name}` must be in {rng}, got {x!r}.")
-  return v
 
 
 def _step(step: Any) -> jax.Array:
@@ -113,12 +95,12 @@ def polynomial_sparsity(final: float,
   >>> [round(float(s(t)), 4) for t in (0, 9, 10, 50, 100, 500)]
   [0.0, 0.0, 0.2168, 0.7, 0.8, 0.8]
   """
-  final = _check_real(final, "final", 0.0, 1.0)
-  initial = _check_real(initial, "initial", 0.0, final)
-  begin_step = _check_int(begin_step, "begin_step", 0)
-  end_step = _check_int(end_step, "end_step", begin_step + 1)
-  frequency = _check_int(frequency, "frequency", 1)
-  power = _check_real(power, "power", 0.0)
+  final = _checks.check_real(final, "`final`", 0.0, 1.0)
+  initial = _checks.check_real(initial, "`initial`", 0.0, final)
+  begin_step = _checks.check_int(begin_step, "`begin_step`", 0)
+  end_step = _checks.check_int(end_step, "`end_step`", begin_step + 1)
+  frequency = _checks.check_int(frequency, "`frequency`", 1)
+  power = _checks.check_real(power, "`power`", 0.0)
   span = end_step - begin_step
 
   def schedule(step):
@@ -162,9 +144,9 @@ class Phases:
   finetune_steps: int = 0
 
   def __post_init__(self):
-    _check_int(self.total_steps, "total_steps", 1)
-    _check_int(self.dense_steps, "dense_steps", 0)
-    _check_int(self.finetune_steps, "finetune_steps", 0)
+    _checks.check_int(self.total_steps, "`total_steps`", 1)
+    _checks.check_int(self.dense_steps, "`dense_steps`", 0)
+    _checks.check_int(self.finetune_steps, "`finetune_steps`", 0)
     if self.dense_steps + self.finetune_steps >= self.total_steps:
       raise ValueError(
           f"dense_steps ({self.dense_steps}) + finetune_steps "
@@ -226,7 +208,7 @@ def linear_decay(c: float = _DEFAULT_C["linear"]) -> Schedule:
   >>> [round(float(b(t)), 4) for t in (0, 5, 20)]
   [1.0, 0.5, 0.0]
   """
-  c = _check_real(c, "c", 0.0)
+  c = _checks.check_real(c, "`c`", 0.0)
 
   def schedule(t):
     t = _step(t).astype(jnp.float32)
@@ -248,7 +230,7 @@ def exponential_decay(c: float = _DEFAULT_C["exponential"]) -> Schedule:
   >>> round(float(b(10)), 4)
   0.3679
   """
-  c = _check_real(c, "c", 0.0)
+  c = _checks.check_real(c, "`c`", 0.0)
 
   def schedule(t):
     t = _step(t).astype(jnp.float32)
@@ -261,16 +243,6 @@ def exponential_decay(c: float = _DEFAULT_C["exponential"]) -> Schedule:
 # Structure decay (SDGF) frames.
 # ----------------------------------------------------------------------------
 
-
-def _check_nm(n: Any, m: Any, what: str = "") -> tuple[int, int]:
-  where = f" in {what}" if what else ""
-  if not (_is_int(n) and _is_int(m)):
-    raise ValueError(f"`n` and `m`{where} must be ints, got {n!r}:{m!r}.")
-  if n < 1:
-    raise ValueError(f"`n`{where} must be >= 1, got {n}.")
-  if n > m:
-    raise ValueError(f"`n`{where} must be <= `m`, got {n}:{m}.")
-  return int(n), int(m)
 
 
 def sdgf_frames(n: int,
@@ -300,7 +272,7 @@ def sdgf_frames(n: int,
   >>> sdgf_frames(1, 8, "geometric")
   ((8, 64), (4, 32), (2, 16), (1, 8))
   """
-  n, m = _check_nm(n, m, "the target")
+  n, m = _checks.check_nm(n, m, "the target")
   if isinstance(kind, str):
     if kind == "stepwise":
       ratio = m // n
@@ -329,7 +301,7 @@ def sdgf_frames(n: int,
   for i, f in enumerate(frames):
     if len(f) != 2:
       raise ValueError(f"`kind`: frame {i} must be an (n, m) pair, got {f!r}.")
-    out.append(_check_nm(f[0], f[1], f"frame {i}"))
+    out.append(_checks.check_nm(f[0], f[1], f"frame {i}"))
   if out[-1] != (n, m):
     raise ValueError(
         f"`kind`: the last frame {out[-1]} must equal the target {(n, m)}.")
@@ -356,7 +328,7 @@ def frame_index(step: Any, phases: Phases, num_frames: int) -> jax.Array:
   >>> [int(frame_index(t, p, 4)) for t in (0, 20, 39, 40, 99, 200)]
   [0, 0, 0, 1, 3, 3]
   """
-  k = _check_int(num_frames, "num_frames", 1)
+  k = _checks.check_int(num_frames, "`num_frames`", 1)
   s = phases.sparse_steps
   t = _step(step)
   idx = jnp.zeros((), jnp.int32)
@@ -501,7 +473,7 @@ class NMSchedule:
     except (TypeError, ValueError):
       raise ValueError(
           f"`target` must be an (n, m) pair, got {self.target!r}.") from None
-    n, m = _check_nm(n, m, "`target`")
+    n, m = _checks.check_nm(n, m, "`target`")
     object.__setattr__(self, "target", (n, m))
     if not isinstance(self.phases, Phases):
       raise ValueError(
@@ -519,7 +491,7 @@ class NMSchedule:
             f"`decay` must be None, 'linear', 'exponential' or a callable, got "
             f"{self.decay!r}.")
       if self.c is not None:
-        _check_real(self.c, "c", 0.0)
+        _checks.check_real(self.c, "`c`", 0.0)
     elif self.decay is None or callable(self.decay):
       if self.c is not None:
         raise ValueError(

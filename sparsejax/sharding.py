@@ -13,6 +13,8 @@ is sharded over one, and `sharded_mask` computes a pattern's mask there,
 gathering the scores only when the pattern ranks across shards.
 """
 
+from typing import Any
+
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -20,7 +22,8 @@ from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
 
 
-def like_params(tree, params, param_shardings, mesh):
+def like_params(tree: Any, params: Any, param_shardings: Any,
+                mesh: Any) -> Any:
   """Shardings for `tree` that follow the params' shardings.
 
   Args:
@@ -56,7 +59,7 @@ def like_params(tree, params, param_shardings, mesh):
   return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def explicit_sharding(x):
+def explicit_sharding(x: Any) -> NamedSharding | None:
   """`x`'s `NamedSharding` when it is sharded over an explicit mesh, else None.
 
   Works on arrays and tracers alike (it reads the type, not the value).
@@ -72,7 +75,8 @@ def explicit_sharding(x):
   return sharding
 
 
-def sharded_mask(pattern, scores, path=""):
+def sharded_mask(pattern: patterns_lib.Pattern, scores: jax.Array,
+                 path: str = "") -> jax.Array:
   """`pattern.mask(scores)` that also works under explicit sharding.
 
   N:M and per-output rankings are shard-local along the output axis. Any
@@ -92,8 +96,7 @@ def sharded_mask(pattern, scores, path=""):
   [[False], [True]]
   """
   sharding = explicit_sharding(scores)
-  local = isinstance(pattern, patterns_lib.NM) or (
-      isinstance(pattern, patterns_lib.Unstructured) and pattern.per_output)
+  local = pattern.is_nm or (pattern.is_unstructured and pattern.per_output)
   if sharding is None or local:
     return pattern.mask(scores, path=path)
   replicated = NamedSharding(sharding.mesh, PartitionSpec())

@@ -7,16 +7,16 @@ holds, kept entries and sparsity) and the totals; `str(summary)` or
 """
 
 import dataclasses
+from typing import Any
 
 import jax
 import numpy as np
 
 from sparsejax import masks as masks_lib
-from sparsejax import patterns as patterns_lib
 from sparsejax import rules as rules_lib
 
 
-def nm_reached(mask, m, axis=0):
+def nm_reached(mask: Any, m: int, axis: int = 0) -> str:
   """The N:M structure a mask holds along `axis` for group size `m`.
 
   Returns `"n:m"` when every group keeps the same `n`, `"mixed (lo-hi of m)"`
@@ -58,7 +58,7 @@ class LeafSummary:
   reached: str = ""
 
   @property
-  def sparsity(self):
+  def sparsity(self) -> float:
     """Fraction of the leaf's entries the mask drops."""
     return 1.0 - self.kept / self.size if self.size else 0.0
 
@@ -70,30 +70,30 @@ class Summary:
   leaves: tuple[LeafSummary, ...]
 
   @property
-  def size(self):
+  def size(self) -> int:
     return sum(r.size for r in self.leaves)
 
   @property
-  def kept(self):
+  def kept(self) -> int:
     return sum(r.kept for r in self.leaves)
 
   @property
-  def sparsity(self):
+  def sparsity(self) -> float:
     """Sparsity over every leaf, dense ones included."""
     return 1.0 - self.kept / self.size if self.size else 0.0
 
   @property
-  def masked(self):
+  def masked(self) -> tuple[LeafSummary, ...]:
     """The rows of the masked leaves."""
     return tuple(r for r in self.leaves if r.pattern != "dense")
 
   @property
-  def masked_sparsity(self):
+  def masked_sparsity(self) -> float:
     """Sparsity over the masked leaves only."""
     size = sum(r.size for r in self.masked)
     return 1.0 - sum(r.kept for r in self.masked) / size if size else 0.0
 
-  def table(self, dense=True):
+  def table(self, dense: bool = True) -> str:
     """The table as text; `dense=False` lists the masked leaves only.
 
     >>> s = Summary((LeafSummary("w", (4, 4), "2:4", 8, 16, "2:4"),
@@ -119,17 +119,18 @@ class Summary:
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
-  def __str__(self):
+  def __str__(self) -> str:
     return self.table()
 
 
 def _reached(pattern, mask, path):
-  if not isinstance(pattern, patterns_lib.NM) or pattern.transposable:
+  if pattern is None or not pattern.is_nm or pattern.transposable:
     return ""
   return nm_reached(mask, pattern.m, pattern.group_axis(mask.ndim, path))
 
 
-def summarize(params, masks, rules=None, *, show=True):
+def summarize(params: Any, masks: Any, rules: Any = None, *,
+              show: bool = True) -> Summary:
   """Per-leaf and total sparsity of `masks` over `params`.
 
   Args:

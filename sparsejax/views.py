@@ -35,6 +35,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsejax import _checks
 from sparsejax import _ranking
 
 __all__ = [
@@ -63,13 +64,6 @@ def _concrete(x: Any) -> np.ndarray | None:
     return None
 
 
-def _check_float(w: Any, name: str = "w") -> jax.Array:
-  w = jnp.asarray(w)
-  if not jnp.issubdtype(w.dtype, jnp.floating):
-    raise ValueError(
-        f"`{name}` must be a floating-point array, got dtype {w.dtype}.")
-  return w
-
 
 def _check_mask(mask: Any, w: jax.Array) -> jax.Array:
   mask = jnp.asarray(mask)
@@ -88,24 +82,15 @@ def _check_scalar(x: Any, name: str, lo: float, hi: float | None) -> jax.Array:
     raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(x)}.")
   value = _concrete(x)
   if value is not None:
-    v = float(value)
-    if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
-      rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-      raise ValueError(f"`{name}` must be in {rng}, got {v}.")
+    _checks.check_real(value, f"`{name}`", lo, hi)
   return jnp.asarray(x)
 
 
-def _check_nm(n: Any, m: Any) -> tuple[int, int]:
-  for name, v in (("n", n), ("m", m)):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-      raise ValueError(
-          f"`{name}` must be a static Python int, got {type(v).__name__}.")
-  n, m = int(n), int(m)
-  if n < 1:
-    raise ValueError(f"`n` must be >= 1, got n={n}.")
-  if n > m:
-    raise ValueError(f"`n` must be <= `m`, got n={n}, m={m}.")
-  return n, m
+def _floating(w: Any, name: str = "w") -> jax.Array:
+  """`w` as an array; raises unless it is floating-point."""
+  w = jnp.asarray(w)
+  _checks.check_floating(w.dtype, f"`{name}`")
+  return w
 
 
 def _check_axis(w: jax.Array, axis: int, m: int) -> int:
@@ -174,7 +159,7 @@ def ste(w: jax.Array, mask: jax.Array) -> jax.Array:
   >>> jax.grad(lambda w: ste(w, mask).sum())(w)
   Array([1., 1., 1., 1.], dtype=float32)
   """
-  w = _check_float(w)
+  w = _floating(w)
   mask = _check_mask(mask, w)
   return _identity_grad(_apply_mask, w, mask)
 
@@ -230,7 +215,7 @@ def srste(w: jax.Array, mask: jax.Array, decay: Any = 2e-4) -> jax.Array:
   >>> jax.grad(lambda w: srste(w, mask, decay=0.5).sum())(w)
   Array([1.5, 1. , 2.5, 1. ], dtype=float32)
   """
-  w = _check_float(w)
+  w = _floating(w)
   mask = _check_mask(mask, w)
   decay = _check_scalar(decay, "decay", 0.0, None)
   return _srste(w, mask, decay)
@@ -275,7 +260,7 @@ def decayed(w: jax.Array,
   if grad not in ("identity", "autodiff"):
     raise ValueError(
         f"`grad` must be 'identity' or 'autodiff', got {grad!r}.")
-  w = _check_float(w)
+  w = _floating(w)
   mask = _check_mask(mask, w)
   beta = lax.stop_gradient(_check_scalar(beta, "beta", 0.0, 1.0))
   if grad == "identity":
@@ -324,8 +309,8 @@ def soft_threshold(w: jax.Array, n: int, m: int, axis: int = 0) -> jax.Array:
   >>> soft_threshold(w, 2, 4)
   Array([ 0., -1.,  2.,  0.], dtype=float32)
   """
-  w = _check_float(w)
-  n, m = _check_nm(n, m)
+  w = _floating(w)
+  n, m = _checks.check_nm(n, m, "N:M")
   axis = _check_axis(w, axis, m)
   if n == m:
     return w
@@ -368,8 +353,8 @@ def sste_scale(w: jax.Array, n: int, m: int, axis: int = 0) -> jax.Array:
   >>> sste_scale(w, 2, 4)
   Array(1.6, dtype=float32)
   """
-  w = _check_float(w)
-  n, m = _check_nm(n, m)
+  w = _floating(w)
+  n, m = _checks.check_nm(n, m, "N:M")
   axis = _check_axis(w, axis, m)
   return _sste_scale(w, n, m, axis)
 
@@ -410,8 +395,8 @@ def sste(w: jax.Array, n: int, m: int, scale: Any, axis: int = 0) -> jax.Array:
   >>> jax.grad(lambda w: sste(w, 2, 4, scale).sum())(w)
   Array([1., 1., 1., 1.], dtype=float32)
   """
-  w = _check_float(w)
-  n, m = _check_nm(n, m)
+  w = _floating(w)
+  n, m = _checks.check_nm(n, m, "N:M")
   axis = _check_axis(w, axis, m)
   if jnp.ndim(scale) != 0:
     raise ValueError(f"`scale` must be a scalar, got shape {jnp.shape(scale)}.")
@@ -457,7 +442,7 @@ def activation_topk(x: jax.Array, k: int) -> jax.Array:
   >>> activation_topk(x, 2)
   Array([[ 0., -3.,  2.,  0.]], dtype=float32)
   """
-  x = _check_float(x, "x")
+  x = _floating(x, "x")
   if x.ndim == 0:
     raise ValueError("`x` must have at least one dimension.")
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)):

@@ -237,20 +237,24 @@ class Method:
     tree = None if extra is None else getattr(extra, name)
     return _tree_or_nones(tree, params), tree is not None
 
-  def view(self, params: Any, state: state_lib.SparsityState) -> Any:
-    """The params the forward pass sees at `state.step` (differentiable)."""
+  def _map_views(self, params, state, leaf):
+    """`leaf(ViewInputs)` on every targeted leaf; other leaves as they are."""
     self.check_state(params, state)
     values = self.values(state.step)
     fstate, has_f = self._part_state(state, "forward", params)
     pstate, has_p = self._part_state(state, "policy", params)
 
     def one(path, pattern, w, mask, fs, ps):
-      return self.forward.leaf(ViewInputs(
+      return leaf(ViewInputs(
           path, pattern, w, mask, state.step, values,
           fs if has_f else None, ps if has_p else None))
 
     return self.map_targets(one, params, state.masks, fstate, pstate,
                             untargeted=lambda w: w)
+
+  def view(self, params: Any, state: state_lib.SparsityState) -> Any:
+    """The params the forward pass sees at `state.step` (differentiable)."""
+    return self._map_views(params, state, self.forward.leaf)
 
   def update(self, params: Any, updates: Any, state: state_lib.SparsityState,
              *, grads: Any = None) -> tuple[Any, state_lib.SparsityState]:
@@ -291,21 +295,15 @@ class Method:
 
   def sparse_params(self, params: Any, state: state_lib.SparsityState) -> Any:
     """Exactly sparse params for evaluation and export (beta = 0)."""
-    self.check_state(params, state)
-    values = self.values(state.step)
-    fstate, has_f = self._part_state(state, "forward", params)
-    pstate, has_p = self._part_state(state, "policy", params)
 
-    def one(path, pattern, w, mask, fs, ps):
+    def one(inputs):
+      path, pattern, w = inputs.path, inputs.pattern, inputs.w
       mask = self.schedule.final_mask(
-          pattern, mask, lambda: self.leaf_scores(path, w, None, state.step),
-          path)
-      return self.forward.sparse(ViewInputs(
-          path, pattern, w, mask, state.step, values,
-          fs if has_f else None, ps if has_p else None))
+          pattern, inputs.mask,
+          lambda: self.leaf_scores(path, w, None, state.step), path)
+      return self.forward.sparse(inputs._replace(mask=mask))
 
-    return self.map_targets(one, params, state.masks, fstate, pstate,
-                            untargeted=lambda w: w)
+    return self._map_views(params, state, one)
 
   def table(self, steps: Any, target: tuple[int, int]) -> Any:
     """The schedule's host-side values at `steps` for one target pattern.

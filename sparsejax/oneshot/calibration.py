@@ -29,7 +29,7 @@ everywhere else in the library.
 """
 
 import collections.abc
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -55,11 +55,11 @@ class LayerStats(NamedTuple):
   xxt: Any
   count: jax.Array
 
-  def input_norms(self):
+  def input_norms(self) -> jax.Array:
     """`‖X_j‖₂` per input feature (Wanda's activation norm)."""
     return jnp.sqrt(self.sq_sum)
 
-  def hessian(self):
+  def hessian(self) -> jax.Array:
     """SparseGPT's `H = (2/n) Σ x xᵀ`."""
     if self.xxt is None:
       raise ValueError("these statistics hold no Hessian; collect them with "
@@ -67,7 +67,7 @@ class LayerStats(NamedTuple):
     return 2.0 * self.xxt / jnp.maximum(self.count, 1).astype(jnp.float32)
 
 
-def init_stats(n_in, hessian=True):
+def init_stats(n_in: int, hessian: bool = True) -> "LayerStats":
   """Empty statistics for a layer with `n_in` input features.
 
   >>> init_stats(3).xxt.shape
@@ -98,7 +98,7 @@ def _gram(x):
   return jnp.einsum("...i,...j->ij", x, x, precision=_HIGHEST, **kwargs)
 
 
-def accumulate(stats, x):
+def accumulate(stats: "LayerStats", x: jax.Array) -> "LayerStats":
   """Adds the tokens of `x` (shape `(..., in)`) to `stats`.
 
   >>> s = accumulate(init_stats(2), jnp.array([[1., 2.], [3., 4.]]))
@@ -184,7 +184,7 @@ class _NnxRunner:
       return model(*_batch_args(batch))
 
 
-def runner_for(model):
+def runner_for(model: Any) -> Any:
   """Wraps a Linen module, an apply function or an NNX module."""
   if isinstance(model, (_LinenRunner, _NnxRunner)):
     return model
@@ -252,7 +252,8 @@ class Calibrator:
           f"be run through the model: {type(err).__name__}: {err}") from err
     return seen
 
-  def layer_order(self, batch, paths=None):
+  def layer_order(self, batch: Any,
+                  paths: Sequence[str] | None = None) -> list[str]:
     """Kernel paths of the Dense layers one batch reaches, in call order.
 
     Args:
@@ -265,7 +266,7 @@ class Calibrator:
         order.append(path)
     return order
 
-  def check_reached(self, batch, paths):
+  def check_reached(self, batch: Any, paths: Sequence[str]) -> None:
     """Raises a ValueError naming every path in `paths` the batch misses."""
     reached = self.layer_order(batch)
     missing = [p for p in paths if p not in reached]
@@ -372,7 +373,9 @@ class Calibrator:
           f"the calibration inputs of layer {path!r} hold NaN or inf.")
     return stats
 
-  def collect(self, batches, paths, *, hessian=True, params=None):
+  def collect(self, batches: Iterable[Any], paths: Sequence[str], *,
+              hessian: bool = True,
+              params: Any = None) -> dict[str, "LayerStats"]:
     """Streams `batches` through the model; statistics of the layers `paths`.
 
     Args:
@@ -392,7 +395,9 @@ class Calibrator:
                     jnp.int32(0))
     return {path: self._validate(path, stats) for path, stats in acc.items()}
 
-  def collect_one(self, batches, path, paths, *, hessian=True, params=None):
+  def collect_one(self, batches: Iterable[Any], path: str,
+                  paths: Sequence[str], *, hessian: bool = True,
+                  params: Any = None) -> "LayerStats":
     """Statistics of layer `path` alone, for a sequential pass over `paths`.
 
     Every call with the same `paths` reuses one compiled step (the layer is
@@ -419,8 +424,9 @@ class Calibrator:
     return self._validate(path, acc[self.kernels[path].shape[0]])
 
 
-def collect_stats(model, params, batches, rules, *, hessian=True,
-                  on_unused="warn"):
+def collect_stats(model: Any, params: Any, batches: Iterable[Any],
+                  rules: Any, *, hessian: bool = True,
+                  on_unused: str = "warn") -> dict[str, "LayerStats"]:
   """Input statistics of every Dense layer the rules target (one pass).
 
   Args:
@@ -451,7 +457,8 @@ def collect_stats(model, params, batches, rules, *, hessian=True,
   return calibrator.collect(batches, paths, hessian=hessian)
 
 
-def targeted_paths(params, rules, on_unused="warn"):
+def targeted_paths(params: Any, rules: Any,
+                   on_unused: str = "warn") -> list[str]:
   """Paths of the leaves the rules give a pattern, in leaf order.
 
   >>> from sparsejax.patterns import NM

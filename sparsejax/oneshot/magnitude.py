@@ -17,7 +17,8 @@ def _magnitude(kernel, pattern):
   return jnp.where(keep, kernel, jnp.zeros_like(kernel)), keep
 
 
-def magnitude_layer(kernel, pattern, *, path=""):
+def magnitude_layer(kernel: jax.Array, pattern: patterns_lib.Pattern, *,
+                    path: str = "") -> tuple[jax.Array, jax.Array]:
   """Keeps the largest `|w|` of one kernel under `pattern`.
 
   Args:

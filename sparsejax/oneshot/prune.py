@@ -7,7 +7,7 @@ The pruners are registered in `sparsejax.methods.registry` with
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -122,10 +122,11 @@ def _assemble(params, new_kernels, new_masks):
           jax.tree_util.tree_map_with_path(mask, params))
 
 
-def prune_from_stats(params, stats, rules, *, method="sparsegpt",
-                     blocksize=sparsegpt_lib.DEFAULT_BLOCKSIZE,
-                     percdamp=sparsegpt_lib.DEFAULT_PERCDAMP,
-                     on_unused="warn"):
+def prune_from_stats(params: Any, stats: Any, rules: Any, *,
+                     method: str = "sparsegpt",
+                     blocksize: int = sparsegpt_lib.DEFAULT_BLOCKSIZE,
+                     percdamp: float = sparsegpt_lib.DEFAULT_PERCDAMP,
+                     on_unused: str = "warn") -> tuple[Any, Any]:
   """Prunes every targeted layer from precomputed statistics (one pass).
 
   Args:
@@ -167,9 +168,11 @@ def prune_from_stats(params, stats, rules, *, method="sparsegpt",
   return _assemble(params, new_kernels, new_masks)
 
 
-def prune(model, params, calibration_batches, rules, *, method="sparsegpt",
-          sequential=True, blocksize=sparsegpt_lib.DEFAULT_BLOCKSIZE,
-          percdamp=sparsegpt_lib.DEFAULT_PERCDAMP, on_unused="warn"):
+def prune(model: Any, params: Any, calibration_batches: Iterable[Any],
+          rules: Any, *, method: str = "sparsegpt", sequential: bool = True,
+          blocksize: int = sparsegpt_lib.DEFAULT_BLOCKSIZE,
+          percdamp: float = sparsegpt_lib.DEFAULT_PERCDAMP,
+          on_unused: str = "warn") -> tuple[Any, Any]:
   """One-shot pruning of a Flax model from calibration data.
 
   Args:

@@ -28,6 +28,8 @@ than returning NaN weights.
 import functools
 import warnings
 
+from typing import Any, Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +45,8 @@ DEFAULT_DAMP_RETRIES = 6
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def check_pattern(pattern, shape, dtype=jnp.float32, path=""):
+def check_pattern(pattern: patterns_lib.Pattern, shape: Sequence[int],
+                  dtype: Any = jnp.float32, path: str = "") -> None:
   """Raises a clear error unless SparseGPT can prune `shape` with `pattern`.
 
   SparseGPT chooses masks row block by row block of an `(in, out)` kernel, so
@@ -61,7 +64,7 @@ def check_pattern(pattern, shape, dtype=jnp.float32, path=""):
   if len(shape) != 2:
     raise ValueError(f"{where}: SparseGPT prunes 2-D Dense kernels (in, out); "
                      f"got shape {tuple(shape)}.")
-  if isinstance(pattern, patterns_lib.NM):
+  if pattern.is_nm:
     if pattern.transposable:
       raise ValueError(
           f"{where}: transposable {pattern} cannot be expressed; SparseGPT "
@@ -70,7 +73,7 @@ def check_pattern(pattern, shape, dtype=jnp.float32, path=""):
       raise ValueError(
           f"{where}: N:M groups must run along the input axis (axis 0) of an "
           f"(in, out) kernel; got NM(..., axis={pattern.axis}).")
-  elif not isinstance(pattern, patterns_lib.Unstructured):
+  elif not pattern.is_unstructured:
     raise ValueError(
         f"{where}: only Unstructured and NM patterns are supported; got "
         f"{pattern}. Use method='wanda' or 'magnitude' for other patterns.")
@@ -79,7 +82,7 @@ def check_pattern(pattern, shape, dtype=jnp.float32, path=""):
   pattern.check(shape, dtype, path)
 
 
-def upper_cholesky_inverse(h):
+def upper_cholesky_inverse(h: jax.Array) -> jax.Array:
   """Upper-triangular `U` with `inv(h) = Uᵀ U` (the factor SparseGPT uses).
 
   Computed without forming `inv(h)`: with `J` the reversal permutation and
@@ -163,7 +166,7 @@ def _prune_block(block, u_block, pattern):
   diag = jnp.diagonal(u_block)
   diag_sq = jnp.square(diag)
   err = _filled_like(block, 0.0, block.dtype)
-  if isinstance(pattern, patterns_lib.Unstructured):
+  if pattern.is_unstructured:
     keep = sharded_mask(pattern, jnp.square(block) / diag_sq[:, None])
     m = None
   else:
@@ -194,8 +197,11 @@ def _prune_block(block, u_block, pattern):
 
 @functools.partial(jax.jit, static_argnames=("pattern", "blocksize",
                                               "retries"))
-def sparsegpt_core(kernel, hessian, pattern, blocksize=DEFAULT_BLOCKSIZE,
-                   percdamp=DEFAULT_PERCDAMP, retries=DEFAULT_DAMP_RETRIES):
+def sparsegpt_core(
+    kernel: jax.Array, hessian: jax.Array, pattern: patterns_lib.Pattern,
+    blocksize: int = DEFAULT_BLOCKSIZE, percdamp: float = DEFAULT_PERCDAMP,
+    retries: int = DEFAULT_DAMP_RETRIES
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """The jitted algorithm; no checks, no warnings (see `sparsegpt_layer`).
 
   Args:
@@ -220,7 +226,7 @@ def sparsegpt_core(kernel, hessian, pattern, blocksize=DEFAULT_BLOCKSIZE,
   h = hessian.astype(jnp.float32)
   w, u, damp, ok = _prepare(w, h, percdamp, retries)
   n_in = w.shape[0]
-  if isinstance(pattern, patterns_lib.NM):
+  if pattern.is_nm:
     blocksize = max(pattern.m, blocksize - blocksize % pattern.m)
   blocksize = min(blocksize, n_in)
   full = n_in // blocksize
@@ -253,9 +259,11 @@ def sparsegpt_core(kernel, hessian, pattern, blocksize=DEFAULT_BLOCKSIZE,
   return new, keep, damp, safe
 
 
-def sparsegpt_layer(kernel, hessian, pattern, *, blocksize=DEFAULT_BLOCKSIZE,
-                    percdamp=DEFAULT_PERCDAMP, retries=DEFAULT_DAMP_RETRIES,
-                    path=""):
+def sparsegpt_layer(
+    kernel: jax.Array, hessian: jax.Array, pattern: patterns_lib.Pattern, *,
+    blocksize: int = DEFAULT_BLOCKSIZE, percdamp: float = DEFAULT_PERCDAMP,
+    retries: int = DEFAULT_DAMP_RETRIES,
+    path: str = "") -> tuple[jax.Array, jax.Array]:
   """Prunes one `(in, out)` Dense kernel with SparseGPT.
 
   Args:

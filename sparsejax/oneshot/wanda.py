@@ -13,6 +13,8 @@ scores its own way.
 
 import functools
 
+from typing import Any, Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -22,7 +24,7 @@ from sparsejax import scores as scores_lib
 from sparsejax import sharding as sharding_lib
 
 
-def wanda_scores(kernel, sq_sum):
+def wanda_scores(kernel: jax.Array, sq_sum: jax.Array) -> jax.Array:
   """`|W| · ‖X_i‖₂` for an `(in, out)` kernel and `Σ x²` per input.
 
   >>> wanda_scores(jnp.array([[1., -2.], [3., 1.]]), jnp.array([4., 1.]))
@@ -38,8 +40,9 @@ def _wanda(kernel, sq_sum, pattern):
   return jnp.where(keep, kernel, jnp.zeros_like(kernel)), keep
 
 
-def check_layer(kernel_shape, sq_sum_shape, pattern, dtype=jnp.float32,
-                path=""):
+def check_layer(kernel_shape: Sequence[int], sq_sum_shape: Sequence[int],
+                pattern: patterns_lib.Pattern, dtype: Any = jnp.float32,
+                path: str = "") -> None:
   """Raises a clear error, naming the layer, if Wanda cannot prune it."""
   where = _checks.where(path)
   if len(kernel_shape) != 2:
@@ -56,7 +59,9 @@ def check_layer(kernel_shape, sq_sum_shape, pattern, dtype=jnp.float32,
   pattern.check(tuple(kernel_shape), dtype, path)
 
 
-def wanda_layer(kernel, sq_sum, pattern, *, path=""):
+def wanda_layer(kernel: jax.Array, sq_sum: jax.Array,
+                pattern: patterns_lib.Pattern, *,
+                path: str = "") -> tuple[jax.Array, jax.Array]:
   """Prunes one `(in, out)` kernel with Wanda scores.
 
   Args:

@@ -3,9 +3,9 @@
 from typing import Any, Callable
 
 from sparsejax import scores
-from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 SCORES = {"magnitude": scores.magnitude, "random": scores.random,
           "saliency": scores.saliency}
@@ -49,8 +49,7 @@ def prune_once(rules: Any, *, score: str | Callable[..., Any] = "magnitude",
     raise ValueError(f"{name} pruning needs a gradient: prune_step >= 1 (it "
                      f"uses that step's gradient); got prune_step="
                      f"{prune_step}.")
-  return method_lib.Method(
-      rules=rules, score=score, forward=forward.HardMask(),
-      policy=policies.PruneAt(prune_step, global_sparsity),
-      distribution=distribution, sparsity=sparsity, on_unused=on_unused,
-      seed=seed)
+  return _common.hard(rules, score,
+                      policies.PruneAt(prune_step, global_sparsity),
+                      distribution=distribution, sparsity=sparsity,
+                      on_unused=on_unused, seed=seed)

@@ -3,9 +3,9 @@
 from typing import Any, Callable
 
 from sparsejax import scores
-from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 
 def rigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
@@ -40,9 +40,7 @@ def rigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
   >>> int(new.masks["w"].sum())
   4
   """
-  return method_lib.Method(
-      rules=rules, score=score, forward=forward.HardMask(),
-      policy=policies.DropGrow(grow=grow, alpha=alpha, delta_t=delta_t,
-                               t_end=t_end),
-      distribution=distribution, sparsity=sparsity, on_unused=on_unused,
-      seed=seed)
+  policy = policies.DropGrow(grow=grow, alpha=alpha, delta_t=delta_t,
+                            t_end=t_end)
+  return _common.hard(rules, score, policy, distribution=distribution,
+                      sparsity=sparsity, on_unused=on_unused, seed=seed)

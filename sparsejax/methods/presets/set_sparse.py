@@ -3,9 +3,9 @@
 from typing import Any, Callable
 
 from sparsejax import scores
-from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 
 def set_sparse(rules: Any, *, t_end: int, alpha: float = 0.3,
@@ -44,9 +44,7 @@ def set_sparse(rules: Any, *, t_end: int, alpha: float = 0.3,
   >>> int(state.masks["w"].sum()), int(state.flips["w"]) > 0
   (32, True)
   """
-  return method_lib.Method(
-      rules=rules, score=score, forward=forward.HardMask(),
-      policy=policies.DropGrow(grow=grow, alpha=alpha, delta_t=delta_t,
-                               t_end=t_end),
-      distribution=distribution, sparsity=sparsity, on_unused=on_unused,
-      seed=seed)
+  policy = policies.DropGrow(grow=grow, alpha=alpha, delta_t=delta_t,
+                            t_end=t_end)
+  return _common.hard(rules, score, policy, distribution=distribution,
+                      sparsity=sparsity, on_unused=on_unused, seed=seed)

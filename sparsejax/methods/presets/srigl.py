@@ -24,9 +24,9 @@ from sparsejax import _checks
 from sparsejax import _ranking
 from sparsejax import patterns as patterns_lib
 from sparsejax import scores
-from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 
 def per_unit(x: jax.Array) -> jax.Array:
@@ -125,9 +125,6 @@ def srigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
   >>> state.masks["w"].sum(axis=0)
   Array([2, 2, 2], dtype=int32)
   """
-  return method_lib.Method(
-      rules=rules, score=score, forward=forward.HardMask(),
-      policy=ConstantFanIn(grow=grow, alpha=alpha, delta_t=delta_t,
-                           t_end=t_end),
-      distribution=distribution, sparsity=sparsity, on_unused=on_unused,
-      seed=seed)
+  policy = ConstantFanIn(grow=grow, alpha=alpha, delta_t=delta_t, t_end=t_end)
+  return _common.hard(rules, score, policy, distribution=distribution,
+                      sparsity=sparsity, on_unused=on_unused, seed=seed)

@@ -3,9 +3,9 @@
 from typing import Any
 
 from sparsejax import scores
-from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 
 def static_random(rules: Any, *, seed: int = 0,
@@ -28,7 +28,6 @@ def static_random(rules: Any, *, seed: int = 0,
   >>> int(sp.init({"w": jnp.ones((8, 8))}).masks["w"].sum())
   16
   """
-  return method_lib.Method(
-      rules=rules, score=scores.random, forward=forward.HardMask(),
-      policy=policies.PruneAt(0), distribution=distribution,
-      sparsity=sparsity, on_unused=on_unused, seed=seed)
+  return _common.hard(rules, scores.random, policies.PruneAt(0),
+                      distribution=distribution, sparsity=sparsity,
+                      on_unused=on_unused, seed=seed)
