@@ -58,6 +58,29 @@ def _clamp(k, cnt, line):
   return jnp.minimum(k, jnp.maximum(cnt[line] - 1, 0))
 
 
+def _padded_call(line_axis, grid, in_specs, out_block, out_shape, args,
+                 interpret, name):
+  """Runs :func:`_kernel` over a padded layout (indices and counts
+  scalar-prefetched); output tile ``out_block`` at grid position ``(a, b)``,
+  accumulated in f32 over the last grid axis."""
+  spec = _compat.PrefetchScalarGridSpec(
+      num_scalar_prefetch=2,
+      grid=grid,
+      in_specs=in_specs,
+      out_specs=pl.BlockSpec(out_block, lambda a, b, k, idx, cnt: (a, b)),
+      scratch_shapes=[_compat.vmem(out_block, jnp.float32)],
+  )
+  return pl.pallas_call(
+      functools.partial(_kernel, line_axis=line_axis),
+      out_shape=out_shape,
+      grid_spec=spec,
+      compiler_params=_compat.tpu_params(("parallel", "parallel",
+                                          "arbitrary")),
+      interpret=interpret,
+      name=name,
+  )(*args)
+
+
 def dsd_tpu(x, w: PaddedBlockSparse, *, tb: int, out_dtype, interpret=False):
   """``x @ W`` with ``W`` padded block-sparse, ``major="col"``.
 
@@ -76,26 +99,13 @@ def dsd_tpu(x, w: PaddedBlockSparse, *, tb: int, out_dtype, interpret=False):
   bk, bn = w.block_shape
   nbc, width = w.indices.shape
   grid = (x.shape[0] // tb, nbc, width)
-  spec = _compat.PrefetchScalarGridSpec(
-      num_scalar_prefetch=2,
-      grid=grid,
-      in_specs=[
-          pl.BlockSpec((tb, bk), lambda b, j, k, idx, cnt: (b, idx[j, k])),
-          pl.BlockSpec((_SQ, _SQ, bk, bn),
-                       lambda b, j, k, idx, cnt: (j, _clamp(k, cnt, j), 0, 0)),
-      ],
-      out_specs=pl.BlockSpec((tb, bn), lambda b, j, k, idx, cnt: (b, j)),
-      scratch_shapes=[_compat.vmem((tb, bn), jnp.float32)],
-  )
-  return pl.pallas_call(
-      functools.partial(_kernel, line_axis=1),
-      out_shape=jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), out_dtype),
-      grid_spec=spec,
-      compiler_params=_compat.tpu_params(("parallel", "parallel",
-                                          "arbitrary")),
-      interpret=interpret,
-      name="block_sparse_dsd_tpu",
-  )(w.indices, w.counts, x, w.values)
+  return _padded_call(
+      1, grid,
+      [pl.BlockSpec((tb, bk), lambda b, j, k, idx, cnt: (b, idx[j, k])),
+       pl.BlockSpec((_SQ, _SQ, bk, bn),
+                    lambda b, j, k, idx, cnt: (j, _clamp(k, cnt, j), 0, 0))],
+      (tb, bn), jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), out_dtype),
+      (w.indices, w.counts, x, w.values), interpret, "block_sparse_dsd_tpu")
 
 
 def sdd_tpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False):
@@ -116,26 +126,13 @@ def sdd_tpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False):
   bm, bk = a.block_shape
   nbr, width = a.indices.shape
   grid = (nbr, x.shape[1] // tn, width)
-  spec = _compat.PrefetchScalarGridSpec(
-      num_scalar_prefetch=2,
-      grid=grid,
-      in_specs=[
-          pl.BlockSpec((_SQ, _SQ, bm, bk),
-                       lambda i, j, k, idx, cnt: (i, _clamp(k, cnt, i), 0, 0)),
-          pl.BlockSpec((bk, tn), lambda i, j, k, idx, cnt: (idx[i, k], j)),
-      ],
-      out_specs=pl.BlockSpec((bm, tn), lambda i, j, k, idx, cnt: (i, j)),
-      scratch_shapes=[_compat.vmem((bm, tn), jnp.float32)],
-  )
-  return pl.pallas_call(
-      functools.partial(_kernel, line_axis=0),
-      out_shape=jax.ShapeDtypeStruct((a.shape[0], x.shape[1]), out_dtype),
-      grid_spec=spec,
-      compiler_params=_compat.tpu_params(("parallel", "parallel",
-                                          "arbitrary")),
-      interpret=interpret,
-      name="block_sparse_sdd_tpu",
-  )(a.indices, a.counts, a.values, x)
+  return _padded_call(
+      0, grid,
+      [pl.BlockSpec((_SQ, _SQ, bm, bk),
+                    lambda i, j, k, idx, cnt: (i, _clamp(k, cnt, i), 0, 0)),
+       pl.BlockSpec((bk, tn), lambda i, j, k, idx, cnt: (idx[i, k], j))],
+      (bm, tn), jax.ShapeDtypeStruct((a.shape[0], x.shape[1]), out_dtype),
+      (a.indices, a.counts, a.values, x), interpret, "block_sparse_sdd_tpu")
 
 
 # --- Block-list kernels: one grid step per stored block -------------------
