@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["compile_fn", "chain", "interleaved_medians", "against_dense",
-           "environment", "peak_gbps", "nm_bound", "PEAK_GBPS"]
+           "row_timings", "environment", "peak_gbps", "nm_bound", "PEAK_GBPS"]
 
 # HBM bandwidth in GB/s by device kind (substring, checked in order).
 PEAK_GBPS = (
@@ -211,6 +211,48 @@ def against_dense(sparse_fns: Mapping[str, Callable[..., jax.Array]],
   seconds = interleaved_medians(runs, reps=reps,
                                 per={name: length for name in runs})
   return dict(seconds=seconds, compile_s=compile_s)
+
+
+def row_timings(res: Mapping[str, Any], impl: str, choice: Any, *,
+                bound: float, nbytes: float, flops: float,
+                peak: float | None, convert_s: float) -> dict[str, Any]:
+  """The timing columns of a bench row for ``impl``.
+
+  Args:
+    res: the :func:`against_dense` result.
+    impl: the timed implementation's name.
+    choice: what the op's ``choose_implementation`` returned for it.
+    bound: the ratio to dense the sparse product cannot beat.
+    nbytes: bytes one call moves (weight as stored, activations, output).
+    flops: useful FLOPs of one sparse product.
+    peak: HBM bandwidth of the device in GB/s, or None where unknown.
+    convert_s: seconds the weight's conversion took.
+
+  >>> import collections
+  >>> c = collections.namedtuple("C", "implementation interpret reason")
+  >>> res = dict(seconds=dict(dense=2.0, masked=2.0, s=1.0),
+  ...            compile_s=dict(dense=0.5, s=0.25))
+  >>> r = row_timings(res, "s", c("s", False, "why"), bound=4.0, nbytes=1e9,
+  ...                 flops=1e12, peak=None, convert_s=0.0)
+  >>> r["ratio"], r["frac"], r["gbps"], r["tflops"], r["impl"]
+  (2.0, 0.5, 1.0, 1.0, 's')
+  """
+  sec = res["seconds"]
+  ratio = sec["dense"] / sec[impl]
+  gbps = nbytes / sec[impl] / 1e9
+  return dict(
+      implementation=choice.implementation,
+      impl=choice.implementation + ("*" if choice.interpret else ""),
+      interpret=choice.interpret,
+      dense_us=sec["dense"] * 1e6, masked_us=sec["masked"] * 1e6,
+      sparse_us=sec[impl] * 1e6, ratio=ratio,
+      ratio_masked=sec["masked"] / sec[impl], bound=bound,
+      frac=ratio / bound, gbps=gbps,
+      peak_frac=None if peak is None else gbps / peak,
+      tflops=flops / sec[impl] / 1e12,
+      compile_s=res["compile_s"][impl],
+      dense_compile_s=res["compile_s"]["dense"],
+      convert_s=convert_s, reason=choice.reason)
 
 
 def environment() -> str:

@@ -251,6 +251,16 @@ def _memo_read(path: pathlib.Path):
   return _loaded[key]
 
 
+def _read_or_warn(path, what):
+  """The parsed JSON at ``path``; None where there is none, or (with a
+  warning naming ``what``, for the caller's caller) where it does not parse."""
+  data = _memo_read(path)
+  if isinstance(data, Exception):
+    warnings.warn(f"ignoring {what} {path}: {data}", stacklevel=3)
+    return None
+  return data
+
+
 def load_table(path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
   """Rows of the shipped measurement table (or of ``path``).
 
@@ -260,14 +270,8 @@ def load_table(path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
   True
   """
   path = pathlib.Path(path) if path is not None else table_path()
-  data = _memo_read(path)
-  if data is None:
-    return []
-  if isinstance(data, Exception):
-    warnings.warn(f"ignoring the measurement table {path}: {data}",
-                  stacklevel=2)
-    return []
-  return data["rows"]
+  data = _read_or_warn(path, "the measurement table")
+  return [] if data is None else data["rows"]
 
 
 def load_cache(path: str | os.PathLike | None = None,
@@ -282,12 +286,8 @@ def load_cache(path: str | os.PathLike | None = None,
   """
   kind = kind if kind is not None else device_kind()
   path = pathlib.Path(path) if path is not None else cache_path(kind)
-  data = _memo_read(path)
+  data = _read_or_warn(path, "the unreadable autotune cache")
   if data is None:
-    return []
-  if isinstance(data, Exception):
-    warnings.warn(f"ignoring the unreadable autotune cache {path}: {data}",
-                  stacklevel=2)
     return []
   if data.get("jax") != jax.__version__ or data.get("device_kind") != kind:
     warnings.warn(

@@ -238,54 +238,48 @@ def _run_sdd(p, x, impl, interpret, odt):
   return fn(p, xp, tn=tn, out_dtype=odt, interpret=interpret)[:, :n]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _dsd(x2, values, indices, counts, meta, impl, interpret, odt):
-  p = _padded(values, indices, counts, meta)
-  return _run_dsd(x2, p, impl, interpret, odt)
+def _hi_dot(a, b):
+  return jnp.dot(a, b, preferred_element_type=jnp.float32, precision=_HI)
 
 
-def _dsd_fwd(x2, values, indices, counts, meta, impl, interpret, odt):
-  out = _dsd(x2, values, indices, counts, meta, impl, interpret, odt)
-  return out, (x2, values, indices, counts)
+def _padded_product(name, run, grads):
+  """The differentiable product ``name(x, values, indices, counts, meta,
+  impl, interpret, odt)`` of a dense operand and a padded layout.
+
+  ``run(x, p, impl, interpret, odt)`` is the forward kernel; the backward is
+  dense: ``grads(x, decompress(p), g)`` returns the f32 ``(dx, d_dense)``,
+  ``d_dense`` restricted to the stored blocks.
+  """
+
+  def product(x, values, indices, counts, meta, impl, interpret, odt):
+    p = _padded(values, indices, counts, meta)
+    return run(x, p, impl, interpret, odt)
+
+  def fwd(x, values, indices, counts, meta, impl, interpret, odt):
+    out = f(x, values, indices, counts, meta, impl, interpret, odt)
+    return out, (x, values, indices, counts)
+
+  def bwd(meta, impl, interpret, odt, res, g):
+    del impl, interpret, odt
+    x, values, indices, counts = res
+    p = _padded(values, indices, counts, meta)
+    dx, dd = grads(x, decompress_block(p), g)
+    dvalues = block_values_like(p, dd).astype(values.dtype)
+    return dx.astype(x.dtype), dvalues, None, None
+
+  product.__name__, fwd.__name__, bwd.__name__ = (
+      name, f"{name}_fwd", f"{name}_bwd")
+  f = functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))(product)
+  f.defvjp(fwd, bwd)
+  return f
 
 
-def _dsd_bwd(meta, impl, interpret, odt, res, g):
-  del impl, interpret, odt
-  x2, values, indices, counts = res
-  p = _padded(values, indices, counts, meta)
-  dense = decompress_block(p)
-  dx = jnp.dot(g, dense.T, preferred_element_type=jnp.float32, precision=_HI)
-  dw = jnp.dot(x2.T, g, preferred_element_type=jnp.float32, precision=_HI)
-  dvalues = block_values_like(p, dw).astype(values.dtype)
-  return dx.astype(x2.dtype), dvalues, None, None
-
-
-_dsd.defvjp(_dsd_fwd, _dsd_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _sdd(x, values, indices, counts, meta, impl, interpret, odt):
-  p = _padded(values, indices, counts, meta)
-  return _run_sdd(p, x, impl, interpret, odt)
-
-
-def _sdd_fwd(x, values, indices, counts, meta, impl, interpret, odt):
-  out = _sdd(x, values, indices, counts, meta, impl, interpret, odt)
-  return out, (x, values, indices, counts)
-
-
-def _sdd_bwd(meta, impl, interpret, odt, res, g):
-  del impl, interpret, odt
-  x, values, indices, counts = res
-  p = _padded(values, indices, counts, meta)
-  dense = decompress_block(p)
-  dx = jnp.dot(dense.T, g, preferred_element_type=jnp.float32, precision=_HI)
-  da = jnp.dot(g, x.T, preferred_element_type=jnp.float32, precision=_HI)
-  dvalues = block_values_like(p, da).astype(values.dtype)
-  return dx.astype(x.dtype), dvalues, None, None
-
-
-_sdd.defvjp(_sdd_fwd, _sdd_bwd)
+_dsd = _padded_product(
+    "_dsd", _run_dsd,
+    lambda x2, dense, g: (_hi_dot(g, dense.T), _hi_dot(x2.T, g)))
+_sdd = _padded_product(
+    "_sdd", lambda x, p, *rest: _run_sdd(p, x, *rest),
+    lambda x, dense, g: (_hi_dot(dense.T, g), _hi_dot(g, x.T)))
 
 
 def block_sparse_matmul(x, w, *, implementation: str | None = None,

@@ -67,28 +67,18 @@ def run(shapes, batches, blocks, densities, dtype=jnp.bfloat16,
           fns = {i: _call(i) for i in impls}
           res = _timing.against_dense(fns, p, x, w, wm, reps=reps,
                                       length=length)
-          sec = res["seconds"]
           bound = 1.0 / dens
           stored = keep * bs * bs * itemsize
           for impl in impls:
-            choice = choices[impl]
-            ratio = sec["dense"] / sec[impl]
-            gbps = (stored + (b * k + b * cols) * itemsize) / sec[impl] / 1e9
             row = dict(
                 op="blk", pattern=f"b{bs}/d{dens:.2f}", shape=f"{k}x{cols}",
                 k=k, n=cols, batch=b, dtype=jnp.dtype(dtype).name,
-                device_kind=kind, implementation=choice.implementation,
-                impl=choice.implementation + ("*" if choice.interpret else ""),
-                interpret=choice.interpret,
-                dense_us=sec["dense"] * 1e6, masked_us=sec["masked"] * 1e6,
-                sparse_us=sec[impl] * 1e6, ratio=ratio,
-                ratio_masked=sec["masked"] / sec[impl], bound=bound,
-                frac=ratio / bound, gbps=gbps,
-                peak_frac=None if peak is None else gbps / peak,
-                tflops=2 * b * keep * bs * bs / sec[impl] / 1e12,
-                compile_s=res["compile_s"][impl],
-                dense_compile_s=res["compile_s"]["dense"],
-                convert_s=convert_s, reason=choice.reason)
+                device_kind=kind,
+                **_timing.row_timings(
+                    res, impl, choices[impl], bound=bound,
+                    nbytes=stored + (b * k + b * cols) * itemsize,
+                    flops=2 * b * keep * bs * bs, peak=peak,
+                    convert_s=convert_s))
             results.append(row)
             emit(format_row(row))
   return results

@@ -80,6 +80,13 @@ def _round_up(a, b):
   return -(-a // b) * b
 
 
+def _pad_to(x, axis, tile):
+  """``x`` zero-padded at the end of ``axis`` to a multiple of ``tile``."""
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (0, _round_up(x.shape[axis], tile) - x.shape[axis])
+  return jnp.pad(x, pad)
+
+
 def _pow2_at_least(v, lo):
   return max(lo, 1 << max(0, (v - 1).bit_length()))
 
@@ -176,50 +183,59 @@ def _segments(order, split):
   return start, length.astype(jnp.int32), jnp.where(used, line, lines)
 
 
+def _gpu_segmented(run, order, struct, lines, nred, programs, kout, axis,
+                   cfg):
+  """``run(seg_start, seg_len, out_dtype)`` over whole output lines or, when
+  :func:`_choose_split` splits them, over segments whose f32 partial sums
+  are added per line; output lines of ``kout`` run along ``axis``."""
+  split = _choose_split(struct.capacity, lines, nred, programs, cfg.split)
+  if split is None:
+    return run(order.start, order.count, cfg.odt)
+  start, length, seg_line = _segments(order, split)
+  part = run(start, length, jnp.float32)
+  if axis == 1:
+    b = part.shape[0]
+    part = part.reshape(b, start.shape[0], kout)
+    out = jnp.zeros((b, lines, kout), jnp.float32)
+    out = out.at[:, seg_line].add(part, mode="drop")
+    return out.reshape(b, lines * kout)
+  n = part.shape[1]
+  part = part.reshape(start.shape[0], kout, n)
+  out = jnp.zeros((lines, kout, n), jnp.float32)
+  out = out.at[seg_line].add(part, mode="drop")
+  return out.reshape(lines * kout, n)
+
+
 def _gpu_dsd(x, values, struct, transpose, cfg):
   order, _, _, lines, nred = _walk(struct, "dsd", transpose)
   bh, bw = struct.block_shape
-  kout = bh if transpose else bw
   b = x.shape[0]
   tb = min(64, _pow2_at_least(b, 16))
-  bp = _round_up(b, tb)
-  xp = jnp.pad(x, ((0, bp - b), (0, 0)))
-  split = _choose_split(struct.capacity, lines, nred, bp // tb, cfg.split)
-  if split is None:
+  xp = _pad_to(x, 0, tb)
+
+  def run(start, length, out_dtype):
     return kernel_gpu.block_list_dsd_gpu(
-        xp, values, order, order.start, order.count, transpose=transpose,
-        tb=tb, out_dtype=cfg.odt, interpret=cfg.interpret)[:b]
-  start, length, seg_line = _segments(order, split)
-  part = kernel_gpu.block_list_dsd_gpu(
-      xp, values, order, start, length, transpose=transpose, tb=tb,
-      out_dtype=jnp.float32, interpret=cfg.interpret)[:b]
-  part = part.reshape(b, start.shape[0], kout)
-  out = jnp.zeros((b, lines, kout), jnp.float32)
-  out = out.at[:, seg_line].add(part, mode="drop")
-  return out.reshape(b, lines * kout)
+        xp, values, order, start, length, transpose=transpose, tb=tb,
+        out_dtype=out_dtype, interpret=cfg.interpret)[:b]
+
+  return _gpu_segmented(run, order, struct, lines, nred, xp.shape[0] // tb,
+                        bh if transpose else bw, 1, cfg)
 
 
 def _gpu_sdd(values, struct, x, transpose, cfg):
   order, _, _, lines, nred = _walk(struct, "sdd", transpose)
   bh, bw = struct.block_shape
-  kout = bw if transpose else bh
   n = x.shape[1]
   tn = min(128, _pow2_at_least(n, 16))
-  np_ = _round_up(n, tn)
-  xp = jnp.pad(x, ((0, 0), (0, np_ - n)))
-  split = _choose_split(struct.capacity, lines, nred, np_ // tn, cfg.split)
-  if split is None:
+  xp = _pad_to(x, 1, tn)
+
+  def run(start, length, out_dtype):
     return kernel_gpu.block_list_sdd_gpu(
-        values, order, order.start, order.count, xp, transpose=transpose,
-        tn=tn, out_dtype=cfg.odt, interpret=cfg.interpret)[:, :n]
-  start, length, seg_line = _segments(order, split)
-  part = kernel_gpu.block_list_sdd_gpu(
-      values, order, start, length, xp, transpose=transpose, tn=tn,
-      out_dtype=jnp.float32, interpret=cfg.interpret)[:, :n]
-  part = part.reshape(start.shape[0], kout, n)
-  out = jnp.zeros((lines, kout, n), jnp.float32)
-  out = out.at[seg_line].add(part, mode="drop")
-  return out.reshape(lines * kout, n)
+        values, order, start, length, xp, transpose=transpose, tn=tn,
+        out_dtype=out_dtype, interpret=cfg.interpret)[:, :n]
+
+  return _gpu_segmented(run, order, struct, lines, nred, xp.shape[1] // tn,
+                        bw if transpose else bh, 0, cfg)
 
 
 # ------------------------------------------------------------------ TPU path
@@ -229,8 +245,7 @@ def _tpu_dsd(x, values, struct, transpose, cfg):
   order, _, _, lines, _ = _walk(struct, "dsd", transpose)
   b = x.shape[0]
   tb = min(256, _round_up(b, 16))
-  bp = _round_up(b, tb)
-  xp = jnp.pad(x, ((0, bp - b), (0, 0)))
+  xp = _pad_to(x, 0, tb)
   return kernel_tpu.block_list_dsd_tpu(
       xp, values, order, lines=lines, transpose=transpose, tb=tb,
       out_dtype=cfg.odt, interpret=cfg.interpret, stages=cfg.stages)[:b]
@@ -240,8 +255,7 @@ def _tpu_sdd(values, struct, x, transpose, cfg):
   order, _, _, lines, _ = _walk(struct, "sdd", transpose)
   n = x.shape[1]
   tn = min(512, _round_up(n, 128))
-  np_ = _round_up(n, tn)
-  xp = jnp.pad(x, ((0, 0), (0, np_ - n)))
+  xp = _pad_to(x, 1, tn)
   return kernel_tpu.block_list_sdd_tpu(
       values, order, xp, lines=lines, transpose=transpose, tn=tn,
       out_dtype=cfg.odt, interpret=cfg.interpret, stages=cfg.stages)[:, :n]

@@ -26,44 +26,49 @@ pl = _compat.pl
 __all__ = ["dsd_gpu", "sdd_gpu", "block_list_dsd_gpu", "block_list_sdd_gpu"]
 
 
-def _dot(a, b):
+def _dot(a, b, contract=((1,), (0,))):
+  """f32-accumulated product of two tiles in their common dtype."""
   cdt = jnp.result_type(a.dtype, b.dtype)
   prec = (jax.lax.Precision.HIGHEST if cdt == jnp.float32
           else jax.lax.Precision.DEFAULT)
-  return jnp.dot(a.astype(cdt), b.astype(cdt),
-                 preferred_element_type=jnp.float32, precision=prec)
+  return jax.lax.dot_general(a.astype(cdt), b.astype(cdt),
+                             (contract, ((), ())),
+                             preferred_element_type=jnp.float32,
+                             precision=prec)
+
+
+def _sum_into(o_ref, count, term, shape):
+  """Stores ``sum(term(k) for k < count)`` (f32 accumulator) in ``o_ref``."""
+  acc = jax.lax.fori_loop(0, count, lambda k, acc: acc + term(k),
+                          jnp.zeros(shape, jnp.float32))
+  o_ref[...] = acc.astype(o_ref.dtype)
 
 
 def _dsd_kernel(idx_ref, cnt_ref, x_ref, v_ref, o_ref, *, tb, bk, bn):
   b = pl.program_id(0)
   j = pl.program_id(1)
 
-  def body(k, acc):
+  def term(k):
     kb = idx_ref[j, k]
     xb = x_ref[pl.ds(b * tb, tb), pl.ds(kb * bk, bk)]
-    return acc + _dot(xb, v_ref[j, k, :, :])
+    return _dot(xb, v_ref[j, k, :, :])
 
-  acc = jax.lax.fori_loop(0, cnt_ref[j], body, jnp.zeros((tb, bn),
-                                                         jnp.float32))
-  o_ref[...] = acc.astype(o_ref.dtype)
+  _sum_into(o_ref, cnt_ref[j], term, (tb, bn))
 
 
 def _sdd_kernel(idx_ref, cnt_ref, v_ref, x_ref, o_ref, *, tn, bm, bk):
   i = pl.program_id(0)
   j = pl.program_id(1)
 
-  def body(k, acc):
-    kb = idx_ref[i, k]
-    xb = x_ref[pl.ds(kb * bk, bk), pl.ds(j * tn, tn)]
-    return acc + _dot(v_ref[i, k, :, :], xb)
+  def term(k):
+    xb = x_ref[pl.ds(idx_ref[i, k] * bk, bk), pl.ds(j * tn, tn)]
+    return _dot(v_ref[i, k, :, :], xb)
 
-  acc = jax.lax.fori_loop(0, cnt_ref[i], body, jnp.zeros((bm, tn),
-                                                         jnp.float32))
-  o_ref[...] = acc.astype(o_ref.dtype)
+  _sum_into(o_ref, cnt_ref[i], term, (bm, tn))
 
 
 def _call(kernel, out_shape, grid, out_block, args, interpret, name,
-          num_warps):
+          num_warps, num_stages=2):
   whole = pl.no_block_spec
   with _compat.silence_triton_deprecation():
     return pl.pallas_call(
@@ -72,7 +77,7 @@ def _call(kernel, out_shape, grid, out_block, args, interpret, name,
         grid=grid,
         in_specs=[whole] * len(args),
         out_specs=pl.BlockSpec(out_block, lambda i, j: (i, j)),
-        compiler_params=_compat.triton_params(num_warps, 2),
+        compiler_params=_compat.triton_params(num_warps, num_stages),
         interpret=interpret,
         name=name,
     )(*args)
@@ -124,46 +129,32 @@ def sdd_gpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False,
 # writes the output directly.
 
 
-def _bl_dot(a, b, contract):
-  cdt = jnp.result_type(a.dtype, b.dtype)
-  prec = (jax.lax.Precision.HIGHEST if cdt == jnp.float32
-          else jax.lax.Precision.DEFAULT)
-  return jax.lax.dot_general(a.astype(cdt), b.astype(cdt),
-                             (contract, ((), ())),
-                             preferred_element_type=jnp.float32,
-                             precision=prec)
+def _sum_segment(o_ref, g, sstart_ref, slen_ref, term, shape):
+  """Stores the sum of ``term(s)`` over the steps ``s`` of segment ``g``."""
+  start = sstart_ref[g]
+  _sum_into(o_ref, slen_ref[g], lambda t: term(start + t), shape)
 
 
 def _bl_dsd_kernel(red_ref, data_ref, sstart_ref, slen_ref, x_ref, v_ref,
                    o_ref, *, tb, kin, kout, contract):
-  b = pl.program_id(0)
-  g = pl.program_id(1)
-  start = sstart_ref[g]
+  b, g = pl.program_id(0), pl.program_id(1)
 
-  def body(t, acc):
-    s = start + t
+  def term(s):
     xb = x_ref[pl.ds(b * tb, tb), pl.ds(red_ref[s] * kin, kin)]
-    return acc + _bl_dot(xb, v_ref[data_ref[s], :, :], contract)
+    return _dot(xb, v_ref[data_ref[s], :, :], contract)
 
-  acc = jax.lax.fori_loop(0, slen_ref[g], body,
-                          jnp.zeros((tb, kout), jnp.float32))
-  o_ref[...] = acc.astype(o_ref.dtype)
+  _sum_segment(o_ref, g, sstart_ref, slen_ref, term, (tb, kout))
 
 
 def _bl_sdd_kernel(red_ref, data_ref, sstart_ref, slen_ref, v_ref, x_ref,
                    o_ref, *, tn, kin, kout, contract):
-  g = pl.program_id(0)
-  n = pl.program_id(1)
-  start = sstart_ref[g]
+  g, n = pl.program_id(0), pl.program_id(1)
 
-  def body(t, acc):
-    s = start + t
+  def term(s):
     xb = x_ref[pl.ds(red_ref[s] * kin, kin), pl.ds(n * tn, tn)]
-    return acc + _bl_dot(v_ref[data_ref[s], :, :], xb, contract)
+    return _dot(v_ref[data_ref[s], :, :], xb, contract)
 
-  acc = jax.lax.fori_loop(0, slen_ref[g], body,
-                          jnp.zeros((kout, tn), jnp.float32))
-  o_ref[...] = acc.astype(o_ref.dtype)
+  _sum_segment(o_ref, g, sstart_ref, slen_ref, term, (kout, tn))
 
 
 def block_list_dsd_gpu(x, values, order, seg_start, seg_len, *,
@@ -200,20 +191,11 @@ def block_list_dsd_gpu(x, values, order, seg_start, seg_len, *,
   contract = ((1,), (1,)) if transpose else ((1,), (0,))
   kernel = functools.partial(_bl_dsd_kernel, tb=tb, kin=kin, kout=kout,
                              contract=contract)
-  whole = pl.no_block_spec
-  args = (order.red, order.data, seg_start, seg_len, x, values)
-  with _compat.silence_triton_deprecation():
-    return pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct(
-            (x.shape[0], seg_start.shape[0] * kout), out_dtype),
-        grid=(x.shape[0] // tb, seg_start.shape[0]),
-        in_specs=[whole] * len(args),
-        out_specs=pl.BlockSpec((tb, kout), lambda b, g: (b, g)),
-        compiler_params=_compat.triton_params(num_warps, num_stages),
-        interpret=interpret,
-        name="block_list_dsd_gpu",
-    )(*args)
+  return _call(kernel, jax.ShapeDtypeStruct(
+                   (x.shape[0], seg_start.shape[0] * kout), out_dtype),
+               (x.shape[0] // tb, seg_start.shape[0]), (tb, kout),
+               (order.red, order.data, seg_start, seg_len, x, values),
+               interpret, "block_list_dsd_gpu", num_warps, num_stages)
 
 
 def block_list_sdd_gpu(values, order, seg_start, seg_len, x, *,
@@ -250,17 +232,8 @@ def block_list_sdd_gpu(values, order, seg_start, seg_len, x, *,
   contract = ((0,), (0,)) if transpose else ((1,), (0,))
   kernel = functools.partial(_bl_sdd_kernel, tn=tn, kin=kin, kout=kout,
                              contract=contract)
-  whole = pl.no_block_spec
-  args = (order.red, order.data, seg_start, seg_len, values, x)
-  with _compat.silence_triton_deprecation():
-    return pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct(
-            (seg_start.shape[0] * kout, x.shape[1]), out_dtype),
-        grid=(seg_start.shape[0], x.shape[1] // tn),
-        in_specs=[whole] * len(args),
-        out_specs=pl.BlockSpec((kout, tn), lambda g, n: (g, n)),
-        compiler_params=_compat.triton_params(num_warps, num_stages),
-        interpret=interpret,
-        name="block_list_sdd_gpu",
-    )(*args)
+  return _call(kernel, jax.ShapeDtypeStruct(
+                   (seg_start.shape[0] * kout, x.shape[1]), out_dtype),
+               (seg_start.shape[0], x.shape[1] // tn), (kout, tn),
+               (order.red, order.data, seg_start, seg_len, values, x),
+               interpret, "block_list_sdd_gpu", num_warps, num_stages)

@@ -58,6 +58,29 @@ def _clamp(k, cnt, line):
   return jnp.minimum(k, jnp.maximum(cnt[line] - 1, 0))
 
 
+def _padded_call(line_axis, grid, in_specs, out_block, out_shape, args,
+                 interpret, name):
+  """Runs :func:`_kernel` over a padded layout (indices and counts
+  scalar-prefetched); output tile ``out_block`` at grid position ``(a, b)``,
+  accumulated in f32 over the last grid axis."""
+  spec = _compat.PrefetchScalarGridSpec(
+      num_scalar_prefetch=2,
+      grid=grid,
+      in_specs=in_specs,
+      out_specs=pl.BlockSpec(out_block, lambda a, b, k, idx, cnt: (a, b)),
+      scratch_shapes=[_compat.vmem(out_block, jnp.float32)],
+  )
+  return pl.pallas_call(
+      functools.partial(_kernel, line_axis=line_axis),
+      out_shape=out_shape,
+      grid_spec=spec,
+      compiler_params=_compat.tpu_params(("parallel", "parallel",
+                                          "arbitrary")),
+      interpret=interpret,
+      name=name,
+  )(*args)
+
+
 def dsd_tpu(x, w: PaddedBlockSparse, *, tb: int, out_dtype, interpret=False):
   """``x @ W`` with ``W`` padded block-sparse, ``major="col"``.
 
@@ -76,26 +99,13 @@ def dsd_tpu(x, w: PaddedBlockSparse, *, tb: int, out_dtype, interpret=False):
   bk, bn = w.block_shape
   nbc, width = w.indices.shape
   grid = (x.shape[0] // tb, nbc, width)
-  spec = _compat.PrefetchScalarGridSpec(
-      num_scalar_prefetch=2,
-      grid=grid,
-      in_specs=[
-          pl.BlockSpec((tb, bk), lambda b, j, k, idx, cnt: (b, idx[j, k])),
-          pl.BlockSpec((_SQ, _SQ, bk, bn),
-                       lambda b, j, k, idx, cnt: (j, _clamp(k, cnt, j), 0, 0)),
-      ],
-      out_specs=pl.BlockSpec((tb, bn), lambda b, j, k, idx, cnt: (b, j)),
-      scratch_shapes=[_compat.vmem((tb, bn), jnp.float32)],
-  )
-  return pl.pallas_call(
-      functools.partial(_kernel, line_axis=1),
-      out_shape=jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), out_dtype),
-      grid_spec=spec,
-      compiler_params=_compat.tpu_params(("parallel", "parallel",
-                                          "arbitrary")),
-      interpret=interpret,
-      name="block_sparse_dsd_tpu",
-  )(w.indices, w.counts, x, w.values)
+  return _padded_call(
+      1, grid,
+      [pl.BlockSpec((tb, bk), lambda b, j, k, idx, cnt: (b, idx[j, k])),
+       pl.BlockSpec((_SQ, _SQ, bk, bn),
+                    lambda b, j, k, idx, cnt: (j, _clamp(k, cnt, j), 0, 0))],
+      (tb, bn), jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), out_dtype),
+      (w.indices, w.counts, x, w.values), interpret, "block_sparse_dsd_tpu")
 
 
 def sdd_tpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False):
@@ -116,26 +126,13 @@ def sdd_tpu(a: PaddedBlockSparse, x, *, tn: int, out_dtype, interpret=False):
   bm, bk = a.block_shape
   nbr, width = a.indices.shape
   grid = (nbr, x.shape[1] // tn, width)
-  spec = _compat.PrefetchScalarGridSpec(
-      num_scalar_prefetch=2,
-      grid=grid,
-      in_specs=[
-          pl.BlockSpec((_SQ, _SQ, bm, bk),
-                       lambda i, j, k, idx, cnt: (i, _clamp(k, cnt, i), 0, 0)),
-          pl.BlockSpec((bk, tn), lambda i, j, k, idx, cnt: (idx[i, k], j)),
-      ],
-      out_specs=pl.BlockSpec((bm, tn), lambda i, j, k, idx, cnt: (i, j)),
-      scratch_shapes=[_compat.vmem((bm, tn), jnp.float32)],
-  )
-  return pl.pallas_call(
-      functools.partial(_kernel, line_axis=0),
-      out_shape=jax.ShapeDtypeStruct((a.shape[0], x.shape[1]), out_dtype),
-      grid_spec=spec,
-      compiler_params=_compat.tpu_params(("parallel", "parallel",
-                                          "arbitrary")),
-      interpret=interpret,
-      name="block_sparse_sdd_tpu",
-  )(a.indices, a.counts, a.values, x)
+  return _padded_call(
+      0, grid,
+      [pl.BlockSpec((_SQ, _SQ, bm, bk),
+                    lambda i, j, k, idx, cnt: (i, _clamp(k, cnt, i), 0, 0)),
+       pl.BlockSpec((bk, tn), lambda i, j, k, idx, cnt: (idx[i, k], j))],
+      (bm, tn), jax.ShapeDtypeStruct((a.shape[0], x.shape[1]), out_dtype),
+      (a.indices, a.counts, a.values, x), interpret, "block_sparse_sdd_tpu")
 
 
 # --- Block-list kernels: one grid step per stored block -------------------
@@ -181,6 +178,27 @@ def _value_spec(block_shape, index_map, stages):
   return pl.BlockSpec((_SQ,) + tuple(block_shape), index_map)
 
 
+def _bl_call(grid, in_specs, out_spec, acc_shape, contract, out_shape, order,
+             operands, interpret, name):
+  """Runs :func:`_bl_kernel` along ``order``'s steps (the last grid axis),
+  its ``line``/``red``/``data``/``flags`` scalar-prefetched."""
+  spec = _compat.PrefetchScalarGridSpec(
+      num_scalar_prefetch=4,
+      grid=grid,
+      in_specs=in_specs,
+      out_specs=out_spec,
+      scratch_shapes=[_compat.vmem(acc_shape, jnp.float32)],
+  )
+  return pl.pallas_call(
+      functools.partial(_bl_kernel, step_axis=1, contract=contract),
+      out_shape=out_shape,
+      grid_spec=spec,
+      compiler_params=_compat.tpu_params(("parallel", "arbitrary")),
+      interpret=interpret,
+      name=name,
+  )(order.line, order.red, order.data, order.flags, *operands)
+
+
 def block_list_dsd_tpu(x, values, order, *, lines: int, transpose: bool,
                        tb: int, out_dtype, interpret=False, stages: int = 2):
   """``x @ W`` (or ``x @ W.T``) walking a block list grouped by output line.
@@ -211,27 +229,15 @@ def block_list_dsd_tpu(x, values, order, *, lines: int, transpose: bool,
   bh, bw = values.shape[1:]
   kin, kout = (bw, bh) if transpose else (bh, bw)
   contract = ((1,), (1,)) if transpose else ((1,), (0,))
-  grid = (x.shape[0] // tb, order.steps)
-  spec = _compat.PrefetchScalarGridSpec(
-      num_scalar_prefetch=4,
-      grid=grid,
-      in_specs=[
-          pl.BlockSpec((tb, kin), lambda b, s, ln, rd, dt, fl: (b, rd[s])),
-          _value_spec((bh, bw), lambda b, s, ln, rd, dt, fl: (dt[s], 0, 0),
-                      stages),
-      ],
-      out_specs=pl.BlockSpec((tb, kout),
-                             lambda b, s, ln, rd, dt, fl: (b, ln[s])),
-      scratch_shapes=[_compat.vmem((tb, kout), jnp.float32)],
-  )
-  return pl.pallas_call(
-      functools.partial(_bl_kernel, step_axis=1, contract=contract),
-      out_shape=jax.ShapeDtypeStruct((x.shape[0], lines * kout), out_dtype),
-      grid_spec=spec,
-      compiler_params=_compat.tpu_params(("parallel", "arbitrary")),
-      interpret=interpret,
-      name="block_list_dsd_tpu",
-  )(order.line, order.red, order.data, order.flags, x, values)
+  return _bl_call(
+      (x.shape[0] // tb, order.steps),
+      [pl.BlockSpec((tb, kin), lambda b, s, ln, rd, dt, fl: (b, rd[s])),
+       _value_spec((bh, bw), lambda b, s, ln, rd, dt, fl: (dt[s], 0, 0),
+                   stages)],
+      pl.BlockSpec((tb, kout), lambda b, s, ln, rd, dt, fl: (b, ln[s])),
+      (tb, kout), contract,
+      jax.ShapeDtypeStruct((x.shape[0], lines * kout), out_dtype), order,
+      (x, values), interpret, "block_list_dsd_tpu")
 
 
 def block_list_sdd_tpu(values, order, x, *, lines: int, transpose: bool,
@@ -263,24 +269,12 @@ def block_list_sdd_tpu(values, order, x, *, lines: int, transpose: bool,
   bh, bw = values.shape[1:]
   kin, kout = (bh, bw) if transpose else (bw, bh)
   contract = ((0,), (0,)) if transpose else ((1,), (0,))
-  grid = (x.shape[1] // tn, order.steps)
-  spec = _compat.PrefetchScalarGridSpec(
-      num_scalar_prefetch=4,
-      grid=grid,
-      in_specs=[
-          _value_spec((bh, bw), lambda n, s, ln, rd, dt, fl: (dt[s], 0, 0),
-                      stages),
-          pl.BlockSpec((kin, tn), lambda n, s, ln, rd, dt, fl: (rd[s], n)),
-      ],
-      out_specs=pl.BlockSpec((kout, tn),
-                             lambda n, s, ln, rd, dt, fl: (ln[s], n)),
-      scratch_shapes=[_compat.vmem((kout, tn), jnp.float32)],
-  )
-  return pl.pallas_call(
-      functools.partial(_bl_kernel, step_axis=1, contract=contract),
-      out_shape=jax.ShapeDtypeStruct((lines * kout, x.shape[1]), out_dtype),
-      grid_spec=spec,
-      compiler_params=_compat.tpu_params(("parallel", "arbitrary")),
-      interpret=interpret,
-      name="block_list_sdd_tpu",
-  )(order.line, order.red, order.data, order.flags, values, x)
+  return _bl_call(
+      (x.shape[1] // tn, order.steps),
+      [_value_spec((bh, bw), lambda n, s, ln, rd, dt, fl: (dt[s], 0, 0),
+                   stages),
+       pl.BlockSpec((kin, tn), lambda n, s, ln, rd, dt, fl: (rd[s], n))],
+      pl.BlockSpec((kout, tn), lambda n, s, ln, rd, dt, fl: (ln[s], n)),
+      (kout, tn), contract,
+      jax.ShapeDtypeStruct((lines * kout, x.shape[1]), out_dtype), order,
+      (values, x), interpret, "block_list_sdd_tpu")

@@ -14,6 +14,13 @@ __all__ = ["block_sparse_matmul_reference", "sparse_dense_matmul_reference",
 _HI = jax.lax.Precision.HIGHEST
 
 
+def _dot(a, b) -> jax.Array:
+  """``a @ b`` in float32 at highest precision, cast to the operands' dtype."""
+  odt = jnp.result_type(a.dtype, b.dtype)
+  return jnp.dot(a, b, preferred_element_type=jnp.float32,
+                 precision=_HI).astype(odt)
+
+
 def block_sparse_matmul_reference(x, w) -> jax.Array:
   """``x @ decompress(w)``: dense activation times sparse weight.
 
@@ -22,10 +29,7 @@ def block_sparse_matmul_reference(x, w) -> jax.Array:
   >>> block_sparse_matmul_reference(jnp.ones((1, 4)), w)
   Array([[2., 2., 2., 2.]], dtype=float32)
   """
-  dense = decompress_block(w)
-  odt = jnp.result_type(x.dtype, dense.dtype)
-  return jnp.dot(x, dense, preferred_element_type=jnp.float32,
-                 precision=_HI).astype(odt)
+  return _dot(x, decompress_block(w))
 
 
 def sparse_dense_matmul_reference(a, x) -> jax.Array:
@@ -36,10 +40,7 @@ def sparse_dense_matmul_reference(a, x) -> jax.Array:
   >>> sparse_dense_matmul_reference(a, jnp.ones((4, 1)))[:, 0]
   Array([2., 2., 2., 2.], dtype=float32)
   """
-  dense = decompress_block(a)
-  odt = jnp.result_type(x.dtype, dense.dtype)
-  return jnp.dot(dense, x, preferred_element_type=jnp.float32,
-                 precision=_HI).astype(odt)
+  return _dot(decompress_block(a), x)
 
 
 def block_list_matmul_reference(x, w) -> jax.Array:
@@ -50,10 +51,7 @@ def block_list_matmul_reference(x, w) -> jax.Array:
   >>> block_list_matmul_reference(jnp.ones((1, 4)), w)
   Array([[2., 2., 2., 2.]], dtype=float32)
   """
-  dense = decompress_block_list(w)
-  odt = jnp.result_type(x.dtype, dense.dtype)
-  return jnp.dot(x, dense, preferred_element_type=jnp.float32,
-                 precision=_HI).astype(odt)
+  return _dot(x, decompress_block_list(w))
 
 
 def block_list_sparse_dense_matmul_reference(a, x) -> jax.Array:
@@ -64,7 +62,4 @@ def block_list_sparse_dense_matmul_reference(a, x) -> jax.Array:
   >>> block_list_sparse_dense_matmul_reference(a, jnp.ones((4, 1)))[:, 0]
   Array([2., 2., 2., 2.], dtype=float32)
   """
-  dense = decompress_block_list(a)
-  odt = jnp.result_type(x.dtype, dense.dtype)
-  return jnp.dot(dense, x, preferred_element_type=jnp.float32,
-                 precision=_HI).astype(odt)
+  return _dot(decompress_block_list(a), x)

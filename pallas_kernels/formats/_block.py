@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.formats._shape import dense_matching
+
 __all__ = ["BSR", "PaddedBlockSparse", "compress_bsr", "compress_padded_block",
            "decompress_block", "bsr_to_padded", "padded_to_bsr",
            "block_values_like"]
@@ -359,10 +361,7 @@ def block_values_like(p: PaddedBlockSparse, dense) -> jax.Array:
   Array([[ 4.,  6.],
          [12., 14.]], dtype=float32)
   """
-  dense = jnp.asarray(dense)
-  if dense.shape != tuple(p.shape):
-    raise ValueError(f"dense shape {dense.shape} must equal {p.shape}.")
-  return _block_values_like(p, dense)
+  return _block_values_like(p, dense_matching(dense, p))
 
 
 @jax.jit

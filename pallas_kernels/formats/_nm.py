@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.formats._shape import dense_matching
+
 __all__ = ["NMCompressed", "compress_nm", "decompress_nm", "nm_values_like",
            "default_tile_groups", "validate_nm_mask", "index_bits"]
 
@@ -318,10 +320,7 @@ def nm_values_like(c: NMCompressed, dense) -> jax.Array:
   >>> nm_values_like(c, 10 * w)[jnp.array([0, 16]), 0]
   Array([20., 40.], dtype=float32)
   """
-  dense = jnp.asarray(dense)
-  if dense.shape != tuple(c.shape):
-    raise ValueError(f"dense shape {dense.shape} must equal {c.shape}.")
-  return _nm_values_like(c, dense)
+  return _nm_values_like(c, dense_matching(dense, c))
 
 
 @jax.jit

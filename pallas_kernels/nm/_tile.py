@@ -63,6 +63,18 @@ def compute_dtype(x_dtype, w_dtype):
   return jnp.result_type(x_dtype, w_dtype)
 
 
+def operands(x, w, out_dtype):
+  """``(B, K, N, out_dtype)`` of ``x @ W``, checking ``x`` against ``W``'s K.
+
+  ``out_dtype`` defaults to the promotion of both dtypes.
+  """
+  b, k = x.shape
+  if k != w.shape[0]:
+    raise ValueError(f"x {x.shape} last axis must equal K={w.shape[0]} of w "
+                     f"{w.shape}.")
+  return b, k, w.shape[1], out_dtype or compute_dtype(x.dtype, w.values.dtype)
+
+
 def round_up(a: int, b: int) -> int:
   return -(-a // b) * b
 
@@ -72,4 +84,4 @@ def pow2_at_least(a: int) -> int:
 
 
 __all__ = ["unpack_planes", "expanded", "dot", "compute_dtype", "precision",
-           "round_up", "pow2_at_least"]
+           "operands", "round_up", "pow2_at_least"]

@@ -113,27 +113,15 @@ def run(shapes: Sequence[tuple[int, int]], batches: Sequence[int],
         fns = {impl: _call(impl) for impl in impls}
         res = _timing.against_dense(fns, c, x, w, wm, reps=reps,
                                     length=length)
-        sec = res["seconds"]
         io = (b * k + b * cols) * itemsize
         for impl in impls:
-          choice = choices[impl]
-          ratio = sec["dense"] / sec[impl]
-          gbps = (c.nbytes() + io) / sec[impl] / 1e9
           row = dict(
               op="nm", pattern=f"{n}:{m}", shape=f"{k}x{cols}", k=k, n=cols,
               batch=b, dtype=jnp.dtype(dtype).name, device_kind=kind,
-              implementation=choice.implementation,
-              impl=choice.implementation + ("*" if choice.interpret else ""),
-              interpret=choice.interpret,
-              dense_us=sec["dense"] * 1e6, masked_us=sec["masked"] * 1e6,
-              sparse_us=sec[impl] * 1e6, ratio=ratio,
-              ratio_masked=sec["masked"] / sec[impl], bound=bound,
-              frac=ratio / bound, gbps=gbps,
-              peak_frac=None if peak is None else gbps / peak,
-              tflops=2 * b * k * cols * n / m / sec[impl] / 1e12,
-              compile_s=res["compile_s"][impl],
-              dense_compile_s=res["compile_s"]["dense"],
-              convert_s=convert_s, reason=choice.reason)
+              **_timing.row_timings(
+                  res, impl, choices[impl], bound=bound,
+                  nbytes=c.nbytes() + io, flops=2 * b * k * cols * n / m,
+                  peak=peak, convert_s=convert_s))
           results.append(row)
           emit(format_row(row))
   return results

@@ -100,35 +100,95 @@ def split_k(steps: int, want: int) -> tuple[int, int]:
   return -(-steps // per), per
 
 
-def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, m, bits, tg, q, tb, tn, chunk,
-            per_split, steps, batch, k, cols, cdt, split_out):
+def program_tile(*, tb, tn, batch, cols, row_shape):
+  """This program's ids ``(j, s, i)`` (column tile, K split, batch tile), its
+  row ids (``row_shape``, iota on axis 0), the in-range row and column masks
+  and the column slice."""
   j = pl.program_id(0)
   s = pl.program_id(1)
   i = pl.program_id(2)
   col_ids = j * tn + jax.lax.broadcasted_iota(jnp.int32, (1, tn), 1)
   cmask = col_ids < cols
-  row_ids = i * tb + jax.lax.broadcasted_iota(jnp.int32, (tb, 1), 0)
+  row_ids = i * tb + jax.lax.broadcasted_iota(jnp.int32, row_shape, 0)
   rmask = row_ids < batch
-  colsl = pl.ds(j * tn, tn)
+  return j, s, i, row_ids, rmask, cmask, pl.ds(j * tn, tn)
+
+
+def split_steps(s, *, per_split, steps):
+  """First K step of split ``s`` and how many steps it runs."""
+  first = s * per_split
+  return first, jnp.minimum(per_split, steps - first)
+
+
+def step_origin(st, *, nchunks, nper, q):
+  """K tile ``t``, first bit position and first group of K step ``st``."""
+  t = jax.lax.div(st, nchunks)
+  start = jax.lax.rem(st, nchunks) * nper
+  return t, start, start * q
+
+
+def load_slot(p_ref, v_ref, t, sl, start, g0, colsl, cmask, *, n, bits, q, tg,
+              chunk, nper):
+  """Positions and values of slot ``sl`` for ``chunk`` groups from ``g0``."""
+  planes = [_compat.masked_load(
+      p_ref.at[pl.ds(((t * n + sl) * bits + b) * q, q), colsl], cmask)
+            for b in range(bits)]
+  pos = _tile.unpack_planes(planes, start, nper)                # (chunk, tn)
+  val = _compat.masked_load(
+      v_ref.at[pl.ds((t * n + sl) * tg + g0, chunk), colsl], cmask)
+  return pos, val
+
+
+def store_tile(o_ref, out, s, rows, colsl, mask, split_out):
+  """Masked store of an output tile (into split ``s``'s partial sums)."""
+  dst = o_ref.at[s, rows, colsl] if split_out else o_ref.at[rows, colsl]
+  _compat.masked_store(dst, out, mask)
+
+
+def launch(kernel, x, w, *, tb, tn, splits, out_dtype, num_warps, num_stages,
+           interpret, name):
+  """Runs an ``(N/tn, splits, B/tb)`` N:M kernel on the Triton lowering; with
+  more than one split it writes f32 partial sums, reduced here."""
+  b, cols = x.shape[0], w.shape[1]
+  split_out = splits > 1
+  if split_out:
+    out_shape = jax.ShapeDtypeStruct((splits, b, cols), jnp.float32)
+  else:
+    out_shape = jax.ShapeDtypeStruct((b, cols), out_dtype)
+  whole = pl.no_block_spec
+  with _compat.silence_triton_deprecation():
+    out = pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(pl.cdiv(cols, tn), splits, pl.cdiv(b, tb)),
+        in_specs=[whole, whole, whole],
+        out_specs=whole,
+        compiler_params=_compat.triton_params(num_warps, num_stages),
+        interpret=interpret,
+        name=name,
+    )(x, w.values, w.indices)
+  if split_out:
+    out = out.sum(axis=0).astype(out_dtype)
+  return out
+
+
+def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, m, bits, tg, q, tb, tn, chunk,
+            per_split, steps, batch, k, cols, cdt, split_out):
+  _, s, i, row_ids, rmask, cmask, colsl = program_tile(
+      tb=tb, tn=tn, batch=batch, cols=cols, row_shape=(tb, 1))
   rowsl = pl.ds(i * tb, tb)
   nper = chunk // q            # bit positions per chunk
   nchunks = tg // chunk
-  first = s * per_split
-  count = jnp.minimum(per_split, steps - first)
+  first, count = split_steps(s, per_split=per_split, steps=steps)
 
   def body(step, acc):
-    st = first + step
-    t = jax.lax.div(st, nchunks)
-    start = jax.lax.rem(st, nchunks) * nper
-    g0 = start * q
+    t, start, g0 = step_origin(first + step, nchunks=nchunks, nper=nper, q=q)
     poss, vals = [], []
     for sl in range(n):
-      planes = [_compat.masked_load(
-          p_ref.at[pl.ds(((t * n + sl) * bits + b) * q, q), colsl], cmask)
-                for b in range(bits)]
-      poss.append(_tile.unpack_planes(planes, start, nper))
-      vals.append(_compat.masked_load(
-          v_ref.at[pl.ds((t * n + sl) * tg + g0, chunk), colsl], cmask))
+      pos, val = load_slot(p_ref, v_ref, t, sl, start, g0, colsl, cmask, n=n,
+                           bits=bits, q=q, tg=tg, chunk=chunk, nper=nper)
+      poss.append(pos)
+      vals.append(val)
     kbase = (t * tg + g0) * m
     kcol = kbase + m * jax.lax.broadcasted_iota(jnp.int32, (1, chunk), 1)
     for c in range(m):
@@ -141,11 +201,8 @@ def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, m, bits, tg, q, tb, tn, chunk,
     return acc
 
   acc = jax.lax.fori_loop(0, count, body, jnp.zeros((tn, tb), jnp.float32))
-  out = acc.T.astype(o_ref.dtype)
-  if split_out:
-    _compat.masked_store(o_ref.at[s, rowsl, colsl], out, rmask & cmask)
-  else:
-    _compat.masked_store(o_ref.at[rowsl, colsl], out, rmask & cmask)
+  store_tile(o_ref, acc.T.astype(o_ref.dtype), s, rowsl, colsl, rmask & cmask,
+             split_out)
 
 
 def nm_matmul_gpu(x, w: NMCompressed, *, out_dtype=None, interpret=False,
@@ -173,12 +230,7 @@ def nm_matmul_gpu(x, w: NMCompressed, *, out_dtype=None, interpret=False,
   >>> nm_matmul_gpu(jnp.ones((3, 64)), c, interpret=True)[2, :3]
   Array([64., 64., 64.], dtype=float32)
   """
-  b, k = x.shape
-  if k != w.shape[0]:
-    raise ValueError(f"x {x.shape} last axis must equal K={w.shape[0]} of w "
-                     f"{w.shape}.")
-  cols = w.shape[1]
-  out_dtype = out_dtype or _tile.compute_dtype(x.dtype, w.values.dtype)
+  b, k, cols, out_dtype = _tile.operands(x, w, out_dtype)
   cdt = _tile.compute_dtype(x.dtype, w.values.dtype)
   pln = plan(b, w, tn=tn, chunk=chunk)
   if splits is not None:
@@ -193,22 +245,7 @@ def nm_matmul_gpu(x, w: NMCompressed, *, out_dtype=None, interpret=False,
       per_split=pln.steps_per_split,
       steps=w.num_tiles * (w.tile_groups // ch), batch=b, k=k, cols=cols,
       cdt=cdt, split_out=split_out)
-  if split_out:
-    out_shape = jax.ShapeDtypeStruct((pln.splits, b, cols), jnp.float32)
-  else:
-    out_shape = jax.ShapeDtypeStruct((b, cols), out_dtype)
-  whole = pl.no_block_spec
-  with _compat.silence_triton_deprecation():
-    out = pl.pallas_call(
-        kernel,
-        out_shape=out_shape,
-        grid=(pl.cdiv(cols, tn), pln.splits, pl.cdiv(b, tb)),
-        in_specs=[whole, whole, whole],
-        out_specs=whole,
-        compiler_params=_compat.triton_params(num_warps, num_stages),
-        interpret=interpret,
-        name="nm_matmul_gpu",
-    )(x, w.values, w.indices)
-  if split_out:
-    out = out.sum(axis=0).astype(out_dtype)
-  return out
+  return launch(kernel, x, w, tb=tb, tn=tn, splits=pln.splits,
+                out_dtype=out_dtype, num_warps=num_warps,
+                num_stages=num_stages, interpret=interpret,
+                name="nm_matmul_gpu")

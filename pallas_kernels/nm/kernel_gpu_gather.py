@@ -35,33 +35,21 @@ _MAX_TB = 8
 
 def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, bits, m, tg, q, tb, tn, chunk,
             per_split, steps, batch, k, cols, split_out):
-  j = pl.program_id(0)
-  s = pl.program_id(1)
-  i = pl.program_id(2)
-  col_ids = j * tn + jax.lax.broadcasted_iota(jnp.int32, (1, tn), 1)
-  cmask = col_ids < cols
-  row_ids = i * tb + jax.lax.broadcasted_iota(jnp.int32, (tb, 1, 1), 0)
-  rmask = row_ids < batch
-  colsl = pl.ds(j * tn, tn)
+  _, s, i, row_ids, rmask, cmask, colsl = kernel_gpu.program_tile(
+      tb=tb, tn=tn, batch=batch, cols=cols, row_shape=(tb, 1, 1))
   nper = chunk // q
   nchunks = tg // chunk
-  first = s * per_split
-  count = jnp.minimum(per_split, steps - first)
+  first, count = kernel_gpu.split_steps(s, per_split=per_split, steps=steps)
 
   def body(step, acc):
-    st = first + step
-    t = jax.lax.div(st, nchunks)
-    start = jax.lax.rem(st, nchunks) * nper
-    g0 = start * q
+    t, start, g0 = kernel_gpu.step_origin(first + step, nchunks=nchunks,
+                                          nper=nper, q=q)
     group = (t * tg + g0) + jax.lax.broadcasted_iota(jnp.int32, (chunk, tn), 0)
     for sl in range(n):
-      planes = [_compat.masked_load(
-          p_ref.at[pl.ds(((t * n + sl) * bits + b) * q, q), colsl], cmask)
-                for b in range(bits)]
-      pos = _tile.unpack_planes(planes, start, nper)            # (chunk, tn)
-      val = _compat.masked_load(
-          v_ref.at[pl.ds((t * n + sl) * tg + g0, chunk), colsl],
-          cmask).astype(jnp.float32)
+      pos, val = kernel_gpu.load_slot(
+          p_ref, v_ref, t, sl, start, g0, colsl, cmask, n=n, bits=bits, q=q,
+          tg=tg, chunk=chunk, nper=nper)
+      val = val.astype(jnp.float32)
       kidx = (group * m + pos)[None]                            # (1, chunk, tn)
       xmask = rmask & (kidx < k) & cmask[None]
       xg = _compat.masked_load(
@@ -73,11 +61,8 @@ def _kernel(x_ref, v_ref, p_ref, o_ref, *, n, bits, m, tg, q, tb, tn, chunk,
   acc = jax.lax.fori_loop(0, count, body, jnp.zeros((tb, tn), jnp.float32))
   rows = pl.ds(i * tb, tb)
   omask = rmask[:, :, 0] & cmask
-  if split_out:
-    _compat.masked_store(o_ref.at[s, rows, colsl], acc.astype(o_ref.dtype),
-                         omask)
-  else:
-    _compat.masked_store(o_ref.at[rows, colsl], acc.astype(o_ref.dtype), omask)
+  kernel_gpu.store_tile(o_ref, acc.astype(o_ref.dtype), s, rows, colsl, omask,
+                        split_out)
 
 
 def nm_matmul_gpu_gather(x, w: NMCompressed, *, out_dtype=None,
@@ -105,12 +90,7 @@ def nm_matmul_gpu_gather(x, w: NMCompressed, *, out_dtype=None,
   >>> nm_matmul_gpu_gather(jnp.ones((2, 128)), c, interpret=True)[1, :3]
   Array([16., 16., 16.], dtype=float32)
   """
-  b, k = x.shape
-  if k != w.shape[0]:
-    raise ValueError(f"x {x.shape} last axis must equal K={w.shape[0]} of w "
-                     f"{w.shape}.")
-  cols = w.shape[1]
-  out_dtype = out_dtype or _tile.compute_dtype(x.dtype, w.values.dtype)
+  b, k, cols, out_dtype = _tile.operands(x, w, out_dtype)
   tn = min(tn, max(16, _tile.pow2_at_least(cols)))
   pln = kernel_gpu.plan(b, w, tn=tn, chunk=chunk, max_tb=_MAX_TB)
   tb = min(_MAX_TB, _tile.pow2_at_least(b))
@@ -122,22 +102,7 @@ def nm_matmul_gpu_gather(x, w: NMCompressed, *, out_dtype=None,
       _kernel, n=w.n, bits=w.bits, m=w.m, tg=w.tile_groups,
       q=w.words_per_plane, tb=tb, tn=tn, chunk=pln.chunk, per_split=per,
       steps=steps, batch=b, k=k, cols=cols, split_out=split_out)
-  if split_out:
-    out_shape = jax.ShapeDtypeStruct((splits, b, cols), jnp.float32)
-  else:
-    out_shape = jax.ShapeDtypeStruct((b, cols), out_dtype)
-  whole = pl.no_block_spec
-  with _compat.silence_triton_deprecation():
-    out = pl.pallas_call(
-        kernel,
-        out_shape=out_shape,
-        grid=(pl.cdiv(cols, tn), splits, pl.cdiv(b, tb)),
-        in_specs=[whole, whole, whole],
-        out_specs=whole,
-        compiler_params=_compat.triton_params(num_warps, num_stages),
-        interpret=interpret,
-        name="nm_matmul_gpu_gather",
-    )(x, w.values, w.indices)
-  if split_out:
-    out = out.sum(axis=0).astype(out_dtype)
-  return out
+  return kernel_gpu.launch(kernel, x, w, tb=tb, tn=tn, splits=splits,
+                           out_dtype=out_dtype, num_warps=num_warps,
+                           num_stages=num_stages, interpret=interpret,
+                           name="nm_matmul_gpu_gather")

@@ -149,12 +149,7 @@ def nm_matmul_tpu(x, w: NMCompressed, *, out_dtype=None, interpret=False,
   >>> nm_matmul_tpu(jnp.ones((2, 32)), c, interpret=True)[1, 0]
   Array(32., dtype=float32)
   """
-  b, k = x.shape
-  if k != w.shape[0]:
-    raise ValueError(f"x {x.shape} last axis must equal K={w.shape[0]} of w "
-                     f"{w.shape}.")
-  cols = w.shape[1]
-  out_dtype = out_dtype or _tile.compute_dtype(x.dtype, w.values.dtype)
+  b, k, cols, out_dtype = _tile.operands(x, w, out_dtype)
   cdt = _tile.compute_dtype(x.dtype, w.values.dtype)
   if cdt == jnp.float16:  # no f16 MXU path on TPU: exact f32 products instead
     cdt = jnp.dtype(jnp.float32)
