@@ -1,7 +1,11 @@
-"""The plots of a run (PNG, when matplotlib is installed).
+"""The plots of a run (PNG; matplotlib is a dependency of the package).
 
 Training/validation loss of the sparse run against the dense baseline, and
-the schedule (sparsity, N:M density, mask-decay beta). Only process 0 writes.
+the schedule: the mask's sparsity, the sparsity the forward pass actually
+uses (entries scaled by a mask-decay beta > 0 count as present), the N:M
+density and beta, with the phase boundaries marked. Every curve has its own
+line style, so two curves that coincide are both visible. Only process 0
+writes.
 """
 from __future__ import annotations
 
@@ -14,7 +18,12 @@ import numpy as np
 from sparsejax.pretrain import metrics as metrics_lib
 from sparsejax.pretrain import report
 
-__all__ = ["plot_losses", "plot_schedule", "write_plots"]
+__all__ = ["phase_boundaries", "plot_losses", "plot_schedule",
+           "schedule_series", "write_plots"]
+
+# Distinct styles so that coinciding curves stay visible.
+_STYLES = [("-", None), ("--", None), (":", "o"), ("-.", "s"), ("-", "^")]
+_PHASES = {1: "sparse phase starts", 2: "hard-mask fine-tune starts"}
 
 
 def _pyplot():
@@ -23,7 +32,8 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
   except ImportError:
-    print("matplotlib is not installed; skipping plots.", file=sys.stderr)
+    print("matplotlib is not installed, so no plots are written; install it "
+          "with `pip install matplotlib`.", file=sys.stderr)
     return None
   return plt
 
@@ -76,9 +86,56 @@ def plot_losses(runs: dict[str, list[dict[str, Any]]],
   return _finish(plt, fig, ax, "Training and validation loss", path)
 
 
+def phase_boundaries(steps: np.ndarray, phase: np.ndarray
+                     ) -> list[tuple[int, str]]:
+  """The steps where the phase changes, with what starts there.
+
+  Example:
+    >>> phase_boundaries(np.arange(6), np.array([0, 0, 1, 1, 2, 2]))
+    [(2, 'sparse phase starts'), (4, 'hard-mask fine-tune starts')]
+  """
+  steps, phase = np.asarray(steps), np.asarray(phase)
+  change = np.nonzero(phase[1:] != phase[:-1])[0] + 1
+  return [(int(steps[i]), _PHASES.get(int(phase[i]), f"phase {phase[i]}"))
+          for i in change]
+
+
+def schedule_series(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The curves of the schedule plot from a :func:`report.schedule_table`.
+
+  ``mask sparsity`` is the fraction of entries the mask drops (from the
+  sparse phase on); ``forward-pass sparsity`` is the fraction the forward
+  pass does not use: while a mask-decay beta is above 0 the dropped entries
+  are still used, scaled by beta, so it stays 0 until beta reaches 0.
+
+  Example:
+    >>> t = {"n": np.array([4, 2, 2]), "m": np.array([4, 4, 4]),
+    ...      "beta": np.array([1.0, 0.5, 0.0]), "phase": np.array([0, 1, 2])}
+    >>> {k: v.tolist() for k, v in schedule_series(t).items()}
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'mask sparsity': [0.0, 0.5, 0.5], 'forward-pass sparsity': [0.0, 0.0, 0.5],
+     'N:M density n/m': [1.0, 0.5, 0.5], 'mask decay beta': [1.0, 0.5, 0.0]}
+  """
+  series = {}
+  if "n" not in table:
+    return series
+  density = table["n"] / table["m"]
+  active = table["phase"] > 0 if "phase" in table else np.ones(density.shape,
+                                                               bool)
+  mask_sparsity = np.where(active, 1.0 - density, 0.0)
+  series["mask sparsity"] = mask_sparsity
+  beta = table.get("beta")
+  series["forward-pass sparsity"] = (mask_sparsity if beta is None else
+                                     np.where(beta > 0, 0.0, mask_sparsity))
+  series["N:M density n/m"] = density
+  if beta is not None:
+    series["mask decay beta"] = beta
+  return series
+
+
 def plot_schedule(steps: np.ndarray, series: dict[str, np.ndarray],
-                  path: str | os.PathLike, title: str = "Sparsity schedule"
-                  ) -> bool:
+                  path: str | os.PathLike, title: str = "Sparsity schedule",
+                  boundaries: list[tuple[int, str]] = ()) -> bool:
   """Plots schedule values (sparsity, N:M density, beta, ...) over steps.
 
   Args:
@@ -86,6 +143,8 @@ def plot_schedule(steps: np.ndarray, series: dict[str, np.ndarray],
     series: ``{name: values over steps}``, each in ``[0, 1]``.
     path: Output PNG.
     title: Plot title.
+    boundaries: ``[(step, label)]`` drawn as vertical lines (see
+      :func:`phase_boundaries`).
 
   Returns:
     ``True`` if the plot was written.
@@ -100,8 +159,14 @@ def plot_schedule(steps: np.ndarray, series: dict[str, np.ndarray],
   if plt is None or not metrics_lib.is_main() or not series:
     return False
   fig, ax = plt.subplots(figsize=(7, 4))
-  for name, values in series.items():
-    ax.plot(steps, values, label=name)
+  every = max(1, len(steps) // 12)
+  for i, (name, values) in enumerate(series.items()):
+    style, marker = _STYLES[i % len(_STYLES)]
+    ax.plot(steps, values, linestyle=style, marker=marker, markevery=every,
+            linewidth=2.2 - 0.3 * (i % 3), label=name)
+  for j, (step, label) in enumerate(boundaries):
+    ax.axvline(step, color="0.4", linestyle=":" if j else "--", linewidth=1,
+               label=f"step {step}: {label}")
   ax.set_ylim(-0.05, 1.05)
   return _finish(plt, fig, ax, title, path)
 
@@ -125,18 +190,13 @@ def write_plots(arms: list[Any], workdir: str) -> None:
   a = sparse[0]
   steps = np.arange(a.config.train.steps + 1)
   table = report.schedule_table(a.sparsifier, a.rules, steps)
-  series = {}
+  series = schedule_series(table)
   measured = [(r["step"], r["sparsity"]) for r in runs[a.label]
               if "sparsity" in r]
-  if "phase" in table:  # Progressive: masks apply from the sparse phase.
-    series["sparsity in the forward pass"] = np.where(
-        table["phase"] > 0, 1.0 - table["n"] / table["m"], 0.0)
-  elif measured:
+  if "phase" not in table and measured:
     xs, ys = zip(*measured)
-    series["sparsity (measured)"] = np.interp(steps, xs, ys)
-  if "n" in table:
-    series["N:M density n/m"] = table["n"] / table["m"]
-  if "beta" in table:
-    series["mask decay beta"] = table["beta"]
+    series["mask sparsity (measured)"] = np.interp(steps, xs, ys)
+  boundaries = (phase_boundaries(steps, table["phase"]) if "phase" in table
+                else [])
   plot_schedule(steps, series, os.path.join(plots, "schedule.png"),
-                title=f"Schedule: {a.label}")
+                title=f"Schedule: {a.label}", boundaries=boundaries)
