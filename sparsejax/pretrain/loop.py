@@ -24,6 +24,7 @@ from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import plots as plots_lib
 from sparsejax.pretrain import report as report_lib
 from sparsejax.pretrain import step as step_lib
+from sparsejax.pretrain import validation
 
 __all__ = ["train_arm", "run"]
 
@@ -225,9 +226,9 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
         report: bool = True) -> dict[str, Any]:
   """Plans, trains every arm, evaluates and writes the outputs.
 
-  Everything that can be refused (config, mesh, patterns, data, a workdir of
-  an incompatible run) is refused before any compute and before anything is
-  written.
+  Everything that can be refused (config, mesh, patterns, data, a workdir
+  that cannot be written or holds an incompatible run) is refused before any
+  compute and before anything is written.
 
   Args:
     config: The run's ``ConfigDict``.
@@ -237,6 +238,11 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
       checkpoint), as if interrupted; later arms are not started.
     progress: Show progress bars.
     report: Print the final report.
+
+  Raises:
+    ConfigError: The config or workdir cannot be run (nothing computed).
+    NonFiniteError: An arm stopped on non-finite values
+      (:func:`train_arm`); nothing is exported.
 
   Returns:
     ``{"arms": {name: per-arm result}, "results": {...}, "layers": Summary or
@@ -256,6 +262,7 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
     sparsejax.pretrain.config.ConfigError: mesh {'data': 3, ...} has 3 device(s) but 1 are available; ...
   """
   workdir = os.path.abspath(os.fspath(workdir))
+  validation.check_workdir_path(workdir)
   arms = plan_lib.plan(config, devices)
   ckpt_lib.check_workdir(workdir, config)
   ckpt_lib.write_config(workdir, config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import tempfile
 from typing import Any, Callable, Iterable
 
 import ml_collections
@@ -21,12 +22,12 @@ from sparsejax import _checks
 from sparsejax.methods import registry
 from sparsejax.pretrain import config as config_lib
 
-__all__ = ["schema_keys", "closest_key", "unknown_key_error", "check_method",
+__all__ = ["OPTIONAL_KEYS", "schema_keys", "closest_key", "unknown_key_error", "check_method",
            "check_workdir_path", "validate"]
 
 ConfigError = config_lib.ConfigError
 
-_OPTIONAL = ("sparsity.c",)
+OPTIONAL_KEYS = ("sparsity.c",)
 """Keys that may be ``None`` (the method's default)."""
 
 
@@ -115,7 +116,7 @@ def check_method(method: Any) -> None:
 def check_workdir_path(workdir: str | os.PathLike) -> None:
   """Raises unless ``workdir`` is, or can be created as, a writable folder.
 
-  Nothing is created.
+  Nothing is left behind (a probe folder is made and removed at once).
 
   Args:
     workdir: The ``--workdir`` of a run.
@@ -137,9 +138,11 @@ def check_workdir_path(workdir: str | os.PathLike) -> None:
   if not os.path.isdir(parent):
     raise ConfigError(f"--workdir {path} cannot be created: {parent} is a "
                       "file, not a folder.")
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise ConfigError(f"--workdir {path} cannot be written: {parent} is not "
-                      "writable.")
+  try:  # a probe folder, removed at once: os.access trusts root too much
+    os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=parent))
+  except OSError as e:
+    raise ConfigError(f"--workdir {path} cannot be written: {parent} refuses "
+                      f"a new folder ({e.strerror or e}).") from None
 
 
 def _as_config_error(check: Callable[..., Any], *args: Any, **kwargs: Any
@@ -164,7 +167,7 @@ def _check_types(config: Any, schema: Any, prefix: str = "") -> None:
                           f"{', '.join(sorted(want.keys()))}); got {value!r}.")
       _check_types(value, want, name + ".")
       continue
-    if value is None and name in _OPTIONAL:
+    if value is None and name in OPTIONAL_KEYS:
       continue
     kind = type(want)
     ok = (isinstance(value, kind) and not (kind is int and
