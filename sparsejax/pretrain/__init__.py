@@ -20,11 +20,22 @@ for every key); the files in ``configs/`` are the recipes::
   python -m sparsejax.pretrain --config configs/gpt_small_progressive_1to8.py \
       --config.data.paths=/data/text --workdir /ckpt/gpt-small-1to8
 
-``--config.KEY=VALUE`` overrides any key (an unknown key is an error);
+``--config.KEY=VALUE`` overrides any key (an unknown key is an error that
+names the closest valid key);
 ``--workdir`` holds checkpoints, ``metrics.jsonl``, plots, the exported
 weights and ``summary.json`` (default: a new folder under ``runs/``). Your
 own data: ``--config.data.source=files --config.data.paths=a.txt,dir/`` (plain
 text, byte-level tokens).
+
+Exit status: 0 when the run finished; 2 for any config, command-line or
+workdir mistake, refused with one ``error:`` line before any compute; 3 when
+training diverged. A step whose loss, gradient norm or updated params are
+not finite is skipped inside the jitted step (params, optimizer and sparsity
+state kept; the step count and the data move on); more than
+``train.max_nonfinite_steps`` (default 10) skipped steps stop the run with an
+``error:`` line naming the step and the values: no checkpoint is saved past
+that point (the last good one stays), nothing is exported and the run is not
+reported finished.
 
 Rerunning with the same ``--workdir`` resumes from the last complete
 checkpoint (bit-exact); the mesh and the logging/checkpoint/eval/output keys
@@ -65,7 +76,10 @@ Modules
 -------
 The application imports the library, never the other way round:
 
-* :mod:`~sparsejax.pretrain.config` -- the config schema and its checks;
+* :mod:`~sparsejax.pretrain.cli` -- the command line, parsed and checked;
+* :mod:`~sparsejax.pretrain.config` -- the config schema;
+* :mod:`~sparsejax.pretrain.validation` -- the checks of a config and a
+  workdir, each naming the key;
 * :mod:`~sparsejax.pretrain.data` -- corpus, byte tokenizer, checkpointable
   batches;
 * :mod:`~sparsejax.pretrain.plan` -- model, optimizer, sparsifier, mesh and

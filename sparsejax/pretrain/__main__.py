@@ -1,66 +1,75 @@
-"""Command line of ``python -m sparsejax.pretrain``."""
+"""Command line of ``python -m sparsejax.pretrain`` (see :mod:`.cli`).
+
+Exit status: 0 when every arm finished (or was stopped as asked); 2 for a
+config, command-line or workdir mistake, refused before any compute; 3 when
+training stopped on non-finite values
+(:class:`~sparsejax.pretrain.step.NonFiniteError`: the last good checkpoint
+stays, nothing is exported and the run is not reported finished). A failure
+prints one ``error:`` line on stderr, without a traceback.
+"""
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+__all__ = ["EXIT_CONFIG", "EXIT_NONFINITE", "main"]
 
-__all__ = ["DEFAULT_CONFIG", "main"]
+EXIT_CONFIG = 2
+"""Exit status of a config, command-line or workdir mistake."""
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                              "config.py")
-"""Path of the embedded default config (used when no ``--config``)."""
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", DEFAULT_CONFIG,
-    "Config file with get_config(), e.g. configs/smoke.py.")
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None,
-    "Output folder (checkpoints, metrics, plots, export); a compatible run "
-    "there is resumed. Default: a new folder under ./runs/.")
+EXIT_NONFINITE = 3
+"""Exit status of a run stopped on non-finite loss, gradients or params."""
 
 
-def main(argv: list[str]) -> None:
-  """Entry point of ``python -m sparsejax.pretrain`` (absl ``app.run``).
+def main(argv: list[str] | None = None) -> int:
+  """Runs ``python -m sparsejax.pretrain`` with ``argv``; returns the status.
 
   Args:
-    argv: Remaining command-line arguments (none are accepted).
+    argv: The arguments without the program name (default:
+      ``sys.argv[1:]``).
+
+  Returns:
+    The exit status: 0, :data:`EXIT_CONFIG` or :data:`EXIT_NONFINITE`.
 
   Example:
-    >>> main(["pretrain", "extra"])
-    Traceback (most recent call last):
-    ...
-    absl.app.UsageError: unexpected arguments: extra
+    >>> main(["--config.optim.lrr=1"])
+    2
   """
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  t0 = time.perf_counter()
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join(
-      "runs", datetime.datetime.now().strftime("pretrain-%Y%m%d-%H%M%S"))
-  import jax
-  if config.get("distributed", False):
-    jax.distributed.initialize()
+  from absl import logging
+
+  from sparsejax.pretrain import cli
   from sparsejax.pretrain import config as config_lib
-  from sparsejax.pretrain import loop
+  t0 = time.perf_counter()
   try:
-    out = loop.run(config, workdir)
+    args = cli.parse_args(sys.argv[1:] if argv is None else argv)
   except config_lib.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
+  if args.help:
+    print(cli.USAGE + "\n\n" + (cli.__doc__ or ""), flush=True)
+    return 0
+  logging.set_verbosity(logging.WARNING if args.verbosity is None
+                        else args.verbosity)  # orbax logs every save at INFO
+  import jax
+  if args.config.distributed:
+    jax.distributed.initialize()
+  from sparsejax.pretrain import loop
+  from sparsejax.pretrain import step as step_lib
+  try:
+    out = loop.run(args.config, args.workdir)
+  except config_lib.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
+  except step_lib.NonFiniteError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return EXIT_NONFINITE
   if jax.process_index() == 0:
     state = "finished" if out["finished"] else "stopped"
-    print(f"{state}; outputs in {os.path.abspath(workdir)}; wall time "
+    print(f"{state}; outputs in {os.path.abspath(args.workdir)}; wall time "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

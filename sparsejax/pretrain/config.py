@@ -100,6 +100,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 500
+  # Steps with a non-finite loss, gradient or update are skipped (params,
+  # optimizer and sparsity state kept; the step count and data move on);
+  # more skips than this stop the run (exit status 3). 0: stop at the first.
+  c.train.max_nonfinite_steps = 10
 
   c.sparsity = ml_collections.ConfigDict()
   c.sparsity.method = "progressive_nm"  # "none" or a registered method name
@@ -210,7 +214,8 @@ def load_config_file(path: str | os.PathLike, *args: Any
     The ``ConfigDict`` it returns.
 
   Raises:
-    ConfigError: The file does not exist or has no ``get_config``.
+    ConfigError: The file does not exist, fails to load, has no
+      ``get_config`` or it returns no ``ConfigDict``.
 
   Example:
     >>> load_config_file(__file__).model.d_model
@@ -221,47 +226,30 @@ def load_config_file(path: str | os.PathLike, *args: Any
     raise ConfigError(f"config file {path!r} does not exist.")
   name = "_config_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"config file {path!r} is not a Python file.")
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not callable(getattr(module, "get_config", None)):
-    raise ConfigError(f"config file {path!r} defines no get_config().")
-  return module.get_config(*args)
-
-
-def _unknown_keys(config: Any, schema: Any, prefix: str = "") -> list[str]:
-  out = []
-  for key in config.keys():
-    name = prefix + key
-    if key not in schema:
-      out.append(name)
-    elif isinstance(schema[key], ml_collections.ConfigDict):
-      if not isinstance(config[key], (ml_collections.ConfigDict, dict)):
-        out.append(name + " (expected a section)")
-      else:
-        out.extend(_unknown_keys(config[key], schema[key], name + "."))
-  return out
-
-
-def _choice(value: Any, name: str, choices: tuple[Any, ...]) -> None:
-  if value not in choices:
-    raise ConfigError(f"{name}={value!r}; choose one of {choices}.")
-
-
-def _positive(value: Any, name: str, allow_zero: bool = False) -> None:
-  ok = value >= 0 if allow_zero else value > 0
-  if not ok:
-    raise ConfigError(f"{name}={value!r} must be "
-                      f"{'>= 0' if allow_zero else '> 0'}.")
-
-
-def _fraction(value: Any, name: str) -> None:
-  if not 0.0 <= float(value) <= 1.0:
-    raise ConfigError(f"{name}={value!r} must be in [0, 1].")
+  try:
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+      raise ConfigError(f"config file {path!r} defines no get_config().")
+    config = module.get_config(*args)
+  except ConfigError:
+    raise
+  except Exception as e:  # a broken file: its error, without a traceback
+    raise ConfigError(f"config file {path!r} failed to load: "
+                      f"{type(e).__name__}: {e}") from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"config file {path!r}: get_config() must return an "
+                      f"ml_collections.ConfigDict; got {type(config).__name__}.")
+  return config
 
 
 def validate(config: Any) -> None:
-  """Checks a config's keys and values; raises :class:`ConfigError`.
+  """Checks a config's keys, types and values; raises :class:`ConfigError`.
 
+  The checks are :func:`sparsejax.pretrain.validation.validate`'s: unknown
+  keys (with the closest valid key), types, then every value's domain.
   Shape checks that need the model (an N:M pattern that does not divide a
   layer, a mesh that does not divide a dimension) come later, in
   :func:`sparsejax.pretrain.plan.plan`, still before any compute.
@@ -276,70 +264,7 @@ def validate(config: Any) -> None:
     >>> validate(cfg)
     Traceback (most recent call last):
     ...
-    sparsejax.pretrain.config.ConfigError: sparsity.decay='cubic'; choose one of ...
+    sparsejax.pretrain.config.ConfigError: sparsity.decay must be one of '', 'linear', 'exponential'; got 'cubic'.
   """
-  unknown = _unknown_keys(config, get_config())
-  if unknown:
-    raise ConfigError(f"unknown config key(s): {', '.join(unknown)}. Every "
-                      "config starts from sparsejax.pretrain.config.get_config(); "
-                      "check the spelling.")
-  d, m, o, s, t = (config.data, config.model, config.optim, config.sparsity,
-                   config.train)
-  _choice(d.source, "data.source", ("pydoc", "files"))
-  if d.source == "files" and not d.paths:
-    raise ConfigError("data.source='files' needs data.paths (comma-separated "
-                      "text files or folders).")
-  if not 0.0 < d.val_fraction < 1.0:
-    raise ConfigError(f"data.val_fraction={d.val_fraction} must be in (0, 1).")
-  for name in ("seq_len", "batch_size"):
-    _positive(d[name], f"data.{name}")
-  for name in ("d_model", "n_layers", "n_heads", "d_ff"):
-    _positive(m[name], f"model.{name}")
-  if m.d_model % m.n_heads:
-    raise ConfigError(f"model.d_model={m.d_model} is not divisible by "
-                      f"model.n_heads={m.n_heads}.")
-  _choice(m.positions, "model.positions", ("learned", "rotary"))
-  _choice(m.dtype, "model.dtype", ("float32", "bfloat16"))
-  _fraction(m.dropout, "model.dropout")
-  _positive(o.lr, "optim.lr")
-  _positive(o.warmup_steps, "optim.warmup_steps", allow_zero=True)
-  _fraction(o.end_lr_fraction, "optim.end_lr_fraction")
-  _positive(o.clip_norm, "optim.clip_norm", allow_zero=True)
-  _positive(t.steps, "train.steps")
-  if o.warmup_steps >= t.steps:
-    raise ConfigError(f"optim.warmup_steps={o.warmup_steps} must be < "
-                      f"train.steps={t.steps}.")
-  if s.method != "none":
-    sparsity_rules(config)
-  _choice(s.structure, "sparsity.structure", ("", "stepwise", "geometric"))
-  _choice(s.decay, "sparsity.decay", ("", "linear", "exponential"))
-  _choice(s.grad, "sparsity.grad", ("identity", "autodiff"))
-  _choice(s.distribution, "sparsity.distribution", ("", "uniform", "erk"))
-  for name in ("dense_fraction", "finetune_fraction", "begin_fraction",
-               "end_fraction", "t_end_fraction", "alpha", "target"):
-    _fraction(s[name], f"sparsity.{name}")
-  if s.method == "progressive_nm":
-    dense = int(round(s.dense_fraction * t.steps))
-    fine = int(round(s.finetune_fraction * t.steps))
-    if dense + fine >= t.steps:
-      raise ConfigError(
-          f"sparsity.dense_fraction + sparsity.finetune_fraction leave no "
-          f"sparse phase in {t.steps} steps ({dense} dense + {fine} "
-          "fine-tune).")
-  if s.method == "gradual_magnitude" and s.end_fraction <= s.begin_fraction:
-    raise ConfigError("sparsity.end_fraction must be > begin_fraction.")
-  for name in ("frequency", "delta_t"):
-    _positive(s[name], f"sparsity.{name}")
-  for name in ("data", "fsdp", "tensor"):
-    v = config.mesh[name]
-    if v != -1 and v < 1:
-      raise ConfigError(f"mesh.{name}={v} must be >= 1 (or -1 for 'the rest' "
-                        "on one axis).")
-  if sum(config.mesh[n] == -1 for n in ("data", "fsdp", "tensor")) > 1:
-    raise ConfigError("at most one mesh axis may be -1.")
-  _positive(config.checkpoint.every, "checkpoint.every")
-  _positive(config.checkpoint.keep, "checkpoint.keep")
-  _positive(config.eval.every, "eval.every")
-  _positive(config.eval.batch_size, "eval.batch_size")
-  _positive(config.eval.max_windows, "eval.max_windows", allow_zero=True)
-  _positive(config.log_every, "log_every")
+  from sparsejax.pretrain import validation  # it builds on this module
+  validation.validate(config)

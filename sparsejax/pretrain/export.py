@@ -119,6 +119,10 @@ def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
   Returns:
     The manifest as a dict.
 
+  Raises:
+    ValueError: A leaf of ``params`` holds a NaN or an infinity (named);
+      nothing is written.
+
   Example:
     >>> import tempfile
     >>> w = jnp.array([[1.], [0.], [3.], [0.]] * 16)
@@ -129,6 +133,11 @@ def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
     ('nm_compressed', 'dense')
   """
   params, masks = to_host(params), to_host(masks)
+  bad = [path for path, w, _ in masks_lib.named_pairs(params, masks)
+         if np.issubdtype(w.dtype, np.inexact) and not np.isfinite(w).all()]
+  if bad:
+    raise ValueError(f"params hold non-finite values at {', '.join(bad)}; "
+                     "nothing was exported.")
   compressed = _leaves_of_type(
       sj.deploy.export(params, masks, _export_rules(params, masks, rules)),
       (formats.NMCompressed, formats.PaddedBlockSparse))

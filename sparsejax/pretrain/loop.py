@@ -24,6 +24,7 @@ from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import plots as plots_lib
 from sparsejax.pretrain import report as report_lib
 from sparsejax.pretrain import step as step_lib
+from sparsejax.pretrain import validation
 
 __all__ = ["train_arm", "run"]
 
@@ -48,6 +49,23 @@ class _Evaluator:
     return params, result
 
 
+def _nonfinite_error(arm: plan_lib.Arm, state: step_lib.TrainState,
+                     step: int, saved: list[int], workdir: str
+                     ) -> step_lib.NonFiniteError:
+  """The error of an arm stopped at ``step`` after too many skipped steps."""
+  skips = jax.device_get(state.skips)
+  kept = (f"the last good checkpoint (step {saved[-1]}) is kept in "
+          f"{os.path.join(workdir, 'checkpoints')}" if saved else
+          "no checkpoint had been saved")
+  return step_lib.NonFiniteError(
+      f"arm {arm.name!r} stopped at step {step}: {int(skips.count)} steps had "
+      f"a non-finite loss or gradient (more than train.max_nonfinite_steps="
+      f"{arm.config.train.max_nonfinite_steps}); the last, step "
+      f"{int(skips.step)}, had loss {float(skips.loss)} and grad_norm "
+      f"{float(skips.grad_norm)}. Nothing was saved or exported after it; "
+      f"{kept}. Lower optim.lr (now {arm.config.optim.lr}) or check the data.")
+
+
 def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
               progress: bool = True) -> dict[str, Any]:
   """Trains (or resumes) one arm, checkpointing and logging as configured.
@@ -62,6 +80,12 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
   Returns:
     ``{"state", "step", "finished", "steps_per_s", "train_s", "resumed_from"}``
     and, when finished, ``"val_loss"``, ``"perplexity"``, ``"eval_params"``.
+
+  Raises:
+    NonFiniteError: More than ``train.max_nonfinite_steps`` steps were
+      skipped for non-finite values (checked when the loop syncs anyway: at
+      the logging and checkpoint steps and the end), or the final params are
+      not finite. No checkpoint is saved past the check that fails.
   """
   cfg = arm.config
   total = cfg.train.steps
@@ -91,47 +115,60 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
   timed_s, paused, since_log = 0.0, 0.0, 0
   t_first = t_log = None
   last_eval = None
-  for step in range(start, end):
-    local, data_state = data_lib.next_batch(
-        arm.train_tokens, data_state, cfg.data.batch_size, cfg.data.seq_len)
-    batch = data_lib.global_batch(local, arm.batch_sharding)
-    with arm.context():
-      state, metrics = step_fn(state, batch)
-    s = step + 1
-    since_log += 1
-    if t_first is None:  # The first step compiles; time from its end.
-      jax.block_until_ready(metrics["loss"])
-      t_first = t_log = time.perf_counter()
-      since_log = 0
-    if s % cfg.log_every == 0 or s == end:
-      record, now = dict(jax.device_get(metrics)), time.perf_counter()
-      if since_log and now > t_log + paused:
-        record["steps_per_s"] = since_log / (now - t_log - paused)
-      for key in ("n", "m", "beta", "phase"):
-        if key in table and key not in record:
-          record[key] = table[key][s]
-      writer.write(s, record)
-      bar.update(s, f"loss {float(record['loss']):.3f}")
-      t_log, paused, since_log = now, 0.0, 0
-    if s % cfg.eval.every == 0 or s == total:
-      t0 = time.perf_counter()
-      params, result = evaluator(state)
-      last_eval = (s, params, result)
-      writer.write(s, {"val_loss": result["loss"],
-                       "val_perplexity": result["perplexity"]})
-      dt = time.perf_counter() - t0
-      paused += dt
-      timed_s -= dt
-    if s % cfg.checkpoint.every == 0 or s == end:
-      ckpt.save(s, state, data_state)
+  diverged = None
+  try:
+    for step in range(start, end):
+      local, data_state = data_lib.next_batch(
+          arm.train_tokens, data_state, cfg.data.batch_size, cfg.data.seq_len)
+      batch = data_lib.global_batch(local, arm.batch_sharding)
+      with arm.context():
+        state, metrics = step_fn(state, batch)
+      s = step + 1
+      since_log += 1
+      if t_first is None:  # The first step compiles; time from its end.
+        jax.block_until_ready(metrics["loss"])
+        t_first = t_log = time.perf_counter()
+        since_log = 0
+      if s % cfg.log_every == 0 or s == end:
+        record, now = dict(jax.device_get(metrics)), time.perf_counter()
+        if since_log and now > t_log + paused:
+          record["steps_per_s"] = since_log / (now - t_log - paused)
+        for key in ("n", "m", "beta", "phase"):
+          if key in table and key not in record:
+            record[key] = table[key][s]
+        writer.write(s, record)
+        bar.update(s, f"loss {float(record['loss']):.3f}")
+        t_log, paused, since_log = now, 0.0, 0
+        skipped = int(record["skipped"])
+      elif s % cfg.checkpoint.every == 0:  # the save syncs anyway
+        skipped = int(state.skips.count)
+      else:
+        skipped = 0
+      if skipped > cfg.train.max_nonfinite_steps:
+        diverged = s
+        break
+      if s % cfg.eval.every == 0 or s == total:
+        t0 = time.perf_counter()
+        params, result = evaluator(state)
+        last_eval = (s, params, result)
+        writer.write(s, {"val_loss": result["loss"],
+                         "val_perplexity": result["perplexity"]})
+        dt = time.perf_counter() - t0
+        paused += dt
+        timed_s -= dt
+      if s % cfg.checkpoint.every == 0 or s == end:
+        ckpt.save(s, state, data_state)
+  finally:
+    bar.close()
+    ckpt.close()
+    writer.close()
+  if diverged is not None:
+    raise _nonfinite_error(arm, state, diverged, ckpt.steps(), workdir)
   timed_steps = 0
   if t_first is not None:
     jax.block_until_ready(state.params)
     timed_s += time.perf_counter() - t_first
     timed_steps = end - start - 1
-  bar.close()
-  ckpt.close()
-  writer.close()
   steps_per_s = timed_steps / timed_s if timed_steps > 0 else None
   if steps_per_s is None:  # Nothing (timed) ran now: use the logged rates.
     rates = [r["steps_per_s"] for r in metrics_lib.read_metrics(metrics_path)
@@ -146,6 +183,10 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
       _, params, result = last_eval
     else:
       params, result = evaluator(state)
+    if not bool(step_lib.all_finite(params)):  # skipped steps keep these
+      raise step_lib.NonFiniteError(
+          f"arm {arm.name!r}: the params after step {out['step']} are not "
+          "finite; nothing was exported.")
     out.update(val_loss=result["loss"], perplexity=result["perplexity"],
                eval_params=params)
   return out
@@ -185,9 +226,9 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
         report: bool = True) -> dict[str, Any]:
   """Plans, trains every arm, evaluates and writes the outputs.
 
-  Everything that can be refused (config, mesh, patterns, data, a workdir of
-  an incompatible run) is refused before any compute and before anything is
-  written.
+  Everything that can be refused (config, mesh, patterns, data, a workdir
+  that cannot be written or holds an incompatible run) is refused before any
+  compute and before anything is written.
 
   Args:
     config: The run's ``ConfigDict``.
@@ -197,6 +238,11 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
       checkpoint), as if interrupted; later arms are not started.
     progress: Show progress bars.
     report: Print the final report.
+
+  Raises:
+    ConfigError: The config or workdir cannot be run (nothing computed).
+    NonFiniteError: An arm stopped on non-finite values
+      (:func:`train_arm`); nothing is exported.
 
   Returns:
     ``{"arms": {name: per-arm result}, "results": {...}, "layers": Summary or
@@ -216,6 +262,7 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
     sparsejax.pretrain.config.ConfigError: mesh {'data': 3, ...} has 3 device(s) but 1 are available; ...
   """
   workdir = os.path.abspath(os.fspath(workdir))
+  validation.check_workdir_path(workdir)
   arms = plan_lib.plan(config, devices)
   ckpt_lib.check_workdir(workdir, config)
   ckpt_lib.write_config(workdir, config)

@@ -36,6 +36,7 @@ from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import mesh as mesh_lib
 from sparsejax.pretrain import step as step_lib
+from sparsejax.pretrain import validation
 
 __all__ = ["Arm", "model_config", "learning_rate",
            "make_optimizer", "make_sparsifier", "load_tokens", "plan"]
@@ -106,11 +107,7 @@ def make_sparsifier(config: Any) -> Any:
   method = config.sparsity.method
   if method == "none":
     return None
-  train_methods = registry.names("train")
-  if method not in train_methods:
-    raise config_lib.ConfigError(
-        f"sparsity.method={method!r}; choose one of "
-        f"{('none',) + tuple(train_methods)}.")
+  validation.check_method(method)
   factory = registry.get(method, kind="train")
   accepted = inspect.signature(factory).parameters
   rules = config_lib.sparsity_rules(config)

@@ -4,6 +4,16 @@ Determinism: params are initialised from ``config.seed``; dropout keys are
 ``fold_in(key, step)``; the batch of step ``t`` depends only on the data
 position stored in the checkpoint. A run resumed from a checkpoint therefore
 reaches bit for bit the params of an uninterrupted run.
+
+Non-finite steps: a step whose loss, gradient norm or updated params are not
+all finite is *skipped* inside the jitted step (no host sync): the params,
+the optimizer state and the sparsity state (masks and the schedules' step
+counters) stay as they were, while ``TrainState.step`` still advances -- the
+batch is consumed and the data order, dropout keys and checkpoint steps stay
+on the step grid of an uninterrupted run. :class:`Skips` counts the skipped
+steps and remembers the last one; the loop reads it when it syncs anyway
+(logging, checkpoints, the end) and stops with :class:`NonFiniteError` past
+``train.max_nonfinite_steps``.
 """
 from __future__ import annotations
 
@@ -18,8 +28,43 @@ import sparsejax as sj
 from sparsejax.models import gpt
 from sparsejax.pretrain import mesh as mesh_lib
 
-__all__ = ["TrainState", "init_fn", "init_state", "make_train_step",
-           "eval_params_fn"]
+__all__ = ["TrainState", "Skips", "NonFiniteError", "all_finite", "init_fn", "init_state",
+           "make_train_step", "eval_params_fn"]
+
+
+class NonFiniteError(RuntimeError):
+  """Training stopped on non-finite values; the last good checkpoint stays.
+
+  ``python -m sparsejax.pretrain`` prints it as one ``error:`` line and exits
+  with status 3.
+  """
+
+
+class Skips(NamedTuple):
+  """The skipped (non-finite) steps of a run, carried in the train state.
+
+  Attributes:
+    count: int32 number of steps skipped so far.
+    step: int32 the last skipped step (1-based, as the step count after it),
+      or 0 if none.
+    loss: float32 the loss of the last skipped step.
+    grad_norm: float32 the gradient norm of the last skipped step.
+  """
+  count: jax.Array
+  step: jax.Array
+  loss: jax.Array
+  grad_norm: jax.Array
+
+  @classmethod
+  def zeros(cls) -> "Skips":
+    """No skipped step.
+
+    Example:
+      >>> int(Skips.zeros().count)
+      0
+    """
+    zero = jnp.zeros((), jnp.float32)
+    return cls(jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), zero, zero)
 
 
 class TrainState(NamedTuple):
@@ -31,11 +76,13 @@ class TrainState(NamedTuple):
     opt_state: Optimizer state; for a sparse arm it holds the
       ``SparsityState`` (masks, sparsifier step, flips).
     rng: uint32 PRNG key data; step ``t`` uses ``fold_in(rng, t)``.
+    skips: The :class:`Skips` of non-finite steps.
   """
   step: jax.Array
   params: Any
   opt_state: Any
   rng: jax.Array
+  skips: Skips
 
 
 def init_fn(model: gpt.GPT, tx: optax.GradientTransformation,
@@ -64,7 +111,7 @@ def init_fn(model: gpt.GPT, tx: optax.GradientTransformation,
     params = nn.unbox(model.init(pkey, tokens)["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params),
-                      rng=jax.random.key_data(dkey))
+                      rng=jax.random.key_data(dkey), skips=Skips.zeros())
   return init
 
 
@@ -88,9 +135,30 @@ def _scalar_diagnostics(sparsifier: Any, opt_state: Any) -> dict[str, Any]:
   return {k: v for k, v in diag.items() if "/" not in k and k != "step"}
 
 
+def all_finite(tree: Any) -> jax.Array:
+  """Whether every floating-point leaf of ``tree`` is finite (a bool scalar).
+
+  Args:
+    tree: A pytree of arrays.
+
+  Returns:
+    A boolean ``jax.Array`` (traceable; no host sync).
+
+  Example:
+    >>> bool(all_finite({"w": jnp.ones(2), "b": jnp.array([1.0, jnp.nan])}))
+    False
+  """
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def make_train_step(arm: Any, learning_rate: optax.Schedule
                     ) -> Callable[..., tuple[TrainState, dict[str, Any]]]:
   """The jitted ``(state, batch) -> (state, metrics)`` of an arm.
+
+  A step with a non-finite loss, gradient norm or updated params is skipped
+  (see the module doc); ``metrics["skipped"]`` is the number skipped so far.
 
   Args:
     arm: A planned :class:`~sparsejax.pretrain.plan.Arm`.
@@ -119,13 +187,23 @@ def make_train_step(arm: Any, learning_rate: optax.Schedule
       return loss_fn(params, batch, rng if dropout else None)
 
     loss, grads = jax.value_and_grad(objective)(state.params)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-               "lr": learning_rate(state.step)}
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
+    keep = lambda new, old: jax.tree.map(
+        lambda a, b: jnp.where(ok, a, b), new, old)
+    params = keep(params, state.params)
+    opt_state = keep(opt_state, state.opt_state)
+    step = state.step + 1
+    skips = keep(state.skips, Skips(
+        state.skips.count + 1, step, loss.astype(jnp.float32),
+        grad_norm.astype(jnp.float32)))
+    metrics = {"loss": loss, "grad_norm": grad_norm,
+               "lr": learning_rate(state.step), "skipped": skips.count}
     if sp is not None:
       metrics.update(_scalar_diagnostics(sp, opt_state))
-    return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+    return TrainState(step, params, opt_state, state.rng, skips), metrics
 
   # Host-memory devices may hand a checkpoint being written asynchronously
   # the very buffers a donated step overwrites; donate only on accelerators.
