@@ -1,7 +1,8 @@
 """Command line of ``python -m sparsejax.pretrain`` (see :mod:`.cli`).
 
 Exit status: 0 when every arm finished (or was stopped as asked); 2 for a
-config, command-line or workdir mistake, refused before any compute; 3 when
+config, command-line or workdir mistake, or a multi-process setting that
+cannot be joined (see :mod:`.cluster`), refused before any compute; 3 when
 training stopped on non-finite values
 (:class:`~sparsejax.pretrain.step.NonFiniteError`: the last good checkpoint
 stays, nothing is exported and the run is not reported finished). A failure
@@ -52,8 +53,13 @@ def main(argv: list[str] | None = None) -> int:
   logging.set_verbosity(logging.WARNING if args.verbosity is None
                         else args.verbosity)  # orbax logs every save at INFO
   import jax
-  if args.config.distributed:
-    jax.distributed.initialize()
+
+  from sparsejax.pretrain import cluster
+  try:
+    cluster.join(bool(args.config.distributed))
+  except cluster.ClusterError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
   from sparsejax.pretrain import loop
   from sparsejax.pretrain import step as step_lib
   try:

@@ -52,3 +52,17 @@ def test_main_returns_the_status_in_process(capsys):
   assert main_lib.main(["--config.train.steps=0"]) == 2
   err = capsys.readouterr().err
   assert err == "error: train.steps must be >= 1; got 0.\n"
+
+
+def test_an_incomplete_cluster_setting_is_refused(tmp_path, monkeypatch,
+                                                 capsys):
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+  monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+  monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+  status = main_lib.main(["--config", "configs/smoke.py",
+                          "--config.distributed=True",
+                          "--workdir", str(tmp_path / "run")])
+  assert status == main_lib.EXIT_CONFIG
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: JAX_NUM_PROCESSES set")
+  assert "JAX_COORDINATOR_ADDRESS" in err[0]
