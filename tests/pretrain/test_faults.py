@@ -1,13 +1,15 @@
 """Damaged checkpoints and metrics: resume falls back to the newest intact
-step with a warning, or stops with one clear error; nothing is deleted.
-
-(The kill -9 of a real run during an asynchronous save is in
-`test_checkpoint.py`, next to the uninterrupted reference run.)
+step with a warning, or stops with one clear error; nothing is deleted. And
+a real run killed (`kill -9`) during an asynchronous save resumes bit-exact.
 """
 
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -21,6 +23,8 @@ from sparsejax.pretrain import metrics as metrics_lib
 from tests import checkpoint_damage as damage
 
 TARGET = jax.eval_shape(lambda: damage.tiny_state(0))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +146,87 @@ def test_corrupt_metrics_line_before_the_last_is_an_error(tmp_path):
     metrics_lib.MetricsWriter(path, resume_step=6)
   with open(path) as f:
     assert f.read() == text
+
+
+def _cli(workdir, *flags):
+  """Starts the smoke run of the command line (one CPU device)."""
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  return subprocess.Popen(
+      [sys.executable, "-m", "sparsejax.pretrain",
+       "--config=configs/smoke.py", "--config.sparsity.baseline=False",
+       "--config.outputs.export=False", "--config.progress=False",
+       f"--workdir={workdir}", *flags], cwd=ROOT, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_during_async_save(proc, ckpt_dir, timeout=240):
+  """`kill -9`s `proc` once two steps are saved while the save of a third is
+  in flight; returns the checkpoint folder's names just before the kill."""
+  deadline = time.monotonic() + timeout
+  try:
+    while True:
+      names = sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else []
+      done = [n for n in names if n.isdigit() and os.path.exists(
+          os.path.join(ckpt_dir, n, integrity.MANIFEST))]
+      if len(done) >= 2 and any(".orbax-checkpoint-tmp" in n for n in names):
+        proc.send_signal(signal.SIGKILL)
+        break
+      assert proc.poll() is None, "the run ended before it could be killed"
+      assert time.monotonic() < deadline, "no asynchronous save to kill"
+      time.sleep(0.002)
+  finally:
+    proc.kill()
+    proc.communicate()
+  assert proc.returncode == -signal.SIGKILL
+  return names
+
+
+def _final(workdir):
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "sparse", "checkpoints"),
+                               async_save=False)
+  state, _ = ckpt.restore(12, None)
+  ckpt.close()
+  return state
+
+
+def test_kill_during_async_save_then_resume_is_bit_exact(tmp_path):
+  """`kill -9` while a checkpoint is being written; then the newest complete
+  step is damaged (64 flipped bytes) and a torn line ends `metrics.jsonl`.
+  The resumed run warns about both, falls back to the step before, and ends
+  bit for bit equal to an uninterrupted run (run alongside the killed one)."""
+  ref_dir, workdir = str(tmp_path / "ref"), str(tmp_path / "run")
+  ckpt_dir = os.path.join(workdir, "sparse", "checkpoints")
+  reference = _cli(ref_dir)
+  killed_at = _kill_during_async_save(
+      _cli(workdir, "--config.checkpoint.every=1"), ckpt_dir)
+  steps = ckpt_lib.finished_steps(ckpt_dir)
+  assert all(integrity.verify(os.path.join(ckpt_dir, str(s))) == []
+             for s in steps), killed_at
+  damage.flip(damage.data_files(os.path.join(ckpt_dir, str(steps[-1])))[0])
+  metrics_path = os.path.join(workdir, "sparse", "metrics.jsonl")
+  damage.append(metrics_path, b'{"step": 99, "lo')
+  out, err = _cli(workdir).communicate(timeout=240)
+  assert "finished" in out, err
+  assert f"checkpoint step {steps[-1]} is damaged: " in err, err
+  assert f"checksum mismatch (its bytes changed); resuming from step " \
+         f"{steps[-2]}" in err, err
+  assert "metrics.jsonl line" in err and "is torn" in err, err
+  assert "Traceback" not in err, err
+  ref_out, ref_err = reference.communicate(timeout=240)
+  assert reference.returncode == 0, ref_err
+  a, b = _final(ref_dir), _final(workdir)
+  assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                    jax.tree.leaves(b)))
+  assert len(jax.tree.leaves(a)) == len(jax.tree.leaves(b)) > 10
+  with open(os.path.join(workdir, "summary.json")) as f:
+    results = json.load(f)["results"]["sparse"]
+  with open(os.path.join(ref_dir, "summary.json")) as f:
+    assert results["val_loss"] == json.load(f)["results"]["sparse"][
+        "val_loss"]
+  assert results["resumed_from"] == steps[-2]
+  losses = [(r["step"], r["loss"])
+            for d in (workdir, ref_dir) for r in metrics_lib.read_metrics(
+                os.path.join(d, "sparse", "metrics.jsonl")) if "loss" in r]
+  assert losses[:len(losses) // 2] == losses[len(losses) // 2:]
+  print(f"killed at {killed_at}; resumed from {steps[-2]} (step {steps[-1]}"
+        " damaged); bit-exact")
