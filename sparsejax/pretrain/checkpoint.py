@@ -12,10 +12,8 @@ the folder when complete, so a run killed mid-save leaves a temporary folder
 that is ignored, and the next run resumes from the last complete step. Only
 the last ``keep`` checkpoints are kept.
 
-Every step folder also holds a checksum manifest, written inside orbax's
-temporary folder just before the rename; :meth:`Checkpointer.restore_latest`
-verifies it and falls back from a damaged step to the newest intact one
-(:mod:`sparsejax.pretrain.integrity`).
+Each step folder holds checksums (:mod:`~sparsejax.pretrain.integrity`);
+:meth:`Checkpointer.restore_latest` verifies them, skipping damaged steps.
 
 Restoring onto a different mesh works: the target's shardings decide where
 each array is placed, whatever mesh wrote it.
@@ -323,12 +321,10 @@ class Checkpointer:
 
   def restore_latest(self, target: Any
                      ) -> tuple[int, Any, data_lib.DataState] | None:
-    """Restores the newest intact checkpoint, verifying its checksums.
+    """Restores the newest intact checkpoint (checksums verified).
 
-    A damaged newer step (checksum mismatch, truncated, empty or missing
-    file or folder, no manifest, or an orbax error) is skipped with a
-    :class:`~sparsejax.pretrain.integrity.DamagedCheckpointWarning` naming
-    the step and the damage, and renamed to ``<step>.damaged``.
+    Damaged newer steps are skipped with a warning naming the step and the
+    damage, and renamed (:func:`integrity.restore_newest_intact`).
 
     Args:
       target: As for :meth:`restore`.
