@@ -12,6 +12,9 @@ the folder when complete, so a run killed mid-save leaves a temporary folder
 that is ignored, and the next run resumes from the last complete step. Only
 the last ``keep`` checkpoints are kept.
 
+Each step folder holds checksums (:mod:`~sparsejax.pretrain.integrity`);
+:meth:`Checkpointer.restore_latest` verifies them, skipping damaged steps.
+
 Restoring onto a different mesh works: the target's shardings decide where
 each array is placed, whatever mesh wrote it.
 
@@ -22,6 +25,7 @@ config before anything is computed or written: every key but
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Any
@@ -31,6 +35,7 @@ import orbax.checkpoint as ocp
 
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import integrity
 
 __all__ = [
     "CONFIG_FILE",
@@ -234,16 +239,37 @@ class Checkpointer:
     >>> restored, data_state = ckpt.restore(3, jax.eval_shape(lambda: state))
     >>> restored["w"].tolist(), data_state.index
     ([0.0, 1.0, 2.0], 3)
+    >>> import warnings
+    >>> os.remove(os.path.join(ckpt.directory, "3", "meta", "metadata"))
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...   step, restored, data_state = ckpt.restore_latest(
+    ...       jax.eval_shape(lambda: state))
+    >>> step, ckpt.steps(), str(seen[0].message)
+    (2, [2], 'checkpoint step 3 is damaged: meta/metadata is missing; ...')
     >>> ckpt.close()
   """
 
   def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
                async_save: bool = True):
     self.directory = os.path.abspath(os.fspath(directory))
+    self._async = async_save
+    self._pending = None
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True,
-        enable_async_checkpointing=async_save)
+        enable_async_checkpointing=async_save,
+        async_options=ocp.options.AsyncOptions(
+            post_finalization_callback=self._write_manifest)
+        if async_save else None)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def _write_manifest(self) -> None:
+    """Checksums the step being saved, in orbax's temporary folder before
+    its rename (asynchronous saves) or in the final folder (synchronous)."""
+    if jax.process_index() != 0:
+      return
+    final = os.path.join(self.directory, str(self._pending))
+    tmp = glob.glob(glob.escape(final) + ".orbax-checkpoint-tmp*")
+    integrity.write_manifest(tmp[0] if len(tmp) == 1 else final)
 
   def steps(self) -> list[int]:
     """Steps of the complete checkpoints, oldest first."""
@@ -265,10 +291,14 @@ class Checkpointer:
     """
     meta = {"step": int(step), "data_state": data_state._asdict()}
     meta.update(extra or {})
+    self._manager.wait_until_finished()  # As orbax would: one save at a time.
+    self._pending = int(step)
     self._manager.save(
         int(step), force=True,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                 meta=ocp.args.JsonSave(meta)))
+    if not self._async:
+      self._write_manifest()
 
   def restore(self, step: int, target: Any
               ) -> tuple[Any, data_lib.DataState]:
@@ -288,6 +318,31 @@ class Checkpointer:
                                 meta=ocp.args.JsonRestore()))
     meta = out["meta"]
     return out["state"], data_lib.DataState(**meta["data_state"])
+
+  def restore_latest(self, target: Any
+                     ) -> tuple[int, Any, data_lib.DataState] | None:
+    """Restores the newest intact checkpoint (checksums verified).
+
+    Damaged newer steps are skipped with a warning naming the step and the
+    damage, and renamed (:func:`integrity.restore_newest_intact`).
+
+    Args:
+      target: As for :meth:`restore`.
+
+    Returns:
+      ``(step, state, data_state)``, or ``None`` without checkpoints.
+
+    Raises:
+      integrity.CheckpointError: Checkpoints exist but none is intact.
+    """
+    found = integrity.restore_newest_intact(
+        self.directory, finished_steps(self.directory),
+        lambda step: self.restore(step, target))
+    if found is None:
+      return None
+    self._manager.reload()  # Forget the steps moved aside.
+    step, (state, data_state) = found
+    return step, state, data_state
 
   def wait(self) -> None:
     """Blocks until background saves have finished."""

@@ -93,13 +93,13 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                keep=cfg.checkpoint.keep,
                                async_save=cfg.checkpoint.async_save)
-  latest = ckpt.latest_step()
-  if latest is None:
-    state, data_state, start = (step_lib.init_state(arm),
-                                data_lib.DataState(seed=cfg.seed), 0)
+  with arm.context():
+    found = ckpt.restore_latest(arm.abstract_state)
+  if found is None:
+    latest, state, data_state, start = (None, step_lib.init_state(arm),
+                                        data_lib.DataState(seed=cfg.seed), 0)
   else:
-    with arm.context():
-      state, data_state = ckpt.restore(latest, arm.abstract_state)
+    latest, state, data_state = found
     start = latest
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   writer = metrics_lib.MetricsWriter(

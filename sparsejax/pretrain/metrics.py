@@ -11,12 +11,19 @@ import json
 import math
 import os
 import sys
+import warnings
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["MetricsWriter", "read_metrics", "is_main"]
+from sparsejax.pretrain import config as config_lib
+
+__all__ = ["MetricsWriter", "read_metrics", "is_main", "TornMetricsWarning"]
+
+
+class TornMetricsWarning(UserWarning):
+  """The last line of a metrics file was torn (and dropped)."""
 
 
 def is_main() -> bool:
@@ -34,8 +41,35 @@ def _jsonable(v: Any) -> Any:
   return v if math.isfinite(v) else str(v)
 
 
+def _parse(path: str) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+  """Records of a metrics file and its torn last line ``(number, text)``.
+
+  Raises ``ConfigError`` for an unparseable line that is not the last.
+  """
+  with open(path) as f:
+    lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+  records = []
+  for k, (i, line) in enumerate(lines):
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or "step" not in record:
+        raise ValueError("not a JSON object with a step")
+    except ValueError as e:
+      if k == len(lines) - 1:
+        return records, (i, line)
+      raise config_lib.ConfigError(
+          f"{path} line {i} is corrupt ({e}): {line.strip()[:80]!r}; only "
+          "a torn last line (a run killed mid-write) can be dropped. Repair "
+          "or remove that line, or use a new --workdir.") from None
+    records.append(record)
+  return records, None
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
   """Reads a ``metrics.jsonl`` file (missing file: empty list).
+
+  A torn last line (a run killed while writing it) is skipped with a
+  :class:`TornMetricsWarning`.
 
   Args:
     path: File path.
@@ -43,14 +77,21 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
   Returns:
     The records in file order.
 
+  Raises:
+    ConfigError: A line other than the last is corrupt (names the line).
+
   Example:
     >>> read_metrics("/nonexistent/metrics.jsonl")
     []
   """
+  path = os.fspath(path)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  records, torn = _parse(path)
+  if torn is not None:
+    warnings.warn(f"{path} line {torn[0]} is torn (a run killed while "
+                  "writing it); skipped it", TornMetricsWarning, stacklevel=2)
+  return records
 
 
 class MetricsWriter:
@@ -58,7 +99,10 @@ class MetricsWriter:
 
   On resume, records after the restored step (written by the interrupted
   run after its last checkpoint) are dropped first, so the file holds each
-  step once.
+  step once. A torn last line (the run was killed while writing it) is
+  dropped with a :class:`TornMetricsWarning` and kept in
+  ``<path>.torn``; a corrupt line before it is a ``ConfigError`` naming the
+  line.
 
   Args:
     path: The ``metrics.jsonl`` path.
@@ -74,6 +118,14 @@ class MetricsWriter:
     >>> w = MetricsWriter(path, resume_step=1); w.close()
     >>> read_metrics(path)
     [{'step': 1, 'loss': 2.5}]
+    >>> with open(path, "a") as f:
+    ...   _ = f.write('{"step": 2, "lo')
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...   w = MetricsWriter(path, resume_step=1); w.close()
+    >>> print(seen[0].message)
+    /.../metrics.jsonl line 2 is torn (...); dropped it, its text is kept in /.../metrics.jsonl.torn
+    >>> read_metrics(path)
+    [{'step': 1, 'loss': 2.5}]
   """
 
   def __init__(self, path: str | os.PathLike, resume_step: int | None = None,
@@ -85,11 +137,19 @@ class MetricsWriter:
       return
     os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
     keep = []
-    if resume_step is not None:
-      keep = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-    with open(self.path, "w") as f:
+    if resume_step is not None and os.path.exists(self.path):
+      records, torn = _parse(self.path)
+      if torn is not None:
+        kept = _backup(self.path, torn[1])
+        warnings.warn(
+            f"{self.path} line {torn[0]} is torn (the run was killed while "
+            f"writing it); dropped it, its text is kept in {kept}",
+            TornMetricsWarning, stacklevel=2)
+      keep = [r for r in records if r["step"] <= resume_step]
+    with open(self.path + ".tmp", "w") as f:
       for r in keep:
         f.write(json.dumps(r) + "\n")
+    os.replace(self.path + ".tmp", self.path)
     self._file = open(self.path, "a")
     if tensorboard_dir:
       self._tb = _tensorboard_writer(tensorboard_dir)
@@ -115,6 +175,13 @@ class MetricsWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+def _backup(path: str, text: str) -> str:
+  """Appends a dropped line to ``<path>.torn``; returns that path."""
+  with open(path + ".torn", "a") as f:
+    f.write(text if text.endswith("\n") else text + "\n")
+  return path + ".torn"
 
 
 def _tensorboard_writer(logdir: str) -> Any:
