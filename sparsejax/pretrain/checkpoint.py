@@ -51,7 +51,8 @@ __all__ = [
 CONFIG_FILE = "config.json"
 
 RESUME_FREE = ("mesh", "checkpoint", "log_every", "eval", "outputs",
-               "distributed", "progress", "sparsity.baseline")
+               "distributed", "progress", "sparsity.baseline",
+               "train.max_nonfinite_steps")
 """Keys (sections or dotted keys) that may change between a run and its
 resumption: they do not shape the trajectory of an arm's params."""
 
