@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import jax
 
 __all__ = ["Choice", "Key", "choose", "force", "autotune", "batch_bucket",
-           "device_kind", "load_table", "load_cache", "record", "cache_path",
+           "density_bucket", "DENSITY_BUCKETS", "device_kind", "load_table", "load_cache", "record", "cache_path",
            "table_path", "merge_rows", "check_rows", "MARGIN", "SCHEMA",
            "ENV_AUTOTUNE", "ENV_CACHE_DIR", "ENV_FORCE"]
 
@@ -111,6 +111,24 @@ def batch_bucket(batch: int) -> int:
   if batch < 1:
     raise ValueError(f"batch must be >= 1, got {batch}.")
   return 1 << (int(batch) - 1).bit_length()
+
+
+DENSITY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0)
+"""Upper edges of the stored-density buckets of block-sparse patterns."""
+
+
+def density_bucket(density: float) -> float:
+  """The density bucket a measurement covers: the next edge at or above it.
+
+  A case measured at a bucket's edge does at least the work of any case in
+  the bucket, so a kernel measured faster there is not slower below it.
+
+  >>> [density_bucket(d) for d in (0.01, 0.0996, 0.1, 0.12, 0.25, 0.7)]
+  [0.05, 0.1, 0.1, 0.25, 0.25, 1.0]
+  """
+  if not 0.0 <= density <= 1.0 + 1e-9:
+    raise ValueError(f"density must be in [0, 1], got {density}.")
+  return next(b for b in DENSITY_BUCKETS if density <= b + 1e-9)
 
 
 def device_kind(platform: str | None = None) -> str | None:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pallas_kernels import _compat
+from pallas_kernels.block_sparse import _block_list_paths
 from pallas_kernels.block_sparse import block_list_api
 from pallas_kernels.block_sparse.block_list_api import block_list_matmul
 from pallas_kernels.block_sparse.block_list_api import \
@@ -34,7 +35,8 @@ KINDS = ["random", "none", "all", "one_full_row", "one_full_col",
          "empty_rows"]
 # Triton: split=None balances (segments of one block here), 64 >= every
 # block grid here, so one segment per line (direct output).
-IMPLS = [("xla", None), ("tpu", None), ("triton", None), ("triton", 64)]
+IMPLS = [("xla", None), ("xla_blocks", None), ("tpu", None), ("triton", None),
+         ("triton", 64)]
 
 
 def block_mask(kind, grid, rng):
@@ -199,15 +201,15 @@ def test_unbalanced_mask_splits_long_lines():
   """One full block column: the Triton path cuts it into segments."""
   order = block_list_from_mask(jnp.ones((128, 64)), np.eye(8, 4, dtype=bool)
                                | (np.arange(4) == 1)[None, :], (16, 16)).by_col
-  start, length, line = block_list_api._segments(order, 2)
+  start, length, line = _block_list_paths._segments(order, 2)
   length, line, start = map(np.asarray, (length, line, start))
   assert length.max() <= 2
   for l, n in enumerate(np.asarray(order.count)):
     assert length[line == l].sum() == n
   assert (length[line == 4] == 0).all()  # unused segments do nothing
-  assert block_list_api._choose_split(64, 4, 64, 1, None) == 1
-  assert block_list_api._choose_split(64, 4, 8, 1, None) == 1
-  assert block_list_api._choose_split(64, 512, 8, 1, None) is None
+  assert _block_list_paths._choose_split(64, 4, 64, 1, None) == 1
+  assert _block_list_paths._choose_split(64, 4, 8, 1, None) == 1
+  assert _block_list_paths._choose_split(64, 512, 8, 1, None) is None
 
 
 @pytest.mark.parametrize("impl,split", IMPLS)
@@ -263,7 +265,7 @@ def test_tpu_kernel_with_tpu_interpreter():
   close(out, block_list_sparse_dense_matmul_reference(bl, y), "float32", 384)
 
 
-@pytest.mark.parametrize("impl", ["xla", "tpu", "triton"])
+@pytest.mark.parametrize("impl", ["xla", "xla_blocks", "tpu", "triton"])
 def test_training_with_changing_mask_compiles_once(impl):
   """A 2-layer MLP trains on the kernels while its block masks change."""
   rng = np.random.default_rng(0)
@@ -386,8 +388,10 @@ def test_bad_input_names_layer_and_rule():
   with pytest.raises(ValueError, match=r"layer 'fc5'.*multiples of 128"):
     block_list_matmul(jnp.ones((2, 128)), bl, implementation="tpu",
                       interpret=False, name="fc5")
-  with pytest.raises(ValueError, match="implementation must be"):
-    block_list_matmul(jnp.ones((2, 128)), bl, implementation="pallas_gpu")
+  with pytest.raises(ValueError, match=r"layer 'fc6'.*'block_list_dsd' must "
+                     r"be None, 'xla', 'pallas' or one of.*got 'mosaic'"):
+    block_list_matmul(jnp.ones((2, 128)), bl, implementation="mosaic",
+                      name="fc6")
   with pytest.raises(TypeError, match="BlockList"):
     block_list_matmul(jnp.ones((2, 128)), jnp.ones((128, 64)))
 
