@@ -65,7 +65,8 @@ from pallas_kernels.formats._block_list import smem_bytes
 from pallas_kernels.formats._block_list import to_block_list
 
 __all__ = ["block_list_matmul", "block_list_sparse_dense_matmul",
-           "as_block_list", "choose_implementation", "pattern", "Choice",
+           "as_block_list", "choose_implementation", "pattern", "unsupported",
+           "Choice",
            "IMPLEMENTATIONS", "KERNELS", "OPS", "TPU_SMEM_BUDGET_BYTES",
            "GPU_TARGET_PROGRAMS"]
 
@@ -101,8 +102,15 @@ def pattern(bl: BlockList) -> str:
   return f"b{bh}x{bw}/d{density:.2f}"
 
 
-def _unsupported(bl, impl, interpret, smem_budget) -> str | None:
-  """Why ``impl`` cannot run ``bl`` (None if it can)."""
+def unsupported(bl: BlockList, impl: str, interpret: Any = False,
+                smem_budget: int = TPU_SMEM_BUDGET_BYTES) -> str | None:
+  """Why implementation ``impl`` cannot run ``bl`` (None if it can).
+
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> bl = block_list_from_mask(jnp.ones((64, 64)), jnp.eye(2, dtype=bool), (32, 32))
+  >>> unsupported(bl, "triton") is None, unsupported(bl, "tpu")[:34]
+  (True, 'the TPU kernel needs blocks that a')
+  """
   bh, bw = bl.block_shape
   if impl == "triton":
     if not all(v >= 16 and v & (v - 1) == 0 for v in (bh, bw)):
@@ -125,7 +133,7 @@ def _suitable(bl, smem_budget) -> tuple[dict[str, str], list[str]]:
   """The kernels that can run ``bl`` natively, and why the others cannot."""
   out, why = {}, []
   for impl, platform in KERNELS.items():
-    reason = _unsupported(bl, impl, False, smem_budget)
+    reason = unsupported(bl, impl, False, smem_budget)
     if impl == "triton" and not _compat.HAS_TRITON:
       reason = "this jaxlib has no Pallas Triton lowering"
     if reason is None:
@@ -249,7 +257,7 @@ def _configure(bl, op, dense_dtype, batch, implementation, interpret, name,
   if impl == "triton" and not _compat.HAS_TRITON:
     raise RuntimeError(f"{_where(name)}this jaxlib has no Pallas Triton "
                        "lowering; use implementation='xla'.")
-  reason = _unsupported(bl, impl, interp, smem_budget)
+  reason = unsupported(bl, impl, interp, smem_budget)
   if reason is not None:
     raise ValueError(f"{_where(name)}{reason}.")
   odt = jnp.result_type(dense_dtype, bl.values.dtype)
