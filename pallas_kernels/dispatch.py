@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-__all__ = ["Choice", "Key", "choose", "force", "autotune", "batch_bucket",
+__all__ = ["Choice", "Key", "choose", "force", "forced", "autotune", "batch_bucket",
            "density_bucket", "DENSITY_BUCKETS", "device_kind", "load_table", "load_cache", "record", "cache_path",
            "table_path", "merge_rows", "check_rows", "MARGIN", "SCHEMA",
            "ENV_AUTOTUNE", "ENV_CACHE_DIR", "ENV_FORCE"]
@@ -160,6 +160,20 @@ def force(implementation: str | None):
     yield
   finally:
     _forced.reset(token)
+
+
+def forced() -> str | None:
+  """The implementation :func:`force` or ``PALLAS_KERNELS_IMPLEMENTATION``
+  imposes here, or None.
+
+  An op that leaves unsuitable kernels out of its automatic candidates keeps
+  them when one is forced, so that the forced one gets the op's own error.
+
+  >>> with force("xla"):
+  ...   forced()
+  'xla'
+  """
+  return _forced.get() or os.environ.get(ENV_FORCE) or None
 
 
 @contextlib.contextmanager
@@ -470,9 +484,9 @@ def choose(*, op: str, candidates: Mapping[str, str], pattern: str,
   platform = platform or jax.default_backend()
   if implementation is not None:
     return _resolve(implementation, candidates, platform, op, "requested")
-  forced = _forced.get() or os.environ.get(ENV_FORCE) or None
-  if forced:
-    return _resolve(forced, candidates, platform, op, "forced")
+  imposed = forced()
+  if imposed:
+    return _resolve(imposed, candidates, platform, op, "forced")
   native = [c for c, p in candidates.items() if p == platform]
   if not native:
     return Choice("xla", f"backend {platform!r} has no native {op} kernel "

@@ -227,7 +227,7 @@ def choose_implementation(w: BlockList, op: str = "dsd",
                      f"{op!r}.")
   platform = platform or _compat.backend()
   kernels, why = dict(KERNELS), []
-  if implementation is None:
+  if implementation is None and dispatch.forced() is None:
     kernels, why = _suitable(w, smem_budget)
   batch = max(int(batch), 1)
   try:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pallas_kernels import _compat
+from pallas_kernels import dispatch
 from pallas_kernels.block_sparse import _block_list_paths
 from pallas_kernels.block_sparse import block_list_api
 from pallas_kernels.block_sparse.block_list_api import block_list_matmul
@@ -351,6 +352,14 @@ def test_smem_budget_is_checked_before_launch():
   with pytest.raises(ValueError, match=r"layer 'proj'.*SMEM"):
     block_list_sparse_dense_matmul(bl, x.T, implementation="tpu",
                                    smem_budget=50, name="proj")
+  # Forced, the same rule applies and names the layer; chosen automatically,
+  # the TPU kernel is left out and the reason says why.
+  with dispatch.force("tpu"), pytest.raises(ValueError,
+                                            match=r"layer 'proj'.*SMEM"):
+    block_list_matmul(x, bl, smem_budget=50, name="proj")
+  c = block_list_api.choose_implementation(bl, platform="tpu",
+                                           smem_budget=50)
+  assert c.implementation == "xla" and "SMEM" in c.reason
   # Within the budget the same call runs.
   out = block_list_matmul(x, bl, implementation="tpu")
   np.testing.assert_allclose(out, 256 * np.ones((1, 256)))
