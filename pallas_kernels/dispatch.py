@@ -19,7 +19,8 @@ answer comes, in this order, from:
 Only kernels that run natively on the current backend are chosen
 automatically; on CPU the answer is XLA (a kernel in interpret mode runs only
 when asked for). A case is keyed by device kind, op, pattern, dtype, shape and
-batch bucket (:func:`batch_bucket`). The cache lives in
+batch bucket (:func:`batch_bucket`); a block-list pattern carries a density
+bucket (:func:`density_bucket`). The cache lives in
 ``~/.cache/pallas_kernels/`` (``PALLAS_KERNELS_CACHE_DIR`` overrides it), one
 file per device kind and JAX version; a stale or unreadable cache is ignored
 with a warning.

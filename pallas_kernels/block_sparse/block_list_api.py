@@ -235,7 +235,9 @@ def choose_implementation(w: BlockList, op: str = "dsd",
         op=OPS[op], candidates=kernels, pattern=pattern(w),
         dtype=w.values.dtype, shape=tuple(w.shape), batch=batch,
         implementation=implementation, platform=platform,
-        measure=_measure(w, op, batch, dtype or w.values.dtype, smem_budget),
+        measure=_measure(w, op, batch,
+                         w.values.dtype if dtype is None else dtype,
+                         smem_budget),
         autotune=autotune)
   except ValueError as e:
     raise ValueError(f"{_where(name)}{e}") from None
