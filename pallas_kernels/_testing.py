@@ -11,8 +11,9 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["nm_mask", "native", "kernel_implementations", "ENV_NATIVE"]
+__all__ = ["nm_mask", "random_block_mask", "native", "kernel_implementations", "ENV_NATIVE"]
 
 ENV_NATIVE = "PALLAS_KERNELS_NATIVE"
 
@@ -35,6 +36,23 @@ def nm_mask(w: jax.Array, n: int, m: int) -> jax.Array:
   _, idx = jax.lax.top_k(scores, n)                      # (K/m, N, n)
   keep = jax.nn.one_hot(idx, m, dtype=jnp.int32).sum(-2) > 0
   return jnp.moveaxis(keep, -1, 1).reshape(k, cols)
+
+
+def random_block_mask(grid: tuple[int, int], keep: int,
+                      seed: int = 0) -> np.ndarray:
+  """A ``grid`` block mask with exactly ``keep`` blocks, at random places.
+
+  >>> m = random_block_mask((4, 8), 5)
+  >>> m.shape, int(m.sum())
+  ((4, 8), 5)
+  """
+  total = grid[0] * grid[1]
+  if not 0 <= keep <= total:
+    raise ValueError(f"keep must be in [0, {total}] for a {grid} block grid, "
+                     f"got {keep}.")
+  mask = np.zeros(total, bool)
+  mask[np.random.default_rng(seed).permutation(total)[:keep]] = True
+  return mask.reshape(grid)
 
 
 def native() -> bool:

@@ -8,9 +8,21 @@ On the device it
    (``PALLAS_KERNELS_NATIVE=1`` is set for them, see
    :mod:`pallas_kernels._testing`);
 3. prints the table of ratios against XLA dense ``jnp.dot`` (same process,
-   device time, :mod:`pallas_kernels._timing`) for N:M 2:4, 1:8 and 1:16 at
-   K=N=4096 and 8192, batch 1, 8 and 16, bf16, for ``xla`` and every kernel
-   native to the device, then how far each pattern is from its target;
+   device time, :mod:`pallas_kernels._timing`), one suite per op
+   (:data:`SUITES`):
+
+   * ``nm``: N:M 2:4, 1:8 and 1:16 at K=N=4096 and 8192, batch 1, 8 and 16,
+     bf16, for ``xla`` and every kernel native to the device, then how far
+     each pattern is from its target;
+   * ``block_list``: dense x block-sparse (:func:`~pallas_kernels.block_sparse.
+     block_list_api.block_list_matmul`) at block density 0.1 and 0.25,
+     128x128 and 64x64 blocks (and 256x256 on TPU), K=N=4096 and 8192, batch
+     1, 16 and 2048, bf16, for every block-list kernel native to the device
+     (a layout it cannot take is skipped, saying so);
+
+   every row gives device time, the ratio to dense and to the masked dense
+   matmul, achieved GB/s (and its fraction of the device's peak) and
+   TFLOP/s;
 4. where PyTorch with CUDA is importable, the peer row: PyTorch's 2:4
    semi-structured matmul (``torch.sparse.to_sparse_semi_structured``) on the
    same shapes, timed the same way (CUDA events over a chain of calls);
@@ -18,11 +30,17 @@ On the device it
    natively) into the shipped table (``pallas_kernels/measured/table.json``
    by default), which the dispatch then uses on that device kind.
 
-It is sized to finish in under 6 minutes on one H100/H200 (``--budget-s``
-stops the table early, saying so). ``--dry`` runs the same code path on small
-shapes, on CPU, with the kernels in interpret mode, in well under a minute;
-its figures time the interpreter and mean nothing. Adding an op's rows is
-one entry in :data:`SUITES`.
+It is sized to finish in about 6 minutes on one H100/H200 (an estimate, not
+a measurement: the tests take at most ``--tests-timeout-s`` = 150 s; no
+table case starts later than ``--budget-s`` = 330 s after the start, the time
+left after the tests being split evenly between the suites, a suite's unused
+share passing to the next; the N:M table is 18 cases of five compiled
+chains, the block-list table 24 cases of three on GPU, each chain of 32
+calls timed 20 times). A suite out of time skips its remaining cases, saying
+so.
+``--dry`` runs the same code path on small shapes, on CPU, with the kernels
+in interpret mode, in well under a minute; its figures time the interpreter
+and mean nothing. Adding an op's rows is one entry in :data:`SUITES`.
 """
 from __future__ import annotations
 
@@ -42,6 +60,7 @@ import jax.numpy as jnp
 from pallas_kernels import _testing
 from pallas_kernels import _timing
 from pallas_kernels import dispatch
+from pallas_kernels._peer import peer_rows
 
 __all__ = ["main", "Plan", "plan", "SUITES", "TARGETS", "table_rows",
            "peer_rows"]
@@ -62,25 +81,36 @@ class Plan:
   chain: int
   tests: tuple[str, ...]
   implementations: tuple[str, ...] | None  # None: xla + native kernels
+  block_sizes: tuple[int, ...] = ()
+  densities: tuple[float, ...] = ()
+  block_batches: tuple[int, ...] = ()
+  block_implementations: tuple[str, ...] | None = None  # None: native
 
 
-def plan(dry: bool) -> Plan:
+def plan(dry: bool, platform: str | None = None) -> Plan:
   """The device plan, or the small CPU plan of ``--dry``.
 
-  >>> plan(True).shapes, plan(False).batches
-  (((256, 256),), (1, 8, 16))
+  ``platform`` (default: the current backend) adds 256x256 blocks on TPU.
+
+  >>> plan(True).shapes, plan(False).batches, plan(False, "tpu").block_sizes
+  (((256, 256),), (1, 8, 16), (128, 64, 256))
   """
-  patterns = ((2, 4), (1, 8), (1, 16))
+  platform = platform or jax.default_backend()
   if dry:
     return Plan(shapes=((256, 256),), batches=(1,),
                 patterns=((2, 4), (1, 16)),
                 dtype="bfloat16", reps=3, chain=2,
                 tests=("tests/pallas_kernels/test_device_check.py::"
                        "test_kernel_implementations_switch",),
-                implementations=("xla", "tpu", "triton", "triton_gather"))
+                implementations=("xla", "tpu", "triton", "triton_gather"),
+                block_sizes=(64,), densities=(0.25,), block_batches=(1,),
+                block_implementations=("xla", "xla_blocks", "tpu",
+                                       "triton"))
   return Plan(shapes=((4096, 4096), (8192, 8192)), batches=(1, 8, 16),
-              patterns=patterns, dtype="bfloat16", reps=20, chain=32,
-              tests=("tests/pallas_kernels",), implementations=None)
+              patterns=((2, 4), (1, 8), (1, 16)), dtype="bfloat16", reps=20,
+              chain=32, tests=("tests/pallas_kernels",), implementations=None,
+              block_sizes=(128, 64) + ((256,) if platform == "tpu" else ()),
+              densities=(0.1, 0.25), block_batches=(1, 16, 2048))
 
 
 def _clocks() -> str | None:
@@ -144,6 +174,32 @@ def _nm_suite(p: Plan, emit, deadline: float) -> list[dict[str, Any]]:
   return rows
 
 
+def _block_list_suite(p: Plan, emit, deadline: float) -> list[dict[str, Any]]:
+  from pallas_kernels.block_sparse import bench_block_list as bl_bench  # pylint: disable=g-import-not-at-top
+  emit(bl_bench.HEADER)
+  rows = []
+  impls = list(p.block_implementations or
+               bl_bench.default_implementations())
+  if not impls:
+    emit("# block_list: no block-list kernel is native to this backend")
+    return rows
+  for shape in p.shapes:
+    for bs in p.block_sizes:
+      for density in p.densities:
+        where = f"block_list b{bs}x{bs} d{density} {shape[0]}x{shape[1]}"
+        if time.perf_counter() > deadline:
+          emit(f"# {where}: skipped (time budget)")
+          continue
+
+        def run(names, shape=shape, bs=bs, density=density):
+          return bl_bench.run([shape], p.block_batches, [bs], [density],
+                              jnp.dtype(p.dtype), names, p.reps, emit,
+                              p.chain)
+
+        rows += _isolating_failures(run, impls, where, emit)
+  return rows
+
+
 def _isolating_failures(run, impls, where, emit):
   """``run(impls)``; if it fails, each implementation alone, failures noted."""
   try:
@@ -166,7 +222,9 @@ _FAILURES: list[str] = []
 
 
 SUITES: dict[str, Callable[[Plan, Callable[[str], Any], float],
-                           list[dict[str, Any]]]] = {"nm": _nm_suite}
+                           list[dict[str, Any]]]] = {
+                               "nm": _nm_suite,
+                               "block_list": _block_list_suite}
 """Op name -> ``suite(plan, emit, deadline) -> rows`` (bench row dicts)."""
 
 
@@ -217,84 +275,6 @@ def _summary(rows, p: Plan, emit):
          f"{best['shape']} B={best['batch']}){mark}")
 
 
-def peer_rows(p: Plan, emit, reps: int | None = None) -> list[dict[str, Any]]:
-  """PyTorch's 2:4 semi-structured matmul on the plan's shapes, if available.
-
-  Timed with CUDA events over a chain of ``p.chain`` dependent calls (each
-  input plus ``1e-30`` times a slice of the previous output), median of
-  ``reps`` repetitions, against PyTorch dense ``F.linear`` timed the same way.
-  Returns no rows (and says why) without ``torch`` or CUDA.
-
-  >>> peer_rows(plan(True), lambda s: None) if not _torch_cuda() else []
-  []
-  """
-  torch = _torch_cuda()
-  if torch is None:
-    emit("# peer torch 2:4: skipped (torch with CUDA not importable)")
-    return []
-  import statistics  # pylint: disable=g-import-not-at-top
-  from torch.sparse import to_sparse_semi_structured  # pylint: disable=g-import-not-at-top
-  fl = torch.nn.functional.linear
-  reps = reps or p.reps
-  emit("peer  pattern shape       B     torch_dense_us torch_sparse_us  d/s")
-  out = []
-  for (k, cols) in p.shapes:
-    w = torch.randn(cols, k, device="cuda", dtype=torch.bfloat16)
-    g = w.abs().reshape(cols, k // 4, 4)
-    top = g.topk(2, dim=-1).indices
-    mask = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, top, True)
-    wm = (w.reshape(cols, k // 4, 4) * mask).reshape(cols, k)
-    try:
-      ws = to_sparse_semi_structured(wm)
-    except Exception as e:  # pylint: disable=broad-except
-      emit(f"# peer torch 2:4 {k}x{cols}: cannot compress ({e})")
-      continue
-    for b in p.batches:
-      x0 = torch.randn(b, k, device="cuda", dtype=torch.bfloat16)
-
-      def timed(weight, x0=x0):
-        x = x0
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(p.chain):
-          y = fl(x, weight)
-          x = x + y[:, :1] * 1e-30
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) * 1e3 / p.chain
-
-      try:
-        for weight in (w, ws):
-          timed(weight)
-        times = {"dense": [], "sparse": []}
-        for r in range(reps):
-          order = (("dense", w), ("sparse", ws))[::(-1) ** r]
-          for name, weight in order:
-            times[name].append(timed(weight))
-      except Exception as e:  # pylint: disable=broad-except
-        emit(f"# peer torch 2:4 {k}x{cols} B={b}: failed ({e})")
-        continue
-      d = statistics.median(times["dense"])
-      s = statistics.median(times["sparse"])
-      out.append(dict(op="torch", pattern="2:4", shape=f"{k}x{cols}", batch=b,
-                      dense_us=d, sparse_us=s, ratio=d / s))
-      emit(f"torch 2:4     {k}x{cols:<6} {b:<5} {d:14.1f} {s:15.1f} "
-           f"{d / s:5.2f}")
-  return out
-
-
-def _torch_cuda():
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  try:
-    return torch if torch.cuda.is_available() else None
-  except Exception:  # pylint: disable=broad-except
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
   """Runs the check; returns 0 when the tests and every measurement pass.
 
@@ -340,12 +320,16 @@ def main(argv: list[str] | None = None) -> int:
        "dense/sparse, md/s = masked-dense/sparse (same process, device "
        "time); '*' = interpret mode")
   rows: list[dict[str, Any]] = []
-  deadline = t0 + args.budget_s
-  for op in [o for o in args.ops.split(",") if o]:
+  ops = [o for o in args.ops.split(",") if o]
+  for op in ops:
     if op not in SUITES:
       raise SystemExit(f"--ops: unknown suite {op!r}; known: {sorted(SUITES)}")
-    rows += SUITES[op](p, emit, deadline)
-  if rows:
+  for i, op in enumerate(ops):
+    # An even share of the time left; what a suite leaves passes on.
+    now = time.perf_counter()
+    share = max(0.0, t0 + args.budget_s - now) / (len(ops) - i)
+    rows += SUITES[op](p, emit, now + share)
+  if any(r["op"] == "nm" for r in rows):
     _summary(rows, p, emit)
   if not args.no_peer:
     peer_rows(p, emit)

@@ -19,7 +19,8 @@ answer comes, in this order, from:
 Only kernels that run natively on the current backend are chosen
 automatically; on CPU the answer is XLA (a kernel in interpret mode runs only
 when asked for). A case is keyed by device kind, op, pattern, dtype, shape and
-batch bucket (:func:`batch_bucket`). The cache lives in
+batch bucket (:func:`batch_bucket`); a block-list pattern carries a density
+bucket (:func:`density_bucket`). The cache lives in
 ``~/.cache/pallas_kernels/`` (``PALLAS_KERNELS_CACHE_DIR`` overrides it), one
 file per device kind and JAX version; a stale or unreadable cache is ignored
 with a warning.
@@ -44,8 +45,8 @@ from typing import Any, NamedTuple
 
 import jax
 
-__all__ = ["Choice", "Key", "choose", "force", "autotune", "batch_bucket",
-           "device_kind", "load_table", "load_cache", "record", "cache_path",
+__all__ = ["Choice", "Key", "choose", "force", "forced", "autotune", "batch_bucket",
+           "density_bucket", "DENSITY_BUCKETS", "device_kind", "load_table", "load_cache", "record", "cache_path",
            "table_path", "merge_rows", "check_rows", "MARGIN", "SCHEMA",
            "ENV_AUTOTUNE", "ENV_CACHE_DIR", "ENV_FORCE"]
 
@@ -113,6 +114,24 @@ def batch_bucket(batch: int) -> int:
   return 1 << (int(batch) - 1).bit_length()
 
 
+DENSITY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0)
+"""Upper edges of the stored-density buckets of block-sparse patterns."""
+
+
+def density_bucket(density: float) -> float:
+  """The density bucket a measurement covers: the next edge at or above it.
+
+  A case measured at a bucket's edge does at least the work of any case in
+  the bucket, so a kernel measured faster there is not slower below it.
+
+  >>> [density_bucket(d) for d in (0.01, 0.0996, 0.1, 0.12, 0.25, 0.7)]
+  [0.05, 0.1, 0.1, 0.25, 0.25, 1.0]
+  """
+  if not 0.0 <= density <= 1.0 + 1e-9:
+    raise ValueError(f"density must be in [0, 1], got {density}.")
+  return next(b for b in DENSITY_BUCKETS if density <= b + 1e-9)
+
+
 def device_kind(platform: str | None = None) -> str | None:
   """The device kind of ``platform`` (default backend), or None if absent.
 
@@ -142,6 +161,20 @@ def force(implementation: str | None):
     yield
   finally:
     _forced.reset(token)
+
+
+def forced() -> str | None:
+  """The implementation :func:`force` or ``PALLAS_KERNELS_IMPLEMENTATION``
+  imposes here, or None.
+
+  An op that leaves unsuitable kernels out of its automatic candidates keeps
+  them when one is forced, so that the forced one gets the op's own error.
+
+  >>> with force("xla"):
+  ...   forced()
+  'xla'
+  """
+  return _forced.get() or os.environ.get(ENV_FORCE) or None
 
 
 @contextlib.contextmanager
@@ -452,9 +485,9 @@ def choose(*, op: str, candidates: Mapping[str, str], pattern: str,
   platform = platform or jax.default_backend()
   if implementation is not None:
     return _resolve(implementation, candidates, platform, op, "requested")
-  forced = _forced.get() or os.environ.get(ENV_FORCE) or None
-  if forced:
-    return _resolve(forced, candidates, platform, op, "forced")
+  imposed = forced()
+  if imposed:
+    return _resolve(imposed, candidates, platform, op, "forced")
   native = [c for c, p in candidates.items() if p == platform]
   if not native:
     return Choice("xla", f"backend {platform!r} has no native {op} kernel "

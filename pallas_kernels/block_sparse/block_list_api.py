@@ -7,9 +7,9 @@
 
 Both have custom VJPs that stay block-sparse: the input gradient walks the
 transposed block order (``g @ W.T`` through ``by_row``, ``A.T @ g`` through
-``by_col``) on the same kernel, and the weight gradient is computed for the
-stored blocks only (a batched gather-matmul over the ``capacity`` blocks, in
-XLA). Build the block list once with
+``by_col``) on the same implementation, and the weight gradient is computed
+for the stored blocks only (a batched gather-matmul over the ``capacity``
+blocks, in XLA). Build the block list once with
 :func:`~pallas_kernels.formats.to_block_list` (from BSR / padded) or, for a
 mask that changes during training, inside the jitted step with
 :func:`~pallas_kernels.formats.block_list_from_mask` and a fixed capacity: the
@@ -17,20 +17,29 @@ compiled step is reused for every mask.
 
 Implementations (:data:`IMPLEMENTATIONS`):
 
-* ``"xla"`` -- gather-matmul-scatter over the stored blocks (any backend).
+* ``"xla"`` -- XLA dense ``jnp.dot`` on the expanded matrix (any backend; the
+  automatic choice wherever no kernel was measured faster).
+* ``"xla_blocks"`` -- XLA gather-matmul-scatter over the stored blocks (any
+  backend; only when asked for).
 * ``"tpu"`` -- Mosaic TPU, one grid step per stored block (plus one per empty
   output line), scalar-prefetched ``line/red/data/flags`` driving the index
   maps, idle steps repeating the next block's indices (no DMA), value blocks
-  double buffered (the most Mosaic's grid pipeline takes). Lowering needs blocks that are multiples of 128 (prefer
-  256 or more: a grid step costs a fixed overhead that large blocks
-  amortise); the metadata must fit the scalar-memory budget.
+  double buffered (the most Mosaic's grid pipeline takes). Lowering needs
+  blocks that are multiples of 128 (prefer 256 or more: a grid step costs a
+  fixed overhead that large blocks amortise); the metadata must fit the
+  scalar-memory budget.
 * ``"triton"`` -- Pallas Triton, one program per (batch tile, segment); lines
   longer than the balanced share are split into segments whose f32 partial
   sums are added afterwards, so at decode batch the busiest program holds no
   more than its share. Blocks must be powers of two >= 16 (64 and 128 are the
   intended sizes).
 
-No speed is claimed for any of them here (unmeasured).
+``"pallas"`` means the backend's kernel and ``"pallas_gpu"`` / ``"pallas_tpu"``
+name ``"triton"`` / ``"tpu"``. ``implementation=None`` chooses by measurement
+(:mod:`pallas_kernels.dispatch`, see :func:`choose_implementation`): a kernel
+runs only where it was measured faster than XLA dense on this device kind;
+otherwise, and always on CPU, the dense XLA path runs. No speed is claimed for
+any of them here (unmeasured).
 """
 from __future__ import annotations
 
@@ -43,8 +52,11 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _compat
-from pallas_kernels.block_sparse import kernel_gpu
-from pallas_kernels.block_sparse import kernel_tpu
+from pallas_kernels import dispatch
+from pallas_kernels.block_sparse._block_list_paths import Cfg
+from pallas_kernels.block_sparse._block_list_paths import GPU_TARGET_PROGRAMS
+from pallas_kernels.block_sparse._block_list_paths import product
+from pallas_kernels.dispatch import Choice
 from pallas_kernels.formats._block import BSR
 from pallas_kernels.formats._block import PaddedBlockSparse
 from pallas_kernels.formats._block_list import BlockList
@@ -53,303 +65,205 @@ from pallas_kernels.formats._block_list import smem_bytes
 from pallas_kernels.formats._block_list import to_block_list
 
 __all__ = ["block_list_matmul", "block_list_sparse_dense_matmul",
-           "as_block_list", "default_implementation", "IMPLEMENTATIONS",
-           "TPU_SMEM_BUDGET_BYTES", "GPU_TARGET_PROGRAMS"]
+           "as_block_list", "choose_implementation", "pattern", "unsupported",
+           "Choice",
+           "IMPLEMENTATIONS", "KERNELS", "OPS", "TPU_SMEM_BUDGET_BYTES",
+           "GPU_TARGET_PROGRAMS"]
 
-IMPLEMENTATIONS = {
-    "xla": "gather-matmul-scatter over the stored blocks (any backend)",
-    "triton": "Pallas Triton, balanced segments of the block list (GPU)",
-    "tpu": "Mosaic TPU, one grid step per stored block (scalar prefetch)",
-}
-_NATIVE = {"xla": None, "triton": "gpu", "tpu": "tpu"}
+# The implementations a dispatch chooses among, and the platform each runs
+# natively on; "xla_blocks" (XLA, any backend) is never chosen automatically.
+KERNELS = {"triton": "gpu", "tpu": "tpu", "xla_blocks": "any"}
+IMPLEMENTATIONS = ("xla", *KERNELS, "pallas", "pallas_gpu", "pallas_tpu")
+# The dispatch op name of each product.
+OPS = {"dsd": "block_list_dsd", "sdd": "block_list_sdd"}
 
 # Scalar memory is 1 MiB per core on TPU v4 and later (16 KiB on v2/v3); half
 # is left to Mosaic and other operands.
 TPU_SMEM_BUDGET_BYTES = 512 * 1024
-# About two programs per SM on an H100/H200 (132 SMs).
-GPU_TARGET_PROGRAMS = 264
-
-_HI = jax.lax.Precision.HIGHEST
 
 
 def _where(name):
   return f"layer {name!r}: " if name else ""
 
 
-def _round_up(a, b):
-  return -(-a // b) * b
+def pattern(bl: BlockList) -> str:
+  """The dispatch pattern of a block list: block shape and density bucket.
 
+  The density is ``capacity`` over the block grid (the blocks the kernels
+  walk, at most all of them), rounded up to :func:`pallas_kernels.dispatch.density_bucket`.
 
-def _pad_to(x, axis, tile):
-  """``x`` zero-padded at the end of ``axis`` to a multiple of ``tile``."""
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (0, _round_up(x.shape[axis], tile) - x.shape[axis])
-  return jnp.pad(x, pad)
-
-
-def _pow2_at_least(v, lo):
-  return max(lo, 1 << max(0, (v - 1).bit_length()))
-
-
-def default_implementation(platform: str | None = None) -> str:
-  """The implementation used when none is given: the platform's kernel.
-
-  >>> default_implementation("tpu"), default_implementation("gpu"), default_implementation("cpu")
-  ('tpu', 'triton', 'xla')
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> pattern(block_list_from_mask(jnp.ones((64, 64)), jnp.eye(4, dtype=bool), (16, 16)))
+  'b16x16/d0.25'
   """
-  platform = platform or _compat.backend()
-  return {"tpu": "tpu", "gpu": "triton"}.get(platform, "xla")
+  nr, nc = bl.grid
+  bh, bw = bl.block_shape
+  density = dispatch.density_bucket(min(1.0, bl.capacity / (nr * nc)))
+  return f"b{bh}x{bw}/d{density:.2f}"
 
 
-@dataclasses.dataclass(frozen=True)
-class _Cfg:
-  op: str            # "dsd" (x @ W) or "sdd" (A @ X)
-  impl: str
-  interpret: Any
-  odt: Any
-  split: int | None
-  stages: int
-  name: str | None
+def unsupported(bl: BlockList, impl: str, interpret: Any = False,
+                smem_budget: int = TPU_SMEM_BUDGET_BYTES) -> str | None:
+  """Why implementation ``impl`` cannot run ``bl`` (None if it can).
 
-
-def _walk(struct, op, transpose):
-  """(order, line ids, red ids, lines, nred) for one product direction."""
-  nr, nc = struct.grid
-  by_col = (op == "dsd") != transpose
-  if by_col:
-    return struct.by_col, struct.cols, struct.rows, nc, nr
-  return struct.by_row, struct.rows, struct.cols, nr, nc
-
-
-# ---------------------------------------------------------------- XLA path
-
-
-def _xla_dsd(x, values, struct, transpose):
-  bh, bw = struct.block_shape
-  _, line_b, red_b, lines, nred = _walk(struct, "dsd", transpose)
-  kin, kout = (bw, bh) if transpose else (bh, bw)
-  xb = x.reshape(x.shape[0], nred, kin)[:, red_b]
-  eq = "bck,cnk->bcn" if transpose else "bck,ckn->bcn"
-  contrib = jnp.einsum(eq, xb, values, preferred_element_type=jnp.float32,
-                       precision=_HI)
-  line = jnp.where(struct.valid, line_b, lines)
-  out = jnp.zeros((x.shape[0], lines, kout), jnp.float32)
-  out = out.at[:, line].add(contrib, mode="drop")
-  return out.reshape(x.shape[0], lines * kout)
-
-
-def _xla_sdd(values, struct, x, transpose):
-  bh, bw = struct.block_shape
-  _, line_b, red_b, lines, nred = _walk(struct, "sdd", transpose)
-  kin, kout = (bh, bw) if transpose else (bw, bh)
-  xb = x.reshape(nred, kin, x.shape[1])[red_b]
-  eq = "ckm,ckn->cmn" if transpose else "cmk,ckn->cmn"
-  contrib = jnp.einsum(eq, values, xb, preferred_element_type=jnp.float32,
-                       precision=_HI)
-  line = jnp.where(struct.valid, line_b, lines)
-  out = jnp.zeros((lines, kout, x.shape[1]), jnp.float32)
-  out = out.at[line].add(contrib, mode="drop")
-  return out.reshape(lines * kout, x.shape[1])
-
-
-# ------------------------------------------------------------- GPU segments
-
-
-def _choose_split(cap, lines, nred, n_tiles, split):
-  """Blocks per segment, or None for one segment per line (direct)."""
-  if split is not None:
-    return None if split >= nred else max(1, int(split))
-  if n_tiles * lines >= GPU_TARGET_PROGRAMS:
-    return None
-  s = max(1, -(-cap * n_tiles // GPU_TARGET_PROGRAMS))
-  return None if s >= nred else s
-
-
-def _segments(order, split):
-  """(seg_start, seg_len, seg_line) with ``split`` blocks per segment."""
-  lines = order.lines
-  cap = order.steps - lines
-  cnt = order.count
-  nseg = jnp.maximum(1, -(-cnt // split))
-  g_cap = -(-cap // split) + lines
-  cum = jnp.cumsum(nseg)
-  g = jnp.arange(g_cap, dtype=jnp.int32)
-  line = jnp.clip(jnp.searchsorted(cum, g, side="right"), 0,
-                  lines - 1).astype(jnp.int32)
-  k = g - (cum[line] - nseg[line])
-  used = g < cum[-1]
-  start = (order.start[line] + k * split).astype(jnp.int32)
-  length = jnp.where(used, jnp.clip(cnt[line] - k * split, 0, split), 0)
-  return start, length.astype(jnp.int32), jnp.where(used, line, lines)
-
-
-def _gpu_segmented(run, order, struct, lines, nred, programs, kout, axis,
-                   cfg):
-  """``run(seg_start, seg_len, out_dtype)`` over whole output lines or, when
-  :func:`_choose_split` splits them, over segments whose f32 partial sums
-  are added per line; output lines of ``kout`` run along ``axis``."""
-  split = _choose_split(struct.capacity, lines, nred, programs, cfg.split)
-  if split is None:
-    return run(order.start, order.count, cfg.odt)
-  start, length, seg_line = _segments(order, split)
-  part = run(start, length, jnp.float32)
-  if axis == 1:
-    b = part.shape[0]
-    part = part.reshape(b, start.shape[0], kout)
-    out = jnp.zeros((b, lines, kout), jnp.float32)
-    out = out.at[:, seg_line].add(part, mode="drop")
-    return out.reshape(b, lines * kout)
-  n = part.shape[1]
-  part = part.reshape(start.shape[0], kout, n)
-  out = jnp.zeros((lines, kout, n), jnp.float32)
-  out = out.at[seg_line].add(part, mode="drop")
-  return out.reshape(lines * kout, n)
-
-
-def _gpu_dsd(x, values, struct, transpose, cfg):
-  order, _, _, lines, nred = _walk(struct, "dsd", transpose)
-  bh, bw = struct.block_shape
-  b = x.shape[0]
-  tb = min(64, _pow2_at_least(b, 16))
-  xp = _pad_to(x, 0, tb)
-
-  def run(start, length, out_dtype):
-    return kernel_gpu.block_list_dsd_gpu(
-        xp, values, order, start, length, transpose=transpose, tb=tb,
-        out_dtype=out_dtype, interpret=cfg.interpret)[:b]
-
-  return _gpu_segmented(run, order, struct, lines, nred, xp.shape[0] // tb,
-                        bh if transpose else bw, 1, cfg)
-
-
-def _gpu_sdd(values, struct, x, transpose, cfg):
-  order, _, _, lines, nred = _walk(struct, "sdd", transpose)
-  bh, bw = struct.block_shape
-  n = x.shape[1]
-  tn = min(128, _pow2_at_least(n, 16))
-  xp = _pad_to(x, 1, tn)
-
-  def run(start, length, out_dtype):
-    return kernel_gpu.block_list_sdd_gpu(
-        values, order, start, length, xp, transpose=transpose, tn=tn,
-        out_dtype=out_dtype, interpret=cfg.interpret)[:, :n]
-
-  return _gpu_segmented(run, order, struct, lines, nred, xp.shape[1] // tn,
-                        bw if transpose else bh, 0, cfg)
-
-
-# ------------------------------------------------------------------ TPU path
-
-
-def _tpu_dsd(x, values, struct, transpose, cfg):
-  order, _, _, lines, _ = _walk(struct, "dsd", transpose)
-  b = x.shape[0]
-  tb = min(256, _round_up(b, 16))
-  xp = _pad_to(x, 0, tb)
-  return kernel_tpu.block_list_dsd_tpu(
-      xp, values, order, lines=lines, transpose=transpose, tb=tb,
-      out_dtype=cfg.odt, interpret=cfg.interpret, stages=cfg.stages)[:b]
-
-
-def _tpu_sdd(values, struct, x, transpose, cfg):
-  order, _, _, lines, _ = _walk(struct, "sdd", transpose)
-  n = x.shape[1]
-  tn = min(512, _round_up(n, 128))
-  xp = _pad_to(x, 1, tn)
-  return kernel_tpu.block_list_sdd_tpu(
-      values, order, xp, lines=lines, transpose=transpose, tn=tn,
-      out_dtype=cfg.odt, interpret=cfg.interpret, stages=cfg.stages)[:, :n]
-
-
-def _apply(cfg, a, values, struct, transpose):
-  """One product on the configured implementation (``a`` is the dense side)."""
-  if cfg.op == "dsd":
-    fn = {"xla": None, "triton": _gpu_dsd, "tpu": _tpu_dsd}[cfg.impl]
-    if fn is None:
-      return _xla_dsd(a, values, struct, transpose).astype(cfg.odt)
-    return fn(a, values, struct, transpose, cfg).astype(cfg.odt)
-  fn = {"xla": None, "triton": _gpu_sdd, "tpu": _tpu_sdd}[cfg.impl]
-  if fn is None:
-    return _xla_sdd(values, struct, a, transpose).astype(cfg.odt)
-  return fn(values, struct, a, transpose, cfg).astype(cfg.odt)
-
-
-# ------------------------------------------------------------- custom VJPs
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _product(a, values, struct, cfg):
-  return _apply(cfg, a, values, struct, False)
-
-
-def _product_fwd(a, values, struct, cfg):
-  return _product(a, values, struct, cfg), (a, values, struct)
-
-
-def _product_bwd(cfg, res, g):
-  a, values, struct = res
-  bh, bw = struct.block_shape
-  nr, nc = struct.grid
-  valid = struct.valid[:, None, None]
-  gcfg = dataclasses.replace(cfg, odt=a.dtype)
-  # Input gradient: the transposed walk, on the same implementation.
-  da = _apply(gcfg, g, values, struct, True)
-  # Weight gradient for the stored blocks only.
-  if cfg.op == "dsd":   # y = x @ W: dW[r, c] = x[:, r].T @ g[:, c]
-    xr = a.reshape(a.shape[0], nr, bh)[:, struct.rows]
-    gc = g.reshape(g.shape[0], nc, bw)[:, struct.cols]
-    dv = jnp.einsum("bci,bcj->cij", xr, gc,
-                    preferred_element_type=jnp.float32, precision=_HI)
-  else:                 # y = A @ X: dA[r, c] = g[r] @ X[c].T
-    gr = g.reshape(nr, bh, g.shape[1])[struct.rows]
-    xc = a.reshape(nc, bw, a.shape[1])[struct.cols]
-    dv = jnp.einsum("cin,cjn->cij", gr, xc,
-                    preferred_element_type=jnp.float32, precision=_HI)
-  dv = jnp.where(valid, dv, 0).astype(values.dtype)
-  return da.astype(a.dtype), dv, None
-
-
-_product.defvjp(_product_fwd, _product_bwd)
-
-
-# --------------------------------------------------------------- checks
-
-
-def _resolve(implementation, interpret, name):
-  impl = implementation or default_implementation()
-  if impl not in IMPLEMENTATIONS:
-    raise ValueError(f"{_where(name)}implementation must be None or one of "
-                     f"{tuple(IMPLEMENTATIONS)}, got {implementation!r}.")
-  if impl == "triton" and not _compat.HAS_TRITON:
-    raise RuntimeError(f"{_where(name)}this jaxlib has no Pallas Triton "
-                       "lowering; use implementation='xla'.")
-  if interpret is None:
-    native = _NATIVE[impl]
-    interpret = native is not None and _compat.backend() != native
-  return impl, interpret
-
-
-def _check_kernel_rules(bl, op, impl, interpret, smem_budget, name):
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> bl = block_list_from_mask(jnp.ones((64, 64)), jnp.eye(2, dtype=bool), (32, 32))
+  >>> unsupported(bl, "triton") is None, unsupported(bl, "tpu")[:34]
+  (True, 'the TPU kernel needs blocks that a')
+  """
   bh, bw = bl.block_shape
   if impl == "triton":
-    ok = all(v >= 16 and v & (v - 1) == 0 for v in (bh, bw))
-    if not ok:
-      raise ValueError(f"{_where(name)}the Triton kernel needs blocks that "
-                       f"are powers of two >= 16, got {(bh, bw)}; use "
-                       "implementation='xla' or recompress.")
+    if not all(v >= 16 and v & (v - 1) == 0 for v in (bh, bw)):
+      return (f"the Triton kernel needs blocks that are powers of two >= 16, "
+              f"got {(bh, bw)}; use implementation='xla' or recompress")
   if impl == "tpu":
     need = max(smem_bytes(bl.by_row), smem_bytes(bl.by_col))
     if need > smem_budget:
-      raise ValueError(
-          f"{_where(name)}the block-list metadata needs {need} bytes of TPU "
-          f"scalar memory (SMEM), over the {smem_budget}-byte budget "
-          f"(capacity {bl.capacity}, grid {bl.grid}); use larger blocks, a "
-          "smaller capacity, or implementation='xla'.")
-    del op  # both products (and their transposed gradients) need this
+      return (f"the block-list metadata needs {need} bytes of TPU scalar "
+              f"memory (SMEM), over the {smem_budget}-byte budget (capacity "
+              f"{bl.capacity}, grid {bl.grid}); use larger blocks, a smaller "
+              "capacity, or implementation='xla'")
     if not interpret and (bh % 128 or bw % 128):
-      raise ValueError(f"{_where(name)}the TPU kernel needs blocks that are "
-                       f"multiples of 128 (256 or more preferred), got "
-                       f"{(bh, bw)}; use implementation='xla'.")
+      return (f"the TPU kernel needs blocks that are multiples of 128 (256 or "
+              f"more preferred), got {(bh, bw)}; use implementation='xla'")
+  return None
+
+
+def _suitable(bl, smem_budget) -> tuple[dict[str, str], list[str]]:
+  """The kernels that can run ``bl`` natively, and why the others cannot."""
+  out, why = {}, []
+  for impl, platform in KERNELS.items():
+    reason = unsupported(bl, impl, False, smem_budget)
+    if impl == "triton" and not _compat.HAS_TRITON:
+      reason = "this jaxlib has no Pallas Triton lowering"
+    if reason is None:
+      out[impl] = platform
+    else:
+      why.append(reason)
+  return out, why
+
+
+def _measure(bl, op: str, batch: int, dtype, smem_budget: int):
+  """A ``measure`` callable for the dispatch's autotune.
+
+  Times the op on a random block list with the same shape, blocks and
+  capacity as ``bl`` (which may be traced) against XLA dense.
+  """
+  def measure(impls):
+    # pylint: disable=g-import-not-at-top
+    from pallas_kernels import _testing
+    from pallas_kernels import _timing
+    from pallas_kernels.formats import block_list_from_mask
+    with jax.ensure_compile_time_eval():
+      rows, cols = bl.shape
+      nr, nc = bl.grid
+      keep = min(bl.capacity, nr * nc)
+      dense = jax.random.normal(jax.random.key(0), (rows, cols),
+                                jnp.float32).astype(bl.values.dtype)
+      w = block_list_from_mask(dense, _testing.random_block_mask(
+          (nr, nc), keep), bl.block_shape)
+      call = functools.partial(_timed_call, op=op, smem_budget=smem_budget)
+      fns = {i: functools.partial(call, impl=i) for i in impls}
+      if op == "dsd":
+        x = jax.random.normal(jax.random.key(1), (batch, rows),
+                              jnp.float32).astype(dtype)
+        return _timing.against_dense(fns, w, x, dense, None)["seconds"]
+      x = jax.random.normal(jax.random.key(1), (batch, cols),
+                            jnp.float32).astype(dtype)
+      return _timing.against_dense(fns, w, x, dense.T, None)["seconds"]
+
+  return measure
+
+
+def _timed_call(x, w, *, op, impl, smem_budget):
+  """One call as :mod:`pallas_kernels._timing` chains it (rows of ``x``
+  feed back); ``A @ x`` is timed as ``(A @ x.T).T``."""
+  if op == "dsd":
+    return block_list_matmul(x, w, implementation=impl,
+                             smem_budget=smem_budget)
+  return block_list_sparse_dense_matmul(w, x.T, implementation=impl,
+                                        smem_budget=smem_budget).T
+
+
+def choose_implementation(w: BlockList, op: str = "dsd",
+                          implementation: str | None = None, *,
+                          platform: str | None = None, batch: int = 1,
+                          dtype: Any = None, name: str | None = None,
+                          autotune: bool | None = None,
+                          smem_budget: int = TPU_SMEM_BUDGET_BYTES) -> Choice:
+  """Returns the implementation a block-list product uses, and why.
+
+  The automatic choice is measured (:mod:`pallas_kernels.dispatch`, op
+  ``block_list_dsd`` or ``block_list_sdd``, pattern :func:`pattern`): a
+  kernel runs only where a measurement on this device kind found it faster
+  than XLA dense; otherwise, and always on CPU, the dense XLA path runs.
+
+  Args:
+    w: the block list.
+    op: ``"dsd"`` (:func:`block_list_matmul`) or ``"sdd"``
+      (:func:`block_list_sparse_dense_matmul`).
+    implementation: ``None`` (automatic) or one of :data:`IMPLEMENTATIONS`.
+    platform: backend to decide for; defaults to ``jax.default_backend()``.
+    batch: rows of the dense operand for ``"dsd"``, its columns for
+      ``"sdd"`` (part of the measured case).
+    dtype: the dense operand's dtype, for autotuning (default: ``w``'s).
+    name: layer name used in error messages.
+    autotune: measure at first use (overrides ``PALLAS_KERNELS_AUTOTUNE``).
+    smem_budget: TPU only: scalar-memory bytes the metadata may use.
+
+  >>> from pallas_kernels.formats import block_list_from_mask
+  >>> w = block_list_from_mask(jnp.ones((256, 256)), jnp.eye(2, dtype=bool), (128, 128))
+  >>> choose_implementation(w, platform="cpu").implementation
+  'xla'
+  >>> choose_implementation(w, implementation="pallas", platform="tpu")
+  Choice(implementation='tpu', reason='requested', source='requested', interpret=False)
+  >>> choose_implementation(w, implementation="mosaic", name="fc1")
+  Traceback (most recent call last):
+  ...
+  ValueError: layer 'fc1': implementation for op 'block_list_dsd' must be None, 'xla', 'pallas' or one of ['tpu', 'triton', 'xla_blocks'], got 'mosaic' (requested).
+  """
+  if op not in OPS:
+    raise ValueError(f"{_where(name)}op must be one of {tuple(OPS)}, got "
+                     f"{op!r}.")
+  platform = platform or _compat.backend()
+  kernels, why = dict(KERNELS), []
+  if implementation is None and dispatch.forced() is None:
+    kernels, why = _suitable(w, smem_budget)
+  batch = max(int(batch), 1)
+  try:
+    choice = dispatch.choose(
+        op=OPS[op], candidates=kernels, pattern=pattern(w),
+        dtype=w.values.dtype, shape=tuple(w.shape), batch=batch,
+        implementation=implementation, platform=platform,
+        measure=_measure(w, op, batch,
+                         w.values.dtype if dtype is None else dtype,
+                         smem_budget),
+        autotune=autotune)
+  except ValueError as e:
+    raise ValueError(f"{_where(name)}{e}") from None
+  if choice.implementation == "xla_blocks":  # XLA: never interpreted
+    choice = choice._replace(interpret=False)
+  if why and choice.source == "default":
+    choice = choice._replace(reason=choice.reason + "; " + "; ".join(why))
+  return choice
+
+
+def _configure(bl, op, dense_dtype, batch, implementation, interpret, name,
+               split, stages, smem_budget) -> Cfg:
+  """The :class:`Cfg` of one product: its implementation, checked."""
+  choice = choose_implementation(bl, op, implementation, batch=batch,
+                                 dtype=dense_dtype, name=name,
+                                 smem_budget=smem_budget)
+  impl = choice.implementation
+  interp = choice.interpret if interpret is None else interpret
+  if impl == "triton" and not _compat.HAS_TRITON:
+    raise RuntimeError(f"{_where(name)}this jaxlib has no Pallas Triton "
+                       "lowering; use implementation='xla'.")
+  reason = unsupported(bl, impl, interp, smem_budget)
+  if reason is not None:
+    raise ValueError(f"{_where(name)}{reason}.")
+  odt = jnp.result_type(dense_dtype, bl.values.dtype)
+  return Cfg(op, impl, interp, odt, split, stages, name)
 
 
 _CONVERTED: dict[int, tuple[Any, BlockList]] = {}
@@ -408,8 +322,8 @@ def block_list_matmul(x, w: BlockList | BSR | PaddedBlockSparse, *, implementati
     w: the weight as a :class:`~pallas_kernels.formats.BlockList` (a
       concrete BSR / padded matrix is converted once, see
       :func:`as_block_list`).
-    implementation: ``None`` (the platform's kernel, see
-      :func:`default_implementation`), ``"xla"``, ``"triton"`` or ``"tpu"``.
+    implementation: ``None`` (chosen by measurement, see
+      :func:`choose_implementation`) or one of :data:`IMPLEMENTATIONS`.
     interpret: run a Pallas kernel in interpret mode (a bool or
       ``pltpu.InterpretParams``); defaults to True off its platform.
     name: layer name used in error messages.
@@ -439,12 +353,11 @@ def block_list_matmul(x, w: BlockList | BSR | PaddedBlockSparse, *, implementati
                      f"features, but the block list was built for a "
                      f"{tuple(w.shape)} matrix (rule: x.shape[-1] == "
                      "W.shape[0]).")
-  impl, interp = _resolve(implementation, interpret, name)
-  _check_kernel_rules(w, "dsd", impl, interp, smem_budget, name)
-  odt = jnp.result_type(x.dtype, w.values.dtype)
-  cfg = _Cfg("dsd", impl, interp, odt, split, stages, name)
   lead = x.shape[:-1]
-  out = _product(x.reshape(-1, w.shape[0]), w.values, _struct(w), cfg)
+  x2 = x.reshape(-1, w.shape[0])
+  cfg = _configure(w, "dsd", x.dtype, x2.shape[0], implementation, interpret,
+                   name, split, stages, smem_budget)
+  out = product(x2, w.values, _struct(w), cfg)
   return out.reshape(*lead, w.shape[1])
 
 
@@ -484,8 +397,6 @@ def block_list_sparse_dense_matmul(
     raise ValueError(f"{_where(name)}x must be 2-D with x.shape[0] == "
                      f"K={a.shape[1]} of the {tuple(a.shape)} block list, got "
                      f"{x.shape}.")
-  impl, interp = _resolve(implementation, interpret, name)
-  _check_kernel_rules(a, "sdd", impl, interp, smem_budget, name)
-  odt = jnp.result_type(x.dtype, a.values.dtype)
-  cfg = _Cfg("sdd", impl, interp, odt, split, stages, name)
-  return _product(x, a.values, _struct(a), cfg)
+  cfg = _configure(a, "sdd", x.dtype, x.shape[1], implementation, interpret,
+                   name, split, stages, smem_budget)
+  return product(x, a.values, _struct(a), cfg)

@@ -21,10 +21,22 @@ from pallas_kernels.nm.api import choose_implementation
 from pallas_kernels.nm.api import PLATFORMS
 from pallas_kernels.nm.api import nm_matmul
 
-__all__ = ["run", "HEADER", "format_row", "default_implementations"]
+__all__ = ["run", "HEADER", "header", "format_row",
+           "default_implementations"]
 
-HEADER = ("op  pattern    shape       B     dtype    impl          dense_us "
-          "masked_us sparse_us  d/s   md/s  bound  frac    GB/s  %peak TFLOP/s")
+
+def header(widths: tuple[int, int] = (3, 10)) -> str:
+  """The table header for rows printed with :func:`format_row` ``widths``.
+
+  >>> header().split()[:3]
+  ['op', 'pattern', 'shape']
+  """
+  return (f"{'op':<{widths[0]}} {'pattern':<{widths[1]}} shape       B     "
+          "dtype    impl          dense_us masked_us sparse_us  d/s   md/s  "
+          "bound  frac    GB/s  %peak TFLOP/s")
+
+
+HEADER = header()
 
 
 def default_implementations(platform: str | None = None) -> list[str]:
@@ -37,8 +49,10 @@ def default_implementations(platform: str | None = None) -> list[str]:
   return ["xla"] + [k for k, p in PLATFORMS.items() if p == platform]
 
 
-def format_row(row: dict[str, Any]) -> str:
+def format_row(row: dict[str, Any], widths: tuple[int, int] = (3, 10)) -> str:
   """One table line of a result row (blank where a figure is unknown).
+
+  ``widths`` are the op and pattern columns' widths (see :func:`header`).
 
   >>> r = dict(op="nm", pattern="2:4", shape="8x8", batch=1, dtype="bfloat16",
   ...          impl="xla", dense_us=1.0, masked_us=1.0, sparse_us=2.0,
@@ -49,7 +63,8 @@ def format_row(row: dict[str, Any]) -> str:
   """
   peak = "" if row["peak_frac"] is None else f"{100 * row['peak_frac']:5.1f}"
   tflops = "" if row.get("tflops") is None else f"{row['tflops']:8.4f}"
-  return (f"{row['op']:<3} {row['pattern']:<10} {row['shape']:<11} "
+  return (f"{row['op']:<{widths[0]}} {row['pattern']:<{widths[1]}} "
+          f"{row['shape']:<11} "
           f"{row['batch']:<5} {row['dtype']:<8} {row['impl']:<13}"
           f"{row['dense_us']:9.1f} {row['masked_us']:9.1f} "
           f"{row['sparse_us']:9.1f} {row['ratio']:5.2f} "

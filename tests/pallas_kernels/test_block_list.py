@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pallas_kernels import _compat
+from pallas_kernels import dispatch
+from pallas_kernels.block_sparse import _block_list_paths
 from pallas_kernels.block_sparse import block_list_api
 from pallas_kernels.block_sparse.block_list_api import block_list_matmul
 from pallas_kernels.block_sparse.block_list_api import \
@@ -34,7 +36,8 @@ KINDS = ["random", "none", "all", "one_full_row", "one_full_col",
          "empty_rows"]
 # Triton: split=None balances (segments of one block here), 64 >= every
 # block grid here, so one segment per line (direct output).
-IMPLS = [("xla", None), ("tpu", None), ("triton", None), ("triton", 64)]
+IMPLS = [("xla", None), ("xla_blocks", None), ("tpu", None), ("triton", None),
+         ("triton", 64)]
 
 
 def block_mask(kind, grid, rng):
@@ -199,15 +202,15 @@ def test_unbalanced_mask_splits_long_lines():
   """One full block column: the Triton path cuts it into segments."""
   order = block_list_from_mask(jnp.ones((128, 64)), np.eye(8, 4, dtype=bool)
                                | (np.arange(4) == 1)[None, :], (16, 16)).by_col
-  start, length, line = block_list_api._segments(order, 2)
+  start, length, line = _block_list_paths._segments(order, 2)
   length, line, start = map(np.asarray, (length, line, start))
   assert length.max() <= 2
   for l, n in enumerate(np.asarray(order.count)):
     assert length[line == l].sum() == n
   assert (length[line == 4] == 0).all()  # unused segments do nothing
-  assert block_list_api._choose_split(64, 4, 64, 1, None) == 1
-  assert block_list_api._choose_split(64, 4, 8, 1, None) == 1
-  assert block_list_api._choose_split(64, 512, 8, 1, None) is None
+  assert _block_list_paths._choose_split(64, 4, 64, 1, None) == 1
+  assert _block_list_paths._choose_split(64, 4, 8, 1, None) == 1
+  assert _block_list_paths._choose_split(64, 512, 8, 1, None) is None
 
 
 @pytest.mark.parametrize("impl,split", IMPLS)
@@ -263,7 +266,7 @@ def test_tpu_kernel_with_tpu_interpreter():
   close(out, block_list_sparse_dense_matmul_reference(bl, y), "float32", 384)
 
 
-@pytest.mark.parametrize("impl", ["xla", "tpu", "triton"])
+@pytest.mark.parametrize("impl", ["xla", "xla_blocks", "tpu", "triton"])
 def test_training_with_changing_mask_compiles_once(impl):
   """A 2-layer MLP trains on the kernels while its block masks change."""
   rng = np.random.default_rng(0)
@@ -349,6 +352,14 @@ def test_smem_budget_is_checked_before_launch():
   with pytest.raises(ValueError, match=r"layer 'proj'.*SMEM"):
     block_list_sparse_dense_matmul(bl, x.T, implementation="tpu",
                                    smem_budget=50, name="proj")
+  # Forced, the same rule applies and names the layer; chosen automatically,
+  # the TPU kernel is left out and the reason says why.
+  with dispatch.force("tpu"), pytest.raises(ValueError,
+                                            match=r"layer 'proj'.*SMEM"):
+    block_list_matmul(x, bl, smem_budget=50, name="proj")
+  c = block_list_api.choose_implementation(bl, platform="tpu",
+                                           smem_budget=50)
+  assert c.implementation == "xla" and "SMEM" in c.reason
   # Within the budget the same call runs.
   out = block_list_matmul(x, bl, implementation="tpu")
   np.testing.assert_allclose(out, 256 * np.ones((1, 256)))
@@ -386,8 +397,10 @@ def test_bad_input_names_layer_and_rule():
   with pytest.raises(ValueError, match=r"layer 'fc5'.*multiples of 128"):
     block_list_matmul(jnp.ones((2, 128)), bl, implementation="tpu",
                       interpret=False, name="fc5")
-  with pytest.raises(ValueError, match="implementation must be"):
-    block_list_matmul(jnp.ones((2, 128)), bl, implementation="pallas_gpu")
+  with pytest.raises(ValueError, match=r"layer 'fc6'.*'block_list_dsd' must "
+                     r"be None, 'xla', 'pallas' or one of.*got 'mosaic'"):
+    block_list_matmul(jnp.ones((2, 128)), bl, implementation="mosaic",
+                      name="fc6")
   with pytest.raises(TypeError, match="BlockList"):
     block_list_matmul(jnp.ones((2, 128)), jnp.ones((128, 64)))
 

@@ -1,4 +1,5 @@
-"""The measured dispatch, the timing harness and the package boundaries."""
+"""The measured dispatch (N:M, padded and block-list ops) and the package boundaries."""
+import functools
 import json
 import os
 import subprocess
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 
 from pallas_kernels import _testing
-from pallas_kernels import _timing
 from pallas_kernels import dispatch
 from pallas_kernels.block_sparse import api as blk_api
+from pallas_kernels.block_sparse import block_list_api as bl_api
 from pallas_kernels.block_sparse import block_sparse_matmul
+from pallas_kernels.block_sparse.reference import block_list_matmul_reference
+from pallas_kernels.formats import block_list_from_mask
 from pallas_kernels.formats import compress_nm
 from pallas_kernels.formats import compress_padded_block
 from pallas_kernels.nm import api as nm_api
@@ -277,58 +280,6 @@ def test_batch_bucket():
     dispatch.batch_bucket(0)
 
 
-def test_chain_runs_every_call():
-  seen = []
-
-  def fn(x, w):
-    jax.debug.callback(lambda: seen.append(1))
-    return x @ w
-
-  run, compile_s = _timing.chain(fn, jnp.ones((2, 4)), jnp.eye(4), length=5)
-  jax.block_until_ready(run())
-  jax.effects_barrier()
-  assert len(seen) == 5 and compile_s > 0
-
-
-def test_against_dense_reports_per_call_seconds():
-  x, w = jnp.ones((4, 64)), jnp.ones((64, 64))
-  res = _timing.against_dense({"s": _timing.dense_matmul}, w, x, w, w, reps=3,
-                              length=4)
-  assert set(res["seconds"]) == {"dense", "masked", "s"}
-  assert set(res["compile_s"]) == {"dense", "masked", "s"}
-
-
-def test_interleaved_medians_divide_by_chain_length():
-  med = _timing.interleaved_medians({"a": lambda: jnp.ones(2)}, reps=3)
-  per = _timing.interleaved_medians({"a": lambda: jnp.ones(2)}, reps=3,
-                                    per={"a": 1000})
-  assert per["a"] < med["a"]
-
-
-def test_bounds_and_peaks():
-  assert round(_timing.nm_bound(2, 4), 2) == 1.78
-  assert round(_timing.nm_bound(1, 16), 1) == 12.8
-  assert _timing.peak_gbps("NVIDIA H100 80GB HBM3") == 3350.0
-  assert _timing.peak_gbps("NVIDIA H100 PCIe") == 2000.0
-  assert _timing.peak_gbps("TPU v5p") == 2765.0
-  assert _timing.peak_gbps("Intel Xeon") is None
-
-
-@pytest.mark.parametrize("n,m", [(2, 4), (1, 8), (1, 16), (3, 8)])
-def test_nm_mask_keeps_the_largest(n, m):
-  rng = np.random.default_rng(0)
-  w = rng.normal(size=(4 * m, 7)).astype(np.float32)
-  mask = np.asarray(_testing.nm_mask(jnp.asarray(w), n, m))
-  groups = np.abs(w).reshape(-1, m, 7)
-  kept = mask.reshape(-1, m, 7)
-  assert (kept.sum(1) == n).all()
-  smallest_kept = np.where(kept, groups, np.inf).min(1)
-  largest_dropped = np.where(kept, -np.inf, groups).max(1)
-  assert (smallest_kept >= largest_dropped).all()
-  with pytest.raises(ValueError, match="divisible by m"):
-    _testing.nm_mask(jnp.ones((m + 1, 2)), n, m)
-
-
 @pytest.mark.parametrize("op,major", [("dsd", "col"), ("sdd", "row")])
 def test_block_autotune_measure_times_dense_and_each_implementation(op, major):
   w = jax.random.normal(jax.random.key(0), (64, 128))
@@ -346,3 +297,103 @@ def test_failed_autotune_falls_back_to_dense_with_a_warning(device):
     c = pick(measure=measure)
   assert (c.implementation, c.source) == ("xla", "autotune")
   assert not dispatch.cache_path(KIND).exists()
+
+
+def _block_list(density_blocks=1):
+  """A (256, 256) block list with 128x128 blocks (TPU kernel layout)."""
+  mask = np.zeros((2, 2), bool)
+  mask.flat[:density_blocks] = True
+  w = jax.random.normal(jax.random.key(0), (256, 256)).astype(jnp.bfloat16)
+  return block_list_from_mask(w, mask, (128, 128))
+
+
+def blrow(impl="tpu", us=10.0, dense_us=30.0, batch=8, **kw):
+  case = dict(op="block_list_dsd", pattern="b128x128/d0.25", shape=[256, 256])
+  return row(impl, us, dense_us, batch, **{**case, **kw})
+
+
+@pytest.fixture
+def ran(monkeypatch):
+  """Records the implementation each block-list product runs (at trace)."""
+  seen = []
+
+  def spy(a, values, struct, cfg):
+    seen.append(cfg.impl)
+    return product(a, values, struct, cfg)
+
+  product = bl_api.product
+  monkeypatch.setattr(bl_api, "product", spy)
+  return seen
+
+
+def test_block_list_pattern_and_op_name_the_case():
+  assert bl_api.pattern(_block_list()) == "b128x128/d0.25"
+  assert bl_api.pattern(_block_list(3)) == "b128x128/d1.00"
+  assert bl_api.OPS == {"dsd": "block_list_dsd", "sdd": "block_list_sdd"}
+  assert dispatch.density_bucket(0.0999) == 0.1
+  assert dispatch.density_bucket(0.1001) == 0.25
+  with pytest.raises(ValueError, match="density"):
+    dispatch.density_bucket(1.5)
+
+
+def test_block_list_on_cpu_without_measurement_runs_dense(ran):
+  bl = _block_list()
+  x = jnp.ones((8, 256), jnp.bfloat16)
+  c = bl_api.choose_implementation(bl, batch=8)
+  assert (c.implementation, c.source) == ("xla", "default")
+  out = bl_api.block_list_matmul(x, bl)
+  jax.jit(bl_api.block_list_matmul)(x, bl)
+  assert ran == ["xla", "xla"]
+  want = block_list_matmul_reference(x, bl)
+  np.testing.assert_allclose(np.asarray(out, np.float32),
+                             np.asarray(want, np.float32), rtol=2e-2)
+
+
+@pytest.mark.parametrize("op,batch", [("dsd", 8), ("sdd", 8)])
+def test_block_list_table_decides(device, op, batch):
+  bl = _block_list()
+  pick_bl = functools.partial(bl_api.choose_implementation, bl, op,
+                              platform="tpu", batch=batch)
+  assert pick_bl().source == "default"
+  name = bl_api.OPS[op]
+  dispatch.write_rows(device, [blrow(us=10.0, dense_us=30.0, op=name)])
+  assert (pick_bl().implementation, pick_bl().source) == ("tpu", "table")
+  assert pick_bl(batch=16).source == "default"  # another batch bucket
+  dispatch.write_rows(device, [blrow(us=30.0, dense_us=30.0 * 1.01, op=name)])
+  assert (pick_bl().implementation, pick_bl().source) == ("xla", "table")
+
+
+def test_block_list_measured_choice_runs_eagerly_and_under_jit(
+    device, monkeypatch, ran):
+  monkeypatch.setattr(bl_api._compat, "backend", lambda: "tpu")
+  bl = _block_list()
+  x = jnp.ones((5, 256), jnp.bfloat16)  # batch bucket 8
+
+  def both():
+    ran.clear()
+    eager = bl_api.block_list_matmul(x, bl, interpret=True)
+    jitted = jax.jit(functools.partial(bl_api.block_list_matmul,
+                                       interpret=True))(x, bl)
+    np.testing.assert_allclose(np.asarray(eager, np.float32),
+                               np.asarray(jitted, np.float32), rtol=2e-2)
+    return list(ran)
+
+  assert both() == ["xla", "xla"]                  # unmeasured: dense
+  dispatch.write_rows(device, [blrow(us=10.0, dense_us=30.0)])
+  assert both() == ["tpu", "tpu"]                  # measured faster
+  with dispatch.force("xla_blocks"):               # force() still wins
+    assert both() == ["xla_blocks", "xla_blocks"]
+  ran.clear()
+  bl_api.block_list_matmul(x, bl, implementation="xla")  # and so does this
+  assert ran == ["xla"]
+  dispatch.write_rows(device, [blrow(us=40.0, dense_us=30.0)])
+  assert both() == ["xla", "xla"]                  # measured slower
+
+
+@pytest.mark.parametrize("op", ["dsd", "sdd"])
+def test_block_list_autotune_measure_times_dense_and_each_implementation(op):
+  bl = block_list_from_mask(jnp.ones((64, 32)), jnp.eye(4, 2, dtype=bool),
+                            (16, 16))
+  seconds = bl_api._measure(bl, op, 3, jnp.float32,
+                            bl_api.TPU_SMEM_BUDGET_BYTES)(["xla_blocks"])
+  assert set(seconds) == {"dense", "xla_blocks"} and min(seconds.values()) > 0
