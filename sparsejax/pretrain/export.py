@@ -58,10 +58,18 @@ def to_host(tree: Any) -> Any:
     >>> to_host({"w": jnp.ones(2)})["w"]
     array([1., 1.], dtype=float32)
   """
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    tree = multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, tree)
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  from jax.experimental import multihost_utils
+
+  def one(x):
+    # A global array spans processes: gather it. Anything this process holds
+    # whole (host values, the 0-d masks of dense leaves) is already global.
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+  return jax.tree.map(one, tree)
 
 
 def _holds_exact_nm(pattern: Any, mask: np.ndarray, path: str) -> bool:
