@@ -327,7 +327,8 @@ def parse_rules(spec: str) -> list["Rule"]:
   ValueError: bad sparsity rule 'block_(.*=2:4': Rule.path 'block_(.*' is not a valid regex: ...
   """
   if not isinstance(spec, str):
-    raise TypeError(f"parse_rules needs a string; got {spec!r}.")
+    raise _checks.ParamTypeError(
+        f"spec must be a rules string 'REGEX=PATTERN;...'; got {spec!r}.")
   rules = []
   for part in spec.split(";"):
     part = part.strip()
