@@ -97,7 +97,7 @@ def input_energy(sq_sum: Any, path: str, method: str) -> str:
   energy = jnp.asarray(sq_sum, jnp.float32)
   where = f" at {path!r}" if path else ""
   check_finite(energy, path, method)
-  live = energy >= jnp.finfo(jnp.float32).tiny
+  live = jnp.abs(energy) >= jnp.finfo(jnp.float32).tiny
   if not bool(jnp.any(live)):
     return "zero"
   dead = int(energy.size - jnp.sum(live))

@@ -148,17 +148,16 @@ def _lower_inverse(lower, leaf=256):
 def _prepare(w, h, percdamp, retries):
   """Dead inputs, dampening with retries, and the factor `U` of `inv(H)`.
 
-  `H` is first scaled to a largest diagonal entry of 1 (SparseGPT depends
-  only on its relative scale), so tiny calibration inputs do not underflow
-  in the factorisation.
+  Once dead inputs have their diagonal set to 1 (as published), `H` is
+  scaled to a largest diagonal entry of 1 (SparseGPT depends only on its
+  relative scale), so tiny calibration inputs do not underflow in the
+  factorisation.
   """
   tiny = jnp.finfo(h.dtype).tiny
-  scale = jnp.max(jnp.diagonal(h))
-  h = h / jnp.where(scale >= tiny, scale, 1.0)
-  diag = jnp.diagonal(h)
-  dead = diag < tiny
+  dead = jnp.abs(jnp.diagonal(h)) < tiny
   h = h + jnp.diag(dead.astype(h.dtype))
   w = jnp.where(dead[:, None], 0.0, w)
+  h = h / jnp.max(jnp.abs(jnp.diagonal(h)))
   mean_diag = jnp.mean(jnp.diagonal(h))
   eye = jnp.eye(h.shape[0], dtype=h.dtype)
 
@@ -294,7 +293,7 @@ def sparsegpt_core(
   keep = jnp.where(safe, keep, True)
   # Inputs without energy (all zero, or underflowing): no Hessian to follow,
   # so the layer is pruned by magnitude, not zeroed.
-  zero = ~jnp.any(jnp.diagonal(h) >= jnp.finfo(jnp.float32).tiny)
+  zero = ~jnp.any(jnp.abs(jnp.diagonal(h)) >= jnp.finfo(jnp.float32).tiny)
   by_size = sharded_mask(pattern, jnp.square(kernel.astype(jnp.float32)))
   keep = jnp.where(zero, by_size, keep)
   new = jnp.where(zero, jnp.where(by_size, kernel.astype(jnp.float32), 0.0),

@@ -38,7 +38,7 @@ def wanda_scores(kernel: jax.Array, sq_sum: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("pattern",))
 def _wanda(kernel, sq_sum, pattern):
   # Inputs without energy give no ranking: fall back to |W| for the layer.
-  zero = ~jnp.any(sq_sum >= jnp.finfo(jnp.float32).tiny)
+  zero = ~jnp.any(jnp.abs(sq_sum) >= jnp.finfo(jnp.float32).tiny)
   scores = jnp.where(zero, scores_lib.magnitude(kernel.astype(jnp.float32)),
                      wanda_scores(kernel, sq_sum))
   keep = sharding_lib.sharded_mask(pattern, scores)
