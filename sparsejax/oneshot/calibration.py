@@ -77,13 +77,15 @@ def check_finite(stats: Any, path: str, method: str) -> None:
         "(non-finite calibration inputs of this layer).")
 
 
-def input_energy(sq_sum: Any, path: str, method: str) -> str:
+def input_energy(sq_sum: Any, path: str, method: str,
+                 dead_note: str = "their weights rank as unimportant") -> str:
   """Checks the per-input energy `Σ x²` of one layer (a concrete array).
 
   Returns "zero" when every input's energy is zero (or underflows), "dead"
   when some are, "ok" otherwise. Raises a ValueError naming the layer when
   the statistics hold NaN or inf; warns (`CalibrationWarning`) about dead
-  inputs. A traced `sq_sum` is not checked ("ok").
+  inputs (`dead_note` says what the method does with them). A traced
+  `sq_sum` is not checked ("ok").
 
   >>> input_energy(jnp.array([1., 2.]), "fc/kernel", "Wanda")
   'ok'
@@ -104,8 +106,8 @@ def input_energy(sq_sum: Any, path: str, method: str) -> str:
   if dead:
     warnings.warn(
         f"{method}{where}: {dead} of {energy.size} inputs are dead (zero, or "
-        "underflowing, on every calibration token); their weights rank as "
-        "unimportant.", CalibrationWarning, stacklevel=3)
+        f"underflowing, on every calibration token); {dead_note}.",
+        CalibrationWarning, stacklevel=3)
     return "dead"
   return "ok"
 

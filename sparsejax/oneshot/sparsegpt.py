@@ -356,8 +356,9 @@ def sparsegpt_layer(
         f"({n_in}, {n_in}).")
   blocksize, percdamp, retries = check_options(blocksize, percdamp, retries)
   calibration.check_finite(hessian, path, "SparseGPT")
-  if calibration.input_energy(jnp.diagonal(hessian), path,
-                              "SparseGPT") == "zero":
+  if calibration.input_energy(
+      jnp.diagonal(hessian), path, "SparseGPT",
+      "their kernel rows are zeroed (as published)") == "zero":
     calibration.warn_zero_energy(path, "SparseGPT", "pruned by weight "
                                  "magnitude |W| instead (no weight update)")
   new, keep, damp, ok = sparsegpt_core(kernel, hessian, pattern,
