@@ -325,5 +325,5 @@ def sparsify(model: Any, sparsifier: Any, *, state: Any = None) -> Any:
                        "do not pass `state` to sparsify.")
     return _sparsify_linen(model, sparsifier)
   raise _checks.ParamTypeError(
-      f"model must be a Flax Linen module (an instance or class) or an NNX "
-      f"module; got {type(model).__name__}.")
+      f"model must be a Flax Linen or NNX module (a Linen instance or "
+      f"class, or an nnx.Module); got {type(model).__name__}.")

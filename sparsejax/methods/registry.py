@@ -167,6 +167,10 @@ def check_sparsifier(value: Any, name: str = "sparsifier") -> Any:
     hint = (f" It is the factory of {factories[id(value)]!r}; call it with "
             f"rules, e.g. sj.{factories[id(value)]}(sj.NM(2, 4)) (see its "
             "docstring for the required arguments).")
+  elif any(e.factory is value for e in _ENTRIES.values()
+           if e.kind == "oneshot"):
+    hint = (" It is a one-shot pruner: run it with "
+            "sj.oneshot.prune(model, params, batches, rules, method=...).")
   elif type(value).__module__.startswith("sparsejax.patterns") or type(
       value).__name__ == "Rule":
     hint = (" A pattern or rule says where; a method says how: pass it to "

@@ -84,8 +84,9 @@ def check_pattern(pattern: patterns_lib.Pattern, shape: Sequence[int],
   pattern.check(shape, dtype, path)
 
 
-def check_options(blocksize: Any, percdamp: Any,
-                  retries: Any = DEFAULT_DAMP_RETRIES) -> tuple[int, float, int]:
+def check_options(
+    blocksize: Any, percdamp: Any,
+    retries: Any = DEFAULT_DAMP_RETRIES) -> tuple[int, float, int]:
   """Returns `(blocksize, percdamp, retries)`; raises, naming the parameter,
   unless `blocksize` is an int >= 1, `percdamp` a finite number > 0 and
   `retries` an int >= 0.

@@ -65,6 +65,10 @@ CASES = [
     case("wrap-sparsifier-uncalled-preset",
          lambda: sj.wrap(optax.adam(1e-3), sj.rigl), ParamTypeError,
          "sparsifier", "factory of 'rigl'", "call it with rules"),
+    case("wrap-sparsifier-oneshot-pruner",
+         lambda: sj.wrap(optax.adam(1e-3), sj.methods.get("wanda")),
+         ParamTypeError, "sparsifier", r"one-shot pruner",
+         r"sj\.oneshot\.prune"),
     # ---- rules and parse_rules -------------------------------------------
     case("rule-path-not-string", lambda: sj.Rule(3, NM), ParamTypeError,
          r"Rule\.path", "regex string"),
