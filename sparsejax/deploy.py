@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels import formats
+from sparsejax import _checks
 from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
 from sparsejax.flax.compressed import serving  # noqa: F401  (re-export)
@@ -196,6 +197,9 @@ def export(params, masks, rules, *, report: bool = False):
   ...
   ValueError: mask at 'fc/kernel' is not 2:4 along axis 0: group 0 (rows 0:4) of column 0 keeps 4 entries, expected exactly 2.
   """
+  if not isinstance(report, (bool, np.bool_)):
+    raise _checks.ParamTypeError(f"report must be a bool; got {report!r}.")
+  rules = rules_lib.as_rules(rules)
   shadow = jax.tree.map(
       lambda x: np.broadcast_to(np.zeros((), _dtype(x)), x.shape)
       if _is_compressed(x) else x, params, is_leaf=_is_compressed)

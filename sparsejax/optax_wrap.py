@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sparsejax import _checks
 from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
+from sparsejax.methods import registry
 from sparsejax.methods.state import SparsityState
 
 
@@ -85,6 +87,46 @@ def reset_where(opt_state: Any, params: Any, reset: Any) -> Any:
   return jax.tree_util.tree_map_with_path(one, opt_state)
 
 
+def _is_transformation(tx: Any) -> bool:
+  return isinstance(tx, optax.GradientTransformation) or (
+      not isinstance(tx, type) and callable(getattr(tx, "init", None))
+      and callable(getattr(tx, "update", None)))
+
+
+def check_transformation(tx: Any, name: str = "tx") -> Any:
+  """Returns `tx`; a `ParamTypeError` naming `name` unless it is an optax
+  `GradientTransformation`, saying how to make one of what was given.
+
+  >>> check_transformation(optax.adam)
+  Traceback (most recent call last):
+  ...
+  sparsejax._checks.ParamTypeError: tx must be an optax GradientTransformation; got the function optax.adam (a factory, not a transformation): call it, e.g. optax.adam(1e-3).
+  """
+  if _is_transformation(tx) and not registry.is_sparsifier(tx):
+    return tx
+  head = f"{name} must be an optax GradientTransformation; got "
+  if registry.is_sparsifier(tx):
+    raise _checks.ParamTypeError(
+        head + "a sparsejax method: the order is wrap(tx, sparsifier), e.g. "
+        "sj.wrap(optax.adam(1e-3), sj.ste(sj.NM(2, 4))).")
+  if isinstance(tx, str):
+    known = tx if callable(getattr(optax, tx, None)) else "adam"
+    raise _checks.ParamTypeError(
+        head + f"the string {tx!r}; pass the optimizer object, e.g. "
+        f"optax.{known}(1e-3).")
+  if callable(tx):
+    fn = getattr(tx, "__name__", None)
+    shown = (f"optax.{fn}" if fn and getattr(optax, fn, None) is tx else
+             getattr(tx, "__qualname__", repr(tx)))
+    example = f"{shown}(1e-3)" if shown.startswith("optax.") else (
+        f"{shown}(...)")
+    raise _checks.ParamTypeError(
+        head + f"the function {shown} (a factory, not a transformation): "
+        f"call it, e.g. {example}.")
+  raise _checks.ParamTypeError(
+      head + f"{tx!r} (a {type(tx).__name__}); e.g. optax.adam(1e-3).")
+
+
 def wrap(tx: optax.GradientTransformation,
          sparsifier: Any) -> optax.GradientTransformationExtraArgs:
   """Composes an optax optimizer with a sparsifier.
@@ -96,6 +138,11 @@ def wrap(tx: optax.GradientTransformation,
   Returns:
     A `GradientTransformationExtraArgs`; `update` needs `params`.
 
+  Raises:
+    ParamTypeError: (a `TypeError`) naming `tx` or `sparsifier` when either
+      is not what it must be (a string, an uncalled factory, a pattern),
+      saying how to build the right object.
+
   >>> import optax, sparsejax as sj
   >>> params = {"w": jnp.array([[1.], [-3.], [2.], [0.5]])}
   >>> sp = sj.ste(sj.NM(2, 4))
@@ -106,6 +153,8 @@ def wrap(tx: optax.GradientTransformation,
   >>> int(opt_state.sparsity.step)
   1
   """
+  check_transformation(tx, "tx")
+  registry.check_sparsifier(sparsifier, "sparsifier")
   tx = optax.with_extra_args_support(tx)
 
   def init(params):

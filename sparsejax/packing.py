@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsejax import _checks
 from sparsejax import masks as masks_lib
+from sparsejax import rules as rules_lib
 
 _SHIFTS = np.arange(7, -1, -1, dtype=np.uint8)
 
@@ -35,15 +37,31 @@ jax.tree_util.register_dataclass(
     PackedMask, data_fields=["bits"], meta_fields=["length"])
 
 
-def pack(mask: jax.Array) -> "PackedMask":
+def pack(mask: jax.Array, path: str = "") -> "PackedMask":
   """Packs one bool mask along its last axis.
+
+  Args:
+    mask: a bool array with at least one axis.
+    path: the leaf's path, for error messages.
 
   >>> packed = pack(jnp.array([[True, False, True]]))
   >>> packed.bits, packed.length
   (Array([[160]], dtype=uint8), 3)
+  >>> pack(jnp.ones((2, 8), jnp.int32), "fc/kernel")
+  Traceback (most recent call last):
+  ...
+  sparsejax._checks.ParamTypeError: mask at 'fc/kernel' must be bool to pack; got int32 (convert it with mask.astype(bool)).
   """
-  if jnp.result_type(mask) != jnp.bool_:
-    raise TypeError(f"pack needs a bool mask; got {jnp.result_type(mask)}.")
+  dtype = jnp.result_type(mask)
+  if dtype != jnp.bool_:
+    raise _checks.ParamTypeError(
+        f"mask{_checks.where(path)} must be bool to pack; got {dtype} "
+        "(convert it with mask.astype(bool)).")
+  if jnp.ndim(mask) < 1:
+    raise ValueError(f"mask{_checks.where(path)} is a scalar; packing needs "
+                     "at least one axis (a scalar mask is the dense marker, "
+                     "kept as it is).")
+  mask = jnp.asarray(mask)
   length = mask.shape[-1]
   pad = (-length) % 8
   if pad:
@@ -53,25 +71,49 @@ def pack(mask: jax.Array) -> "PackedMask":
   return PackedMask(bits, length)
 
 
-def unpack(packed: "PackedMask") -> jax.Array:
+def unpack(packed: "PackedMask", path: str = "") -> jax.Array:
   """Inverse of `pack`.
+
+  Args:
+    packed: a `PackedMask`.
+    path: the leaf's path, for error messages.
 
   >>> unpack(pack(jnp.array([True, False, True]))).astype(int)
   Array([1, 0, 1], dtype=int32)
   """
-  bits = (packed.bits[..., None] >> _SHIFTS) & jnp.uint8(1)
+  if not isinstance(packed, PackedMask):
+    raise _checks.ParamTypeError(
+        f"packed{_checks.where(path)} must be a PackedMask; got "
+        f"{type(packed).__name__}.")
+  bits, length = packed.bits, packed.length
+  dtype = jnp.result_type(bits)
+  if dtype != jnp.uint8:
+    raise _checks.ParamTypeError(
+        f"PackedMask.bits{_checks.where(path)} must be uint8; got {dtype}.")
+  _checks.check_int(length, f"PackedMask.length{_checks.where(path)}", 0)
+  if jnp.ndim(bits) < 1 or bits.shape[-1] != -(-length // 8):
+    raise ValueError(
+        f"PackedMask{_checks.where(path)}: length {length} needs "
+        f"{-(-length // 8)} bytes on the last axis; bits have shape "
+        f"{tuple(jnp.shape(bits))}.")
+  bits = (bits[..., None] >> _SHIFTS) & jnp.uint8(1)
   flat = bits.reshape(*packed.bits.shape[:-1], -1)
-  return flat[..., :packed.length].astype(bool)
+  return flat[..., :length].astype(bool)
 
 
 def pack_masks(masks: Any) -> Any:
   """Packs every mask leaf of a mask tree; dense markers stay as they are.
 
+  Raises:
+    ParamTypeError: naming the leaf, for a mask that is not bool.
+
   >>> tree = pack_masks({"w": jnp.ones((4, 16), bool), "b": masks_lib.dense_mask()})
   >>> tree["w"].bits.shape, tree["b"]
   ((4, 2), Array(True, dtype=bool))
   """
-  return jax.tree.map(lambda m: m if masks_lib.is_dense(m) else pack(m), masks)
+  return jax.tree_util.tree_map_with_path(
+      lambda k, m: m if masks_lib.is_dense(m) else pack(
+          m, rules_lib.path_str(k)), masks)
 
 
 def unpack_masks(packed: Any) -> Any:
@@ -81,6 +123,7 @@ def unpack_masks(packed: Any) -> Any:
   >>> bool((unpack_masks(pack_masks(m))["w"] == m["w"]).all())
   True
   """
-  return jax.tree.map(
-      lambda p: unpack(p) if isinstance(p, PackedMask) else p, packed,
+  return jax.tree_util.tree_map_with_path(
+      lambda k, p: unpack(p, rules_lib.path_str(k))
+      if isinstance(p, PackedMask) else p, packed,
       is_leaf=lambda x: isinstance(x, PackedMask))

@@ -22,6 +22,7 @@ import warnings
 
 import jax
 
+from sparsejax import _checks
 from sparsejax.patterns import NM
 from sparsejax.patterns import Pattern
 from sparsejax.patterns import Unstructured
@@ -118,15 +119,20 @@ class Rule:
       if value is None and field == "exclude":
         continue
       if not isinstance(value, str):
-        raise TypeError(f"Rule.{field} must be a regex string; got {value!r}.")
+        raise _checks.ParamTypeError(
+            f"Rule.{field} must be a regex string; got {value!r}.")
       try:
         re.compile(value)
       except re.error as err:
         raise ValueError(
             f"Rule.{field} {value!r} is not a valid regex: {err}.") from None
     if self.pattern is not None and not isinstance(self.pattern, Pattern):
-      raise TypeError(f"Rule({self.path!r}) needs a sparsejax pattern or None; "
-                      f"got {self.pattern!r}.")
+      raise _checks.ParamTypeError(
+          f"Rule({self.path!r}).pattern must be a sparsejax pattern or None; "
+          f"got {self.pattern!r}."
+          + (" Parse a pattern string with sj.rules.parse_pattern."
+             if isinstance(self.pattern, str) else ""))
+    _checks.check_int(self.min_ndim, f"Rule({self.path!r}).min_ndim", 0)
 
   def accepts(self, path: str, shape: Sequence[int]) -> bool:
     """Whether this rule applies to a leaf with this path and shape."""
@@ -137,15 +143,44 @@ class Rule:
     return self.exclude is None or re.fullmatch(self.exclude, path) is None
 
 
-def _as_rules(rules):
+def as_rules(rules: Any, name: str = "rules") -> tuple["Rule", ...]:
+  """`rules` as a tuple of `Rule`s: a list of them, one `Rule`, or a bare
+  pattern (shorthand for `Rule(".*", pattern)`).
+
+  Raises:
+    ParamTypeError: (a `TypeError`) naming `name`, and the position of a bad
+      entry, for anything else (a rule string says to use `parse_rules`).
+
+  >>> as_rules(NM(2, 4))[0].path
+  '.*'
+  >>> as_rules([Rule(".*", NM(2, 4)), "2:4"])
+  Traceback (most recent call last):
+  ...
+  sparsejax._checks.ParamTypeError: rules[1] must be a sparsejax Rule; got the string '2:4'. Parse a rule string with sj.parse_rules('REGEX=PATTERN').
+  """
+  hint = " Parse a rule string with sj.parse_rules('REGEX=PATTERN')."
   if isinstance(rules, Rule):
     return (rules,)
   if isinstance(rules, Pattern):
     return (Rule(".*", rules),)
+  if isinstance(rules, (str, Mapping)) or hasattr(rules, "shape") or not (
+      hasattr(rules, "__iter__")):
+    shown = (f"the string {rules!r}" if isinstance(rules, str) else
+             f"{rules!r}")
+    raise _checks.ParamTypeError(
+        f"{name} must be sparsejax Rules, one Rule or a pattern (e.g. "
+        f"sj.NM(2, 4)); got {shown}."
+        + (hint if isinstance(rules, str) else ""))
   rules = tuple(rules)
-  for rule in rules:
+  for i, rule in enumerate(rules):
     if not isinstance(rule, Rule):
-      raise TypeError(f"expected sparsejax.Rule objects; got {rule!r}.")
+      shown = (f"the string {rule!r}" if isinstance(rule, str) else
+               f"{rule!r}")
+      raise _checks.ParamTypeError(
+          f"{name}[{i}] must be a sparsejax Rule; got {shown}."
+          + (hint if isinstance(rule, str) else
+             " Wrap a pattern as Rule(REGEX, pattern)."
+             if isinstance(rule, Pattern) else ""))
   return rules
 
 
@@ -160,7 +195,7 @@ def assign(tree: Any, rules: Any) -> dict[str, "Rule | None"]:
   >>> {p: str(r.pattern) if r else None for p, r in assign(params, NM(2, 4)).items()}
   {'fc/bias': None, 'fc/kernel': '2:4'}
   """
-  rules = _as_rules(rules)
+  rules = as_rules(rules)
   out = {}
   for path, leaf in named_leaves(tree):
     shape = getattr(leaf, "shape", ())
@@ -176,28 +211,56 @@ def unused_rules(tree: Any, rules: Any) -> list["Rule"]:
   >>> [r.path for r in unused_rules(params, [Rule(".*kernal", NM(2, 4))])]
   ['.*kernal']
   """
-  rules = _as_rules(rules)
+  rules = as_rules(rules)
   used = {id(r) for r in assign(tree, rules).values() if r is not None}
   return [r for r in rules if id(r) not in used]
 
 
 def report_unused(tree: Any, rules: Any, on_unused: str) -> None:
   """Warns about (or raises on) unused rules; `on_unused` is warn|error|ignore."""
-  if on_unused not in ("warn", "error", "ignore"):
-    raise ValueError(f"on_unused must be 'warn', 'error' or 'ignore'; got "
-                     f"{on_unused!r}.")
+  _checks.check_choice(on_unused, "on_unused", ("warn", "error", "ignore"))
   if on_unused == "ignore":
     return
   unused = unused_rules(tree, rules)
   if not unused:
     return
-  paths = [path for path, _ in named_leaves(tree)]
+  leaves = named_leaves(tree)
+  paths = [path for path, _ in leaves]
   shown = ", ".join(paths[:8]) + (" ..." if len(paths) > 8 else "")
+  reasons = "".join(_why_unused(rule, leaves) for rule in unused)
   message = (f"{len(unused)} sparsity rule(s) matched no leaf: "
-             f"{[r.path for r in unused]}. Leaf paths look like: {shown}")
+             f"{[r.path for r in unused]}.{reasons} Leaf paths look like: "
+             f"{shown}")
   if on_unused == "error":
     raise ValueError(message)
   warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _why_unused(rule: "Rule", leaves: list[tuple[str, Any]]) -> str:
+  """Names the default exclusions that made a rule whose regex matches miss.
+
+  Empty when the regex itself matched no path (a typo) or the matching
+  leaves were all taken by earlier rules.
+  """
+  matched = [(p, getattr(x, "shape", ())) for p, x in leaves
+             if re.fullmatch(rule.path, p) is not None]
+  if not matched:
+    return ""
+  low = [p for p, shape in matched if len(shape) < rule.min_ndim]
+  excluded = [p for p, shape in matched if len(shape) >= rule.min_ndim
+              and rule.exclude is not None
+              and re.fullmatch(rule.exclude, p) is not None]
+  parts = []
+  if low:
+    parts.append(f"min_ndim={rule.min_ndim} excluded {low[:4]} (fewer "
+                 f"dims; pass Rule(..., min_ndim=1) to include 1-D leaves)")
+  if excluded:
+    parts.append(f"exclude={rule.exclude!r} excluded {excluded[:4]} (the "
+                 "default skips embeddings; pass Rule(..., exclude=None))")
+  if not parts:
+    return (f" Rule {rule.path!r} matches {[p for p, _ in matched][:4]}, "
+            "but earlier rules took them (first match wins).")
+  return f" Rule {rule.path!r}: " + "; ".join(parts) + "."
 
 
 def parse_pattern(text: str) -> Pattern | None:
@@ -264,7 +327,8 @@ def parse_rules(spec: str) -> list["Rule"]:
   ValueError: bad sparsity rule 'block_(.*=2:4': Rule.path 'block_(.*' is not a valid regex: ...
   """
   if not isinstance(spec, str):
-    raise TypeError(f"parse_rules needs a string; got {spec!r}.")
+    raise _checks.ParamTypeError(
+        f"spec must be a rules string 'REGEX=PATTERN;...'; got {spec!r}.")
   rules = []
   for part in spec.split(";"):
     part = part.strip()

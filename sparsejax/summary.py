@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from sparsejax import _checks
 from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
 
@@ -27,7 +28,12 @@ def nm_reached(mask: Any, m: int, axis: int = 0) -> str:
   >>> nm_reached(np.array([[1], [1], [1], [0]], bool), 2)
   'mixed (1-2 of 2)'
   """
-  mask = np.moveaxis(np.asarray(mask), axis, 0)
+  m = _checks.check_int(m, "m", 1)
+  mask = np.asarray(mask)
+  if not _checks.is_int(axis) or not -mask.ndim <= axis < mask.ndim:
+    raise ValueError(f"axis must be an int in [{-mask.ndim}, {mask.ndim}) "
+                     f"for a mask of shape {mask.shape}; got {axis!r}.")
+  mask = np.moveaxis(mask, axis, 0)
   if mask.shape[0] % m:
     return "n/a"
   counts = mask.reshape(mask.shape[0] // m, m, -1).sum(axis=1)
@@ -143,12 +149,19 @@ def summarize(params: Any, masks: Any, rules: Any = None, *,
   Returns:
     A `Summary` (rows in `.leaves`, totals in `.sparsity`, `.masked_sparsity`).
 
+  Raises:
+    ValueError: naming the leaf, when `masks` do not mirror `params` or a
+      mask's shape is not its param's; TypeError for a mask that is not bool.
+
   >>> params = {"w": jnp.ones((4, 4)), "b": jnp.ones(4)}
   >>> masks = {"w": jnp.eye(4, dtype=bool), "b": masks_lib.dense_mask()}
   >>> s = summarize(params, masks, show=False)
   >>> round(s.masked_sparsity, 2), round(s.sparsity, 2)
   (0.75, 0.6)
   """
+  if not isinstance(show, (bool, np.bool_)):
+    raise _checks.ParamTypeError(f"show must be a bool; got {show!r}.")
+  masks_lib.check_masks(params, masks)
   assignment = rules_lib.assign(params, rules) if rules is not None else {}
   rows = []
   for path, w, m in masks_lib.named_pairs(params, masks):

@@ -83,7 +83,10 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
+from sparsejax import _checks
 from sparsejax import optax_wrap
+from sparsejax import rules as rules_lib
+from sparsejax.methods import registry
 
 COLLECTION = "sparsity"
 
@@ -240,10 +243,24 @@ def _sparsify_nnx(model, sparsifier, state):
     raise ValueError("this model is already sparsified (a Sparse wrapper); "
                      "sparsify the wrapped model (`sparse.model`) instead.")
   if isinstance(state, nnx.Optimizer):
-    sparsity = _shared_optimizer_state(state)
+    try:
+      sparsity = _shared_optimizer_state(state)
+    except ValueError as err:
+      raise ValueError(f"state: the nnx.Optimizer holds no sparsity state "
+                       f"({err}); build it with "
+                       "nnx.Optimizer(model, sparsejax.wrap(tx, sparsifier), "
+                       "wrt=nnx.Param).") from None
   else:
     if state is None:
       state = sparsifier.init(_params(model))
+    bad = [path for path, leaf in rules_lib.named_leaves(state)
+           if not hasattr(leaf, "shape")]
+    if bad or not jax.tree.leaves(state):
+      raise _checks.ParamTypeError(
+          f"state must be None, an nnx.Optimizer built with sparsejax.wrap, "
+          f"or a sparsity state (sparsifier.init(params)); got "
+          f"{type(state).__name__}"
+          + (f" with non-array leaves at {bad[:4]}." if bad else "."))
     sparsity = jax.tree.map(SparsityVariable, state)
   return Sparse(model, sparsifier, sparsity)
 
@@ -271,6 +288,8 @@ def sparsify(model: Any, sparsifier: Any, *, state: Any = None) -> Any:
   Raises:
     ValueError: an NNX model that is already a `Sparse` wrapper; `state`
       given for a Linen module.
+    ParamTypeError: (a `TypeError`) `model` that is no Flax module, or
+      `sparsifier` that is no sparsejax method.
 
   Linen:
 
@@ -295,6 +314,7 @@ def sparsify(model: Any, sparsifier: Any, *, state: Any = None) -> Any:
   >>> bool((model(jnp.eye(8)) - model.bias[...] == model.kernel[...]).all())
   True
   """
+  registry.check_sparsifier(sparsifier, "sparsifier")
   if isinstance(model, nnx.Module):
     return _sparsify_nnx(model, sparsifier, state)
   if isinstance(model, nn.Module) or (isinstance(model, type)
@@ -304,5 +324,6 @@ def sparsify(model: Any, sparsifier: Any, *, state: Any = None) -> Any:
                        "time: {'params': params, **state_collection(state)}; "
                        "do not pass `state` to sparsify.")
     return _sparsify_linen(model, sparsifier)
-  raise TypeError(f"expected a Flax Linen or NNX module; got "
-                  f"{type(model).__name__}.")
+  raise _checks.ParamTypeError(
+      f"model must be a Flax Linen or NNX module (a Linen instance or "
+      f"class, or an nnx.Module); got {type(model).__name__}.")

@@ -68,10 +68,14 @@ def serving_handler(implementation: str | None = None):
       return proceed()
     x = call.inputs
     if x.shape[-1] != _in_features(kernel):
-      where = call.path if call.path is not None else type(
-          call.module).__name__
+      if call.path is not None:
+        where = (f"layer {call.path!r} (kernel "
+                 f"{(call.path + '/kernel').lstrip('/')!r})")
+      else:
+        where = (f"a {type(call.module).__name__} layer (pass "
+                 "serving(model=model) to name it)")
       raise ValueError(
-          f"layer {where!r} received inputs of width {x.shape[-1]} (shape "
+          f"{where} received inputs of width {x.shape[-1]} (shape "
           f"{tuple(x.shape)}), but its compressed kernel "
           f"{type(kernel).__name__} has K={_in_features(kernel)} input "
           "features.")

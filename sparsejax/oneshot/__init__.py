@@ -17,8 +17,10 @@ statistics each method needs; the methods then prune each layer on its own.
 0.5
 """
 
+from sparsejax.oneshot.calibration import CalibrationWarning
 from sparsejax.oneshot.calibration import Calibrator
 from sparsejax.oneshot.calibration import LayerStats
+from sparsejax.oneshot.calibration import NonFiniteCalibrationError
 from sparsejax.oneshot.calibration import accumulate
 from sparsejax.oneshot.calibration import collect_stats
 from sparsejax.oneshot.calibration import init_stats
@@ -33,8 +35,10 @@ from sparsejax.oneshot.wanda import wanda_layer
 from sparsejax.oneshot.wanda import wanda_scores
 
 __all__ = [
+    "CalibrationWarning",
     "Calibrator",
     "LayerStats",
+    "NonFiniteCalibrationError",
     "Pruner",
     "accumulate",
     "collect_stats",

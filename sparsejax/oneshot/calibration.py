@@ -30,6 +30,7 @@ everywhere else in the library.
 
 import collections.abc
 from typing import Any, Iterable, NamedTuple, Sequence
+import warnings
 
 import flax.linen as nn
 import jax
@@ -40,6 +41,84 @@ from sparsejax import rules as rules_lib
 from sparsejax.flax import intercept
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class CalibrationWarning(UserWarning):
+  """Calibration statistics a one-shot method cannot use as they are.
+
+  Issued, naming the layer, for inputs whose energy is zero (or underflows
+  in float32) and for dead inputs (zero on every calibration token); the
+  message says what the pruner did instead.
+  """
+
+
+class NonFiniteCalibrationError(ValueError, FloatingPointError):
+  """Calibration statistics holding NaN or inf; the message names the layer.
+
+  Both a `ValueError` (bad calibration data) and a `FloatingPointError`.
+  """
+
+
+def check_finite(stats: Any, path: str, method: str) -> None:
+  """Raises `NonFiniteCalibrationError` naming the layer unless every entry
+  of `stats` (an array, concrete) is finite.
+
+  >>> check_finite(jnp.array([1., jnp.inf]), "fc/kernel", "SparseGPT")
+  Traceback (most recent call last):
+  ...
+  sparsejax.oneshot.calibration.NonFiniteCalibrationError: SparseGPT at 'fc/kernel': the calibration statistics hold NaN or inf (non-finite calibration inputs of this layer).
+  """
+  if isinstance(stats, jax.core.Tracer):
+    return
+  if not bool(jnp.all(jnp.isfinite(jnp.asarray(stats)))):
+    where = f" at {path!r}" if path else ""
+    raise NonFiniteCalibrationError(
+        f"{method}{where}: the calibration statistics hold NaN or inf "
+        "(non-finite calibration inputs of this layer).")
+
+
+def input_energy(sq_sum: Any, path: str, method: str,
+                 dead_note: str = "their weights rank as unimportant") -> str:
+  """Checks the per-input energy `Σ x²` of one layer (a concrete array).
+
+  Returns "zero" when every input's energy is zero (or underflows), "dead"
+  when some are, "ok" otherwise. Raises a ValueError naming the layer when
+  the statistics hold NaN or inf; warns (`CalibrationWarning`) about dead
+  inputs (`dead_note` says what the method does with them). A traced
+  `sq_sum` is not checked ("ok").
+
+  >>> input_energy(jnp.array([1., 2.]), "fc/kernel", "Wanda")
+  'ok'
+  >>> input_energy(jnp.array([1., jnp.nan]), "fc/kernel", "Wanda")
+  Traceback (most recent call last):
+  ...
+  sparsejax.oneshot.calibration.NonFiniteCalibrationError: Wanda at 'fc/kernel': the calibration statistics hold NaN or inf (non-finite calibration inputs of this layer).
+  """
+  if isinstance(sq_sum, jax.core.Tracer):
+    return "ok"
+  energy = jnp.asarray(sq_sum, jnp.float32)
+  where = f" at {path!r}" if path else ""
+  check_finite(energy, path, method)
+  live = jnp.abs(energy) >= jnp.finfo(jnp.float32).tiny
+  if not bool(jnp.any(live)):
+    return "zero"
+  dead = int(energy.size - jnp.sum(live))
+  if dead:
+    warnings.warn(
+        f"{method}{where}: {dead} of {energy.size} inputs are dead (zero, or "
+        f"underflowing, on every calibration token); {dead_note}.",
+        CalibrationWarning, stacklevel=3)
+    return "dead"
+  return "ok"
+
+
+def warn_zero_energy(path: str, method: str, fallback: str) -> None:
+  """The `CalibrationWarning` for a layer whose inputs are all zero."""
+  where = f" at {path!r}" if path else ""
+  warnings.warn(
+      f"{method}{where}: every calibration input of this layer is zero (or "
+      f"underflows in float32), so its statistics carry no information; "
+      f"{fallback}.", CalibrationWarning, stacklevel=3)
 
 
 class LayerStats(NamedTuple):
@@ -369,7 +448,7 @@ class Calibrator:
     if stats.xxt is not None:
       finite &= jnp.all(jnp.isfinite(stats.xxt))
     if not bool(finite):
-      raise ValueError(
+      raise NonFiniteCalibrationError(
           f"the calibration inputs of layer {path!r} hold NaN or inf.")
     return stats
 

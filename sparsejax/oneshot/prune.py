@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 
+from sparsejax import _checks
 from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
 from sparsejax.methods import registry
@@ -83,7 +84,7 @@ def pruner(method: str) -> Pruner:
   """
   try:
     return registry.get(method, kind="oneshot")
-  except KeyError:
+  except (KeyError, TypeError):
     raise ValueError(f"method must be one of {registry.names('oneshot')}; "
                      f"got {method!r}.") from None
 
@@ -157,6 +158,7 @@ def prune_from_stats(params: Any, stats: Any, rules: Any, *,
          [6., 7.]], dtype=float32)
   """
   method = pruner(method)
+  blocksize, percdamp, _ = sparsegpt_lib.check_options(blocksize, percdamp)
   targets = _targets(params, rules, on_unused)
   kernels = dict(rules_lib.named_leaves(params))
   _check_targets(kernels, targets, method)
@@ -203,10 +205,15 @@ def prune(model: Any, params: Any, calibration_batches: Iterable[Any],
     `(new_params, masks)`: params shaped like `params`, pruned entries
     exactly zero; masks mirror params in the library's mask format.
 
+  Layers whose calibration inputs are all zero (or underflow) are pruned by
+  magnitude instead, and dead inputs are reported, each with a
+  `CalibrationWarning` naming the layer.
+
   Raises:
     ValueError: calibration batches the model cannot run, a targeted layer
       the calibration pass never reaches, a pattern the method cannot
-      express (each names the layer).
+      express, calibration inputs holding NaN or inf (each names the layer);
+      `blocksize` or `percdamp` out of range (naming the parameter).
     FloatingPointError: a SparseGPT Hessian that cannot be factorised even
       with raised dampening.
 
@@ -222,6 +229,10 @@ def prune(model: Any, params: Any, calibration_batches: Iterable[Any],
   >>> nnx.update(model, new)  # install the pruned weights
   """
   method_name, method = method, pruner(method)
+  blocksize, percdamp, _ = sparsegpt_lib.check_options(blocksize, percdamp)
+  if not isinstance(sequential, bool):
+    raise _checks.ParamTypeError(
+        f"sequential must be a bool; got {sequential!r}.")
   calibrator = None
   if method.needs_stats or params is None:
     calibrator = calibration.Calibrator(model, params)

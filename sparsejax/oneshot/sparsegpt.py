@@ -36,6 +36,8 @@ import numpy as np
 
 from sparsejax import patterns as patterns_lib
 from sparsejax import _checks
+from sparsejax.methods.presets import _common
+from sparsejax.oneshot import calibration
 from sparsejax.sharding import sharded_mask
 
 DEFAULT_BLOCKSIZE = 128
@@ -82,6 +84,31 @@ def check_pattern(pattern: patterns_lib.Pattern, shape: Sequence[int],
   pattern.check(shape, dtype, path)
 
 
+def check_options(
+    blocksize: Any, percdamp: Any,
+    retries: Any = DEFAULT_DAMP_RETRIES) -> tuple[int, float, int]:
+  """Returns `(blocksize, percdamp, retries)`; raises, naming the parameter,
+  unless `blocksize` is an int >= 1, `percdamp` a finite number > 0 and
+  `retries` an int >= 0.
+
+  >>> check_options(128, 0.01)
+  (128, 0.01, 6)
+  >>> check_options(128, 0.0)
+  Traceback (most recent call last):
+  ...
+  ValueError: percdamp must be a finite number > 0 (a fraction of the mean Hessian diagonal, e.g. 0.01); got 0.0.
+  """
+  blocksize = _checks.check_int(blocksize, "blocksize", 1)
+  retries = _checks.check_int(retries, "retries", 0)
+  _common.check_number(percdamp, "percdamp")
+  value = float(percdamp)
+  if not (np.isfinite(value) and value > 0):
+    raise ValueError(
+        f"percdamp must be a finite number > 0 (a fraction of the mean "
+        f"Hessian diagonal, e.g. 0.01); got {percdamp!r}.")
+  return blocksize, value, retries
+
+
 def upper_cholesky_inverse(h: jax.Array) -> jax.Array:
   """Upper-triangular `U` with `inv(h) = Uᵀ U` (the factor SparseGPT uses).
 
@@ -120,11 +147,18 @@ def _lower_inverse(lower, leaf=256):
 
 
 def _prepare(w, h, percdamp, retries):
-  """Dead inputs, dampening with retries, and the factor `U` of `inv(H)`."""
-  diag = jnp.diagonal(h)
-  dead = diag == 0
+  """Dead inputs, dampening with retries, and the factor `U` of `inv(H)`.
+
+  Once dead inputs have their diagonal set to 1 (as published), `H` is
+  scaled to a largest diagonal entry of 1 (SparseGPT depends only on its
+  relative scale), so tiny calibration inputs do not underflow in the
+  factorisation.
+  """
+  tiny = jnp.finfo(h.dtype).tiny
+  dead = jnp.abs(jnp.diagonal(h)) < tiny
   h = h + jnp.diag(dead.astype(h.dtype))
   w = jnp.where(dead[:, None], 0.0, w)
+  h = h / jnp.max(jnp.abs(jnp.diagonal(h)))
   mean_diag = jnp.mean(jnp.diagonal(h))
   eye = jnp.eye(h.shape[0], dtype=h.dtype)
 
@@ -214,7 +248,9 @@ def sparsegpt_core(
 
   Returns:
     `(new_kernel, keep_mask, damp_used, ok)`; when `ok` is False the kernel
-    is returned unchanged (never NaN) and the mask keeps everything.
+    is returned unchanged (never NaN) and the mask keeps everything. A
+    Hessian without energy (every diagonal entry zero or underflowing) prunes
+    the kernel by magnitude `|W|` under `pattern`.
 
   >>> k = jnp.arange(1., 9.).reshape(4, 2)
   >>> new, keep, damp, ok = sparsegpt_core(k, jnp.eye(4), patterns_lib.NM(2, 4))
@@ -254,9 +290,16 @@ def sparsegpt_core(
     keep = jnp.concatenate([keep, keep_tail], axis=0)
   new = w
   safe = ok & jnp.all(jnp.isfinite(new))
-  new = jnp.where(safe, new, kernel.astype(jnp.float32)).astype(dtype)
+  new = jnp.where(safe, new, kernel.astype(jnp.float32))
   keep = jnp.where(safe, keep, True)
-  return new, keep, damp, safe
+  # Inputs without energy (all zero, or underflowing): no Hessian to follow,
+  # so the layer is pruned by magnitude, not zeroed.
+  zero = ~jnp.any(jnp.abs(jnp.diagonal(h)) >= jnp.finfo(jnp.float32).tiny)
+  by_size = sharded_mask(pattern, jnp.square(kernel.astype(jnp.float32)))
+  keep = jnp.where(zero, by_size, keep)
+  new = jnp.where(zero, jnp.where(by_size, kernel.astype(jnp.float32), 0.0),
+                  new)
+  return new.astype(dtype), keep, damp, safe | zero
 
 
 def sparsegpt_layer(
@@ -284,8 +327,16 @@ def sparsegpt_layer(
     `(new_kernel, mask)`: the updated kernel with pruned entries exactly zero,
     and the bool keep-mask.
 
+  A Hessian without energy (all-zero or underflowing calibration inputs)
+  prunes by magnitude instead, and dead inputs (their kernel rows are
+  zeroed, as published) are reported, each with a `CalibrationWarning`
+  naming the layer.
+
   Raises:
-    ValueError: shapes or a pattern SparseGPT cannot express.
+    ValueError: shapes or a pattern SparseGPT cannot express; `blocksize`,
+      `percdamp` or `retries` out of range (naming the parameter).
+    NonFiniteCalibrationError: (a `ValueError` and a `FloatingPointError`) a
+      Hessian holding NaN or inf.
     FloatingPointError: the Hessian could not be factorised even after
       raising the dampening (the message names the layer).
 
@@ -304,11 +355,16 @@ def sparsegpt_layer(
         f"SparseGPT{_checks.where(path)}: the Hessian has shape "
         f"{tuple(hessian.shape)} but the kernel {tuple(kernel.shape)} needs "
         f"({n_in}, {n_in}).")
-  if blocksize < 1:
-    raise ValueError(f"blocksize must be >= 1; got {blocksize}.")
+  blocksize, percdamp, retries = check_options(blocksize, percdamp, retries)
+  calibration.check_finite(hessian, path, "SparseGPT")
+  if calibration.input_energy(
+      jnp.diagonal(hessian), path, "SparseGPT",
+      "their kernel rows are zeroed (as published)") == "zero":
+    calibration.warn_zero_energy(path, "SparseGPT", "pruned by weight "
+                                 "magnitude |W| instead (no weight update)")
   new, keep, damp, ok = sparsegpt_core(kernel, hessian, pattern,
-                                       blocksize=int(blocksize),
-                                       percdamp=percdamp, retries=int(retries))
+                                       blocksize=blocksize,
+                                       percdamp=percdamp, retries=retries)
   if isinstance(ok, jax.core.Tracer):
     return new, keep
   if not bool(ok):

@@ -22,6 +22,7 @@ from sparsejax import _checks
 from sparsejax import patterns as patterns_lib
 from sparsejax import scores as scores_lib
 from sparsejax import sharding as sharding_lib
+from sparsejax.oneshot import calibration
 
 
 def wanda_scores(kernel: jax.Array, sq_sum: jax.Array) -> jax.Array:
@@ -36,7 +37,11 @@ def wanda_scores(kernel: jax.Array, sq_sum: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("pattern",))
 def _wanda(kernel, sq_sum, pattern):
-  keep = sharding_lib.sharded_mask(pattern, wanda_scores(kernel, sq_sum))
+  # Inputs without energy give no ranking: fall back to |W| for the layer.
+  zero = ~jnp.any(jnp.abs(sq_sum) >= jnp.finfo(jnp.float32).tiny)
+  scores = jnp.where(zero, scores_lib.magnitude(kernel.astype(jnp.float32)),
+                     wanda_scores(kernel, sq_sum))
+  keep = sharding_lib.sharded_mask(pattern, scores)
   return jnp.where(keep, kernel, jnp.zeros_like(kernel)), keep
 
 
@@ -73,7 +78,14 @@ def wanda_layer(kernel: jax.Array, sq_sum: jax.Array,
     path: the layer's name for error messages.
 
   Returns:
-    `(new_kernel, mask)`, pruned entries exactly zero.
+    `(new_kernel, mask)`, pruned entries exactly zero. A layer whose inputs
+    all have zero energy (all-zero or underflowing calibration inputs) is
+    pruned by magnitude `|W|` instead, with a `CalibrationWarning`; dead
+    inputs (some zero) are warned about.
+
+  Raises:
+    ValueError: naming the layer, for shapes Wanda cannot prune or
+      statistics holding NaN or inf.
 
   >>> k = jnp.array([[1., -2.], [3., 1.], [0.5, 2.], [2., 0.1]])
   >>> new, mask = wanda_layer(k, jnp.array([4., 1., 9., 1.]),
@@ -87,4 +99,7 @@ def wanda_layer(kernel: jax.Array, sq_sum: jax.Array,
   kernel = jnp.asarray(kernel)
   sq_sum = jnp.asarray(sq_sum)
   check_layer(kernel.shape, sq_sum.shape, pattern, kernel.dtype, path)
+  if calibration.input_energy(sq_sum, path, "Wanda") == "zero":
+    calibration.warn_zero_energy(path, "Wanda", "pruned by weight magnitude "
+                                 "|W| instead")
   return _wanda(kernel, sq_sum, pattern)

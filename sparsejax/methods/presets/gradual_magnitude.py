@@ -6,6 +6,7 @@ from sparsejax import scores
 from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 from sparsejax.methods import schedule
 
 
@@ -44,6 +45,8 @@ def gradual_magnitude(rules: Any, *, end_step: int, begin_step: int = 0,
   >>> int(state.masks["w"].sum())
   2
   """
+  _common.check_common(rules, sparsity=sparsity, score=score,
+                       initial=initial, power=power)
   return method_lib.Method(
       rules=rules, score=score,
       schedule=schedule.PolynomialSparsity(

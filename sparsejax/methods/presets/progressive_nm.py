@@ -2,10 +2,12 @@
 
 from typing import Any, Callable
 
+from sparsejax import _checks
 from sparsejax import scores
 from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 from sparsejax.methods import schedule
 
 
@@ -49,6 +51,15 @@ def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
   """
   if (rules is None) == (target is None):
     raise ValueError("give exactly one of rules and target.")
+  _common.check_common(rules if rules is not None else target, score=score,
+                       c=c)
+  if isinstance(structure, str):
+    _checks.check_choice(structure, "structure",
+                         (None, "stepwise", "geometric"))
+  elif structure is not None and not isinstance(structure, (list, tuple)):
+    raise _checks.ParamTypeError(
+        f"structure must be None, 'stepwise', 'geometric' or a list of "
+        f"(n, m) frames; got {structure!r}.")
   return method_lib.Method(
       rules=rules if rules is not None else target, score=score,
       schedule=schedule.ProgressiveNM(

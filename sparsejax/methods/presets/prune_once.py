@@ -2,6 +2,7 @@
 
 from typing import Any, Callable
 
+from sparsejax import _checks
 from sparsejax import scores
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
@@ -39,11 +40,16 @@ def prune_once(rules: Any, *, score: str | Callable[..., Any] = "magnitude",
   Array([[0, 1],
          [1, 0]], dtype=int32)
   """
+  _common.check_common(rules, seed=seed, sparsity=sparsity,
+                       global_sparsity=global_sparsity)
+  _checks.check_int(prune_step, "prune_step", 0)
   if isinstance(score, str):
     if score not in SCORES:
       raise ValueError(f"score must be one of {sorted(SCORES)} or a score "
                        f"from sparsejax.scores; got {score!r}.")
     score = SCORES[score]
+  _common.check_callable(score, "score", "'magnitude', 'random', 'saliency' "
+                         "or a score from sparsejax.scores")
   if scores.needs_grads(score) and prune_step < 1:
     name = getattr(score, "__name__", repr(score))
     raise ValueError(f"{name} pruning needs a gradient: prune_step >= 1 (it "

@@ -40,6 +40,8 @@ def rigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
   >>> int(new.masks["w"].sum())
   4
   """
+  _common.check_common(rules, seed=seed, sparsity=sparsity, score=score,
+                       alpha=alpha)
   policy = policies.DropGrow(grow=grow, alpha=alpha, delta_t=delta_t,
                             t_end=t_end)
   return _common.hard(rules, score, policy, distribution=distribution,

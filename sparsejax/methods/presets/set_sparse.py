@@ -44,6 +44,8 @@ def set_sparse(rules: Any, *, t_end: int, alpha: float = 0.3,
   >>> int(state.masks["w"].sum()), int(state.flips["w"]) > 0
   (32, True)
   """
+  _common.check_common(rules, seed=seed, sparsity=sparsity, score=score,
+                       alpha=alpha)
   policy = policies.DropGrow(grow=grow, alpha=alpha, delta_t=delta_t,
                             t_end=t_end)
   return _common.hard(rules, score, policy, distribution=distribution,

@@ -125,6 +125,8 @@ def srigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
   >>> state.masks["w"].sum(axis=0)
   Array([2, 2, 2], dtype=int32)
   """
+  _common.check_common(rules, seed=seed, sparsity=sparsity, score=score,
+                       alpha=alpha)
   policy = ConstantFanIn(grow=grow, alpha=alpha, delta_t=delta_t, t_end=t_end)
   return _common.hard(rules, score, policy, distribution=distribution,
                       sparsity=sparsity, on_unused=on_unused, seed=seed)

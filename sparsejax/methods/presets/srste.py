@@ -6,6 +6,7 @@ from sparsejax import scores
 from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 
 def srste(rules: Any, *, decay: float | Callable[[Any], Any] = 2e-4,
@@ -30,6 +31,9 @@ def srste(rules: Any, *, decay: float | Callable[[Any], Any] = 2e-4,
   >>> jax.grad(lambda p: sp.view(p, state)["w"].sum())(params)["w"].ravel()
   Array([1.5, 1. ], dtype=float32)
   """
+  _common.check_common(rules, score=score)
+  if not callable(decay):
+    _common.check_number(decay, "decay")
   return method_lib.Method(rules=rules, score=score,
                            forward=forward.SRSTE(decay),
                            policy=policies.Refresh(), on_unused=on_unused)

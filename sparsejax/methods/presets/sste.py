@@ -5,6 +5,7 @@ from typing import Any
 from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 
 def sste(rules: Any, *, on_unused: str = "warn") -> method_lib.Method:
@@ -24,5 +25,6 @@ def sste(rules: Any, *, on_unused: str = "warn") -> method_lib.Method:
   >>> (sp.view(params, state)["w"] != 0).sum()
   Array(2, dtype=int32)
   """
+  _common.check_rules(rules)
   return method_lib.Method(rules=rules, forward=forward.SoftThreshold(),
                            policy=policies.Refresh(), on_unused=on_unused)

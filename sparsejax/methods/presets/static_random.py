@@ -28,6 +28,7 @@ def static_random(rules: Any, *, seed: int = 0,
   >>> int(sp.init({"w": jnp.ones((8, 8))}).masks["w"].sum())
   16
   """
+  _common.check_common(rules, seed=seed, sparsity=sparsity)
   return _common.hard(rules, scores.random, policies.PruneAt(0),
                       distribution=distribution, sparsity=sparsity,
                       on_unused=on_unused, seed=seed)

@@ -6,6 +6,7 @@ from sparsejax import scores
 from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 
 def ste(rules: Any, *, score: Callable[..., Any] = scores.magnitude,
@@ -27,6 +28,7 @@ def ste(rules: Any, *, score: Callable[..., Any] = scores.magnitude,
   >>> sp.view(params, state)["w"].ravel()
   Array([ 0., -3.,  2.,  0.], dtype=float32)
   """
+  _common.check_common(rules, score=score)
   return method_lib.Method(rules=rules, score=score,
                            forward=forward.HardMask(),
                            policy=policies.Refresh(), on_unused=on_unused)

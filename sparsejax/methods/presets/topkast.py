@@ -29,6 +29,7 @@ from sparsejax import scores
 from sparsejax.methods import forward
 from sparsejax.methods import method as method_lib
 from sparsejax.methods import policies
+from sparsejax.methods.presets import _common
 
 
 class TopKASTLeaf(NamedTuple):
@@ -189,6 +190,8 @@ def topkast(rules: Any, *, backward_extra: float = 0.1,
   >>> jax.grad(lambda p: sp.view(p, state)["w"].sum())(params)["w"].ravel()
   Array([1., 1., 1., 0.], dtype=float32)
   """
+  _common.check_common(rules, sparsity=sparsity, score=score,
+                       backward_extra=backward_extra, penalty=penalty)
   return method_lib.Method(
       rules=rules, score=score, forward=TopKASTView(penalty),
       policy=TopKASTSets(backward_extra, refresh_every),
