@@ -110,6 +110,8 @@ def is_traced(value: Any) -> bool:
 
 
 def _range_text(lo: float, hi: float | None, hi_open: bool) -> str:
+  if hi is None and lo == -math.inf:
+    return "a finite number"
   if hi is None:
     return f">= {lo:g}"
   return f"in [{lo:g}, {hi:g}{')' if hi_open else ']'}"

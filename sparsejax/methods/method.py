@@ -91,6 +91,9 @@ class Method:
       per-leaf sparsities from the global `sparsity`.
     sparsity: the global target for `distribution`.
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
+    on_nonfinite: "warn", "error" or "ignore" for NaN/±inf in a targeted
+      leaf when its scores are computed (masks at `init` and `update`); the
+      message names the leaf, under `jit` when the compiled step runs.
     seed: seeds random scores and growth (per leaf, per step).
 
   >>> import sparsejax as sj
@@ -108,6 +111,7 @@ class Method:
   distribution: str | None = None
   sparsity: float | None = None
   on_unused: str = "warn"
+  on_nonfinite: str = "warn"
   seed: int = 0
 
   def __post_init__(self):
@@ -116,6 +120,8 @@ class Method:
       object.__setattr__(self, "rules", tuple(self.rules))
     _checks.check_choice(self.on_unused, "on_unused",
                          ("warn", "error", "ignore"))
+    _checks.check_choice(self.on_nonfinite, "on_nonfinite",
+                         _checks.ON_NONFINITE)
     _checks.check_choice(self.distribution, "distribution",
                          (None, "uniform", "erk"))
     if self.distribution is None and self.sparsity is not None:
@@ -184,8 +190,12 @@ class Method:
 
   def leaf_scores(self, path: str, w: jax.Array, grad: Any, step: Any,
                   score: Callable[..., Any] | None = None) -> jax.Array:
-    """`score` (default: the method's) of one leaf at `step`, as float32."""
+    """`score` (default: the method's) of one leaf at `step`, as float32.
+
+    NaN/±inf in `w` are reported by `on_nonfinite`, naming the leaf.
+    """
     score = self.score if score is None else score
+    _checks.check_finite(w, "params", path, self.on_nonfinite)
     if grad is None and scores_lib.needs_grads(score):
       name = getattr(score, "__name__", repr(score))
       raise ValueError(f"the {name} score at {path!r} needs grads: pass them "
