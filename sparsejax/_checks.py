@@ -209,6 +209,8 @@ def check_real(value: Any, name: str, lo: float,
   ValueError: final must be in [0.0, 1.0]; got 1.5.
   """
   try:
+    if isinstance(value, (str, bytes, bool)):
+      raise TypeError
     v = float(value)
   except (TypeError, ValueError):
     raise ParamTypeError(f"{name} must be a number; got {value!r}.") from None
