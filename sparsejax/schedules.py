@@ -121,7 +121,7 @@ def polynomial_sparsity(final: float,
     since = jnp.clip(t - begin_step, 0, span)
     since = since - since % frequency
     frac = 1.0 - since.astype(jnp.float32) / span
-    s = final + (initial - final) * frac**power
+    s = jnp.clip(final + (initial - final) * frac**power, initial, final)
     return jnp.where(t >= end_step, jnp.float32(final), s).astype(jnp.float32)
 
   return schedule
