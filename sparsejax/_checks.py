@@ -103,8 +103,10 @@ def check_nm(n: Any, m: Any, name: str = "N:M") -> tuple[int, int]:
 def is_traced(value: Any) -> bool:
   """Whether `value` is a tracer (its value is known only at run time).
 
-  >>> is_traced(0.5), jax.jit(lambda x: is_traced(x))(0.5) is not None
-  (False, True)
+  >>> is_traced(0.5)
+  False
+  >>> jax.jit(lambda x: jnp.asarray(is_traced(x)))(0.5)
+  Array(True, dtype=bool)
   """
   return isinstance(value, jax.core.Tracer)
 
@@ -150,6 +152,8 @@ def check_traced_range(value: Any, name: str, lo: float,
   rule = _range_text(lo, hi, hi_open)
   if not is_traced(value):
     try:
+      if value is None or isinstance(value, (str, bytes, bool)):
+        raise TypeError
       v = np.asarray(value, np.float64)
     except (TypeError, ValueError):
       raise ParamTypeError(
@@ -164,8 +168,8 @@ def check_traced_range(value: Any, name: str, lo: float,
     bad = v[~_in_range(v, lo, hi, hi_open)]
     if bad.size:
       raise ValueError(f"{name}{where(path)} must be {rule}; got "
-                       f"{float(bad.ravel()[0]):.6g} (a traced value, checked when the "
-                       "compiled call ran).")
+                       f"{float(bad.ravel()[0]):.6g} (a traced value, "
+                       "checked when the compiled call ran).")
 
   v = jnp.asarray(value, jnp.float32)
   jax.lax.cond(jnp.all(_in_range(v, lo, hi, hi_open)), lambda x: None,
@@ -188,12 +192,8 @@ def check_fraction(value: Any, name: str, *, closed: bool = False,
   ...
   ValueError: sparsity must be in [0, 1); got 1.0.
   """
-  if is_traced(value):
-    if not traced:
-      return value
-  elif isinstance(value, (str, bytes, bool)) or value is None:
-    raise ParamTypeError(
-        f"{name}{where(path)} must be a number; got {value!r}.")
+  if is_traced(value) and not traced:
+    return value
   return check_traced_range(value, name, 0.0, 1.0, path, hi_open=not closed)
 
 

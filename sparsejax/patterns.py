@@ -116,7 +116,8 @@ class Pattern:
     """
     if not self.has_sparsity:
       raise ValueError(f"pattern {self} has a fixed density; a per-layer "
-                       f"sparsity cannot be assigned to it{_checks.where(path)}.")
+                       "sparsity cannot be assigned to it"
+                       f"{_checks.where(path)}.")
     _checks.check_fraction(sparsity, f"{type(self).__name__}.sparsity",
                            path=path, traced=False)
     return dataclasses.replace(self, sparsity=sparsity)

@@ -154,7 +154,7 @@ class Method:
       pattern = rule.pattern if rule is not None else None
       if pattern is not None:
         if path in per_leaf:
-          pattern = pattern.with_sparsity(per_leaf[path])
+          pattern = pattern.with_sparsity(per_leaf[path], path)
         shape, dtype = tuple(jnp.shape(leaf)), jnp.result_type(leaf)
         pattern.check(shape, dtype, path)
         for part in (self.schedule, self.forward, self.policy):

@@ -195,8 +195,9 @@ CASES = [
          ValueError, "`axis`", "out of range"),
     case("soft-threshold-nm", lambda: views.soft_threshold(jnp.ones(4), 5, 4),
          ValueError, "N:M", "n <= m"),
-    case("activation-topk-k", lambda: views.activation_topk(jnp.ones((2, 4)), 0),
-         ValueError, "`k`", r"\[1, 4\]"),
+    case("activation-topk-k",
+         lambda: views.activation_topk(jnp.ones((2, 4)), 0), ValueError,
+         "`k`", r"\[1, 4\]"),
     # Method parts: forward views and schedules.
     case("srste-part-decay", lambda: methods.SRSTE(-1.0), ValueError,
          "SR-STE decay", ">= 0"),
