@@ -280,13 +280,14 @@ ON_NONFINITE = ("warn", "error", "ignore")
 
 
 def check_finite(x: Any, name: str, path: str = "",
-                 on_nonfinite: str = "warn") -> Any:
+                 on_nonfinite: str = "warn", *, traced: bool = True) -> Any:
   """Returns `x`; reports its NaN/±inf entries by `on_nonfinite`.
 
   "warn" issues a `NonFiniteWarning`, "error" raises a `ValueError`,
   "ignore" does nothing; the message names the leaf and the count. Non-float
   leaves are never reported. A traced `x` is reported when the compiled call
-  runs (see the module notes).
+  runs (see the module notes), or not checked at all when `traced=False`
+  (the count is a reduction: on a sharded leaf it costs a collective).
 
   >>> check_finite(jnp.array([1.0, jnp.nan]), "params", "fc/kernel", "error")
   Traceback (most recent call last):
@@ -294,8 +295,8 @@ def check_finite(x: Any, name: str, path: str = "",
   ValueError: params at 'fc/kernel' hold 1 non-finite entries (NaN or ±inf) of 2; pass on_nonfinite='ignore' to skip this check.
   """
   check_choice(on_nonfinite, "on_nonfinite", ON_NONFINITE)
-  if on_nonfinite == "ignore" or not jnp.issubdtype(jnp.result_type(x),
-                                                   jnp.inexact):
+  if on_nonfinite == "ignore" or (is_traced(x) and not traced) or not (
+      jnp.issubdtype(jnp.result_type(x), jnp.inexact)):
     return x
   size = int(np.prod(jnp.shape(x)))
 

@@ -92,8 +92,10 @@ class Method:
     sparsity: the global target for `distribution`.
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
     on_nonfinite: "warn", "error" or "ignore" for NaN/±inf in a targeted
-      leaf when its scores are computed (masks at `init` and `update`); the
-      message names the leaf, under `jit` when the compiled step runs.
+      leaf when its scores are computed (masks at `init` and `update`),
+      naming the leaf. Eager calls only: under `jit` the check is skipped so
+      that a mask refresh of sharded params needs no collective (check the
+      loss, or call `compute_masks`, which reports under `jit` too).
     seed: seeds random scores and growth (per leaf, per step).
 
   >>> import sparsejax as sj
@@ -192,10 +194,11 @@ class Method:
                   score: Callable[..., Any] | None = None) -> jax.Array:
     """`score` (default: the method's) of one leaf at `step`, as float32.
 
-    NaN/±inf in `w` are reported by `on_nonfinite`, naming the leaf.
+    NaN/±inf in a concrete `w` are reported by `on_nonfinite`, naming the
+    leaf (a traced one is not checked: see `Method.on_nonfinite`).
     """
     score = self.score if score is None else score
-    _checks.check_finite(w, "params", path, self.on_nonfinite)
+    _checks.check_finite(w, "params", path, self.on_nonfinite, traced=False)
     if grad is None and scores_lib.needs_grads(score):
       name = getattr(score, "__name__", repr(score))
       raise ValueError(f"the {name} score at {path!r} needs grads: pass them "
