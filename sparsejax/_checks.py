@@ -2,9 +2,31 @@
 
 Every error names the parameter (and the leaf path, when there is one) and
 the rule it broke.
+
+Traced values. A hyperparameter that a schedule may drive (a sparsity, the
+mask-decay beta, a decay rate) is often a tracer inside `jax.jit`, where its
+value is unknown when the check runs. `check_traced_range` checks it either
+way, with one message:
+
+* a concrete value is checked at once (a `ValueError`);
+* a traced value is checked when the compiled call runs: a `lax.cond` on the
+  device calls a host callback (`jax.debug.callback`) only when the value is
+  out of range or NaN, and the callback raises the same `ValueError`. JAX
+  surfaces it from the jitted call as a `jax.errors.JaxRuntimeError` whose
+  message holds the `ValueError`'s text, parameter and leaf included.
+
+Raising was chosen over clamping: an out-of-range sparsity or beta is a bug
+upstream (a schedule, a config), and no clamp is right for NaN, so the call
+fails instead of training on a silent 0% or 100% mask. In range, the check
+costs one scalar comparison and no host round trip.
+
+Non-finite values. `check_finite` counts the NaN/±inf entries of a leaf and,
+by `on_nonfinite`, warns (`NonFiniteWarning`), raises (`ValueError`) or does
+nothing, naming the leaf; traced leaves report through the same callback.
 """
 
 import math
+import warnings
 from typing import Any, Iterable
 
 import jax
@@ -78,10 +100,90 @@ def check_nm(n: Any, m: Any, name: str = "N:M") -> tuple[int, int]:
   return int(n), int(m)
 
 
-def check_fraction(value: Any, name: str, *, closed: bool = False) -> Any:
+def is_traced(value: Any) -> bool:
+  """Whether `value` is a tracer (its value is known only at run time).
+
+  >>> is_traced(0.5)
+  False
+  >>> jax.jit(lambda x: jnp.asarray(is_traced(x)))(0.5)
+  Array(True, dtype=bool)
+  """
+  return isinstance(value, jax.core.Tracer)
+
+
+def _range_text(lo: float, hi: float | None, hi_open: bool) -> str:
+  if hi is None and lo == -math.inf:
+    return "a finite number"
+  if hi is None:
+    return f">= {lo:g}"
+  return f"in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def _in_range(v: Any, lo: float, hi: float | None, hi_open: bool) -> Any:
+  """Elementwise: finite and in range (NumPy or jnp inputs alike)."""
+  xp = jnp if is_traced(v) else np
+  ok = xp.isfinite(v) & (v >= lo)
+  if hi is not None:
+    ok = ok & ((v < hi) if hi_open else (v <= hi))
+  return ok
+
+
+def check_traced_range(value: Any, name: str, lo: float,
+                       hi: float | None = None, path: str = "", *,
+                       hi_open: bool = False) -> Any:
+  """Returns `value`; raises unless it is finite and in `[lo, hi]`.
+
+  `hi=None` means no upper bound; `hi_open` excludes `hi`. A concrete value
+  raises a `ValueError` at once; a traced one raises the same `ValueError`
+  from a host callback when the jitted call runs (JAX reports it as a
+  `jax.errors.JaxRuntimeError` carrying the message). See the module notes.
+
+  >>> check_traced_range(0.5, "beta", 0, 1)
+  0.5
+  >>> check_traced_range(float("nan"), "sparsity", 0, 1, "fc/kernel",
+  ...                    hi_open=True)
+  Traceback (most recent call last):
+  ...
+  ValueError: sparsity at 'fc/kernel' must be in [0, 1); got nan.
+  >>> f = jax.jit(lambda b: check_traced_range(b, "beta", 0, 1) * 2)
+  >>> float(f(0.5))
+  1.0
+  """
+  rule = _range_text(lo, hi, hi_open)
+  if not is_traced(value):
+    try:
+      if value is None or isinstance(value, (str, bytes, bool)):
+        raise TypeError
+      v = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+      raise ParamTypeError(
+          f"{name}{where(path)} must be a number; got {value!r}.") from None
+    if not np.all(_in_range(v, lo, hi, hi_open)):
+      shown = value if v.ndim else v.item()
+      raise ValueError(f"{name}{where(path)} must be {rule}; got {shown!r}.")
+    return value
+
+  def fail(v):
+    v = np.asarray(v, np.float64)
+    bad = v[~_in_range(v, lo, hi, hi_open)]
+    if bad.size:
+      raise ValueError(f"{name}{where(path)} must be {rule}; got "
+                       f"{float(bad.ravel()[0]):.6g} (a traced value, "
+                       "checked when the compiled call ran).")
+
+  v = jnp.asarray(value, jnp.float32)
+  jax.lax.cond(jnp.all(_in_range(v, lo, hi, hi_open)), lambda x: None,
+               lambda x: jax.debug.callback(fail, x), v)
+  return value
+
+
+def check_fraction(value: Any, name: str, *, closed: bool = False,
+                   path: str = "", traced: bool = True) -> Any:
   """Checks a fraction: in `[0, 1)` (a sparsity), or `[0, 1]` if `closed`.
 
-  A traced value is returned unchecked (a schedule may drive it).
+  A traced value (a schedule may drive it) is checked at run time by
+  `check_traced_range`, or returned unchecked when `traced=False` (for a
+  caller that checks it where it is used, with the leaf's path).
 
   >>> check_fraction(0.9, "sparsity")
   0.9
@@ -90,17 +192,9 @@ def check_fraction(value: Any, name: str, *, closed: bool = False) -> Any:
   ...
   ValueError: sparsity must be in [0, 1); got 1.0.
   """
-  if isinstance(value, jax.core.Tracer):
+  if is_traced(value) and not traced:
     return value
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise ParamTypeError(f"{name} must be a number; got {value!r}.") from None
-  hi_ok = v <= 1.0 if closed else v < 1.0
-  if not (math.isfinite(v) and v >= 0.0 and hi_ok):
-    raise ValueError(
-        f"{name} must be in [0, 1{']' if closed else ')'}; got {value!r}.")
-  return value
+  return check_traced_range(value, name, 0.0, 1.0, path, hi_open=not closed)
 
 
 def check_real(value: Any, name: str, lo: float,
@@ -115,6 +209,8 @@ def check_real(value: Any, name: str, lo: float,
   ValueError: final must be in [0.0, 1.0]; got 1.5.
   """
   try:
+    if isinstance(value, (str, bytes, bool)):
+      raise TypeError
     v = float(value)
   except (TypeError, ValueError):
     raise ParamTypeError(f"{name} must be a number; got {value!r}.") from None
@@ -145,6 +241,83 @@ def check_floating(dtype: Any, name: str, path: str = "",
   if not jnp.issubdtype(dtype, jnp.floating):
     raise ParamTypeError(f"{name} must be floating-point{where(path)}; got "
                          f"dtype {np.dtype(dtype)}.{hint}")
+
+
+def check_bool(value: Any, name: str) -> bool:
+  """Returns `value`; raises unless it is a bool.
+
+  >>> check_bool(1, "transposable")
+  Traceback (most recent call last):
+  ...
+  sparsejax._checks.ParamTypeError: transposable must be a bool; got 1.
+  """
+  if not isinstance(value, (bool, np.bool_)):
+    raise ParamTypeError(f"{name} must be a bool; got {value!r}.")
+  return bool(value)
+
+
+def check_axis(value: Any, name: str, optional: bool = False) -> int | None:
+  """Returns `value`; raises unless it is an int (or None, when `optional`).
+
+  >>> check_axis(1.5, "NM.axis", optional=True)
+  Traceback (most recent call last):
+  ...
+  sparsejax._checks.ParamTypeError: NM.axis must be an int or None; got 1.5.
+  """
+  if value is None and optional:
+    return None
+  if not is_int(value):
+    kind = "an int or None" if optional else "an int"
+    raise ParamTypeError(f"{name} must be {kind}; got {value!r}.")
+  return int(value)
+
+
+class NonFiniteWarning(RuntimeWarning):
+  """A leaf holds NaN or ±inf entries (`on_nonfinite="warn"`)."""
+
+
+ON_NONFINITE = ("warn", "error", "ignore")
+
+
+def check_finite(x: Any, name: str, path: str = "",
+                 on_nonfinite: str = "warn", *, traced: bool = True) -> Any:
+  """Returns `x`; reports its NaN/±inf entries by `on_nonfinite`.
+
+  "warn" issues a `NonFiniteWarning`, "error" raises a `ValueError`,
+  "ignore" does nothing; the message names the leaf and the count. Non-float
+  leaves are never reported. A traced `x` is reported when the compiled call
+  runs (see the module notes), or not checked at all when `traced=False`
+  (the count is a reduction: on a sharded leaf it costs a collective).
+
+  >>> check_finite(jnp.array([1.0, jnp.nan]), "params", "fc/kernel", "error")
+  Traceback (most recent call last):
+  ...
+  ValueError: params at 'fc/kernel' hold 1 non-finite entries (NaN or ±inf) of 2; pass on_nonfinite='ignore' to skip this check.
+  """
+  check_choice(on_nonfinite, "on_nonfinite", ON_NONFINITE)
+  if on_nonfinite == "ignore" or (is_traced(x) and not traced) or not (
+      jnp.issubdtype(jnp.result_type(x), jnp.inexact)):
+    return x
+  size = int(np.prod(jnp.shape(x)))
+
+  def report(count):
+    count = int(np.sum(count))
+    if not count:
+      return
+    message = (f"{name}{where(path)} hold {count} non-finite entries (NaN or "
+               f"±inf) of {size}; pass on_nonfinite='ignore' to skip this "
+               "check.")
+    if on_nonfinite == "error":
+      raise ValueError(message)
+    warnings.warn(message, NonFiniteWarning, stacklevel=4)
+
+  count = jnp.sum(~jnp.isfinite(x), dtype=jnp.int32)
+  if is_traced(count):
+    jax.lax.cond(count == 0, lambda c: None,
+                 lambda c: jax.debug.callback(report, c), count)
+  else:
+    report(count)
+  return x
 
 
 def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:

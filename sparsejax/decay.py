@@ -17,6 +17,10 @@ evaluated at every update) or, when the factory got none, from the extra
 argument ``update(updates, state, params, masks=...)`` -- which
 ``optax.chain`` forwards to every transform, so a mask-refreshing wrapper can
 pass the current masks.
+
+A scalar or a schedule's value must be finite and non-negative: a concrete
+one is checked at once, a traced one (or a schedule's output) when the
+update runs (``sparsejax._checks.check_traced_range``), naming the argument.
 """
 from __future__ import annotations
 
@@ -46,15 +50,16 @@ class MaskedDecayState(NamedTuple):
 def _check_scalar_or_schedule(value: Any, name: str) -> None:
   if callable(value):
     return
-  if jnp.ndim(value) != 0:
+  if isinstance(value, (str, bytes)) or jnp.ndim(value) != 0:
     raise ValueError(f"`{name}` must be a scalar or a schedule, got {value!r}.")
-  if not isinstance(value, jax.core.Tracer):
-    _checks.check_nonnegative(value, f"`{name}`")
+  _checks.check_traced_range(value, f"`{name}`", 0.0)
 
 
-def _value(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+def _value(value: ScalarOrSchedule, count: jax.Array, name: str) -> jax.Array:
+  """`value` (or its schedule's output at `count`), checked to be >= 0."""
   v = value(count) if callable(value) else value
-  return jnp.asarray(v, jnp.float32)
+  return _checks.check_traced_range(jnp.asarray(v, jnp.float32),
+                                    f"`{name}`", 0.0)
 
 
 def _resolve_masks(masks: Any, params: Any, extra_args: dict[str, Any],
@@ -167,7 +172,7 @@ def masked_decay(
   """
   _check_scalar_or_schedule(decay, "decay")
   return _pruned_decay("masked_decay", masks, 1.0,
-                       lambda count: _value(decay, count))
+                       lambda count: _value(decay, count, "decay"))
 
 
 def decoupled_masked_decay(
@@ -206,4 +211,4 @@ def decoupled_masked_decay(
   _check_scalar_or_schedule(lr, "lr")
   return _pruned_decay(
       "decoupled_masked_decay", masks, -1.0,
-      lambda count: _value(decay, count) * _value(lr, count))
+      lambda count: _value(decay, count, "decay") * _value(lr, count, "lr"))

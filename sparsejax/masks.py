@@ -5,6 +5,12 @@ Linen variables, Flax NNX `State`, lists, tuples, custom pytree nodes), so
 `jax.tree.map(f, params, masks)` just works. A masked leaf holds a bool array
 of its param's shape; a dense leaf holds a 0-d `True` (`dense_mask()`), which
 broadcasts in `jnp.where(mask, w, 0)` and costs nothing to store or shard.
+
+Non-finite weights are named: the leaves a computation targets are checked
+for NaN/±inf (`on_nonfinite="warn"` by default, `"error"` or `"ignore"`),
+under `jit` too (a device-side test and a host callback only when something
+is found). Patterns rank NaN below every number, so a mask never keeps a NaN
+over a finite entry (see `sparsejax.patterns`).
 """
 
 from typing import Any
@@ -71,8 +77,42 @@ def check_masks(params: Any, masks: Any) -> None:
       raise TypeError(f"mask at {path!r} must be bool; got {m.dtype}.")
 
 
+def check_targets_finite(params: Any, scores: Any, paths: Any,
+                         on_nonfinite: str) -> None:
+  """Reports NaN/±inf in the targeted leaves of `params` (and of `scores`,
+  when given) by `on_nonfinite`, naming each leaf.
+
+  >>> check_targets_finite({"w": jnp.array([jnp.nan])}, None, ["w"], "error")
+  Traceback (most recent call last):
+  ...
+  ValueError: params at 'w' hold 1 non-finite entries (NaN or ±inf) of 1; pass on_nonfinite='ignore' to skip this check.
+  """
+  _checks.check_choice(on_nonfinite, "on_nonfinite", _checks.ON_NONFINITE)
+  if on_nonfinite == "ignore":
+    return
+  paths = set(paths)
+  trees = [("params", params)] + ([("scores", scores)] if scores is not None
+                                   else [])
+  for name, tree in trees:
+    for path, leaf in rules_lib.named_leaves(tree):
+      if path in paths:
+        _checks.check_finite(leaf, name, path, on_nonfinite)
+
+
+def _leaf_sparsity(sparsity: Any, paths: list[str]) -> Any:
+  """`path -> override or None`; unknown paths in a dict are an error."""
+  if not isinstance(sparsity, dict):
+    return lambda path: sparsity
+  unknown = sorted(set(sparsity) - set(paths))
+  if unknown:
+    raise ValueError(f"sparsity names leaves that no rule targets: "
+                     f"{unknown[:5]}; targeted leaves: {paths[:5]}.")
+  return sparsity.get
+
+
 def compute_masks(params: Any, rules: Any, *, scores: Any = None,
-                  sparsity: Any = None, on_unused: str = "warn") -> Any:
+                  sparsity: Any = None, on_unused: str = "warn",
+                  on_nonfinite: str = "warn") -> Any:
   """Computes a mask tree mirroring `params`.
 
   Args:
@@ -85,6 +125,9 @@ def compute_masks(params: Any, rules: Any, *, scores: Any = None,
       channel) accept it.
     on_unused: what to do about rules that matched no leaf: "warn" (default),
       "error" or "ignore".
+    on_nonfinite: what to do about NaN/±inf in a targeted leaf (of `params`
+      or `scores`): "warn" (default), "error" or "ignore"; the message names
+      the leaf. Under `jit` it is reported when the compiled call runs.
 
   Returns:
     A pytree like `params`: bool masks for targeted leaves, `dense_mask()`
@@ -102,11 +145,16 @@ def compute_masks(params: Any, rules: Any, *, scores: Any = None,
   """
   rules_lib.report_unused(params, rules, on_unused)
   assignment = rules_lib.assign(params, rules)
+  given_scores = scores
   if scores is None:
     scores = scores_lib.magnitude(params)
   named_scores = dict(rules_lib.named_leaves(scores))
   if list(named_scores) != list(assignment):
     raise ValueError("scores must be a pytree with the same leaves as params.")
+  targeted = [p for p, r in assignment.items()
+              if r is not None and r.pattern is not None]
+  check_targets_finite(params, given_scores, targeted, on_nonfinite)
+  override = _leaf_sparsity(sparsity, targeted)
 
   def one(keypath, leaf):
     path = rules_lib.path_str(keypath)
@@ -114,10 +162,9 @@ def compute_masks(params: Any, rules: Any, *, scores: Any = None,
     if rule is None or rule.pattern is None:
       return dense_mask()
     pattern = rule.pattern
-    if sparsity is not None:
-      value = sparsity.get(path) if isinstance(sparsity, dict) else sparsity
-      if value is not None:
-        pattern = pattern.with_sparsity(value)
+    value = override(path)
+    if value is not None:
+      pattern = pattern.with_sparsity(value, path)
     score = named_scores[path]
     if tuple(jnp.shape(score)) != tuple(jnp.shape(leaf)):
       raise ValueError(f"score at {path!r} has shape {jnp.shape(score)} but "
@@ -140,13 +187,15 @@ def apply_masks(params: Any, masks: Any) -> Any:
 
 
 def compute_global_masks(params: Any, rules: Any, sparsity: float, *,
-                         scores: Any = None, on_unused: str = "warn") -> Any:
+                         scores: Any = None, on_unused: str = "warn",
+                         on_nonfinite: str = "warn") -> Any:
   """One threshold across every targeted leaf (global magnitude / saliency).
 
   Exactly `floor(sparsity * total)` entries are pruned over all leaves the
   rules target (their patterns only select leaves here). This is the one mask
   computation that needs a global order: on a sharded model it gathers the
-  targeted scores.
+  targeted scores. `sparsity` may be traced (checked when the compiled call
+  runs); `on_unused` and `on_nonfinite` are as in `compute_masks`.
 
   >>> from sparsejax.patterns import Unstructured
   >>> params = {"a": jnp.array([[1., 2.]]), "b": jnp.array([[3., 4.]])}
@@ -157,11 +206,14 @@ def compute_global_masks(params: Any, rules: Any, sparsity: float, *,
   _checks.check_fraction(sparsity, "sparsity")
   rules_lib.report_unused(params, rules, on_unused)
   assignment = rules_lib.assign(params, rules)
+  given_scores = scores
   if scores is None:
     scores = scores_lib.magnitude(params)
   named = rules_lib.named_leaves(scores)
   targeted = [(p, s) for p, s in named
               if assignment[p] is not None and assignment[p].pattern is not None]
+  check_targets_finite(params, given_scores, [p for p, _ in targeted],
+                       on_nonfinite)
   for path, s in targeted:
     patterns_lib.check_float(jnp.result_type(s), path)
   if not targeted:

@@ -3,7 +3,18 @@
 A pattern is a frozen dataclass with one job: `pattern.mask(scores)` returns a
 bool array of the scores' shape that keeps the highest-scoring entries under
 the pattern's structure. Masks hold their exact counts even when scores tie
-(ties go to the lower index) and never prefer a NaN score to a number.
+(ties go to the lower index).
+
+Non-finite scores: NaN ranks below every number (-inf included), so a mask
+never keeps a NaN over a finite entry; +inf ranks above every number (an
+infinite magnitude is the largest). Counts stay exact, so a NaN is kept only
+where its group has too few numbers to fill the count (a 2:4 group with three
+NaNs keeps its number and one NaN); `compute_masks(on_nonfinite=...)` names
+such leaves.
+
+Arguments are checked where they enter: counts, axes and flags at
+construction, a sparsity at construction when concrete and, when traced
+(a schedule's output under `jit`), when the mask is computed, naming the leaf.
 
 Patterns rank the scores they are given; pass `jnp.abs(w)` (or any score from
 `sparsejax.scores`) to prune by magnitude.
@@ -24,7 +35,6 @@ import numpy as np
 
 from sparsejax import _checks
 from sparsejax import _ranking
-
 
 
 def check_float(dtype: Any, path: str = "") -> None:
@@ -92,15 +102,24 @@ class Pattern:
     """Whether the pattern has a sparsity fraction `with_sparsity` can set."""
     return False
 
-  def with_sparsity(self, sparsity: Any) -> "Pattern":
+  def with_sparsity(self, sparsity: Any, path: str = "") -> "Pattern":
     """This pattern at another sparsity (per-layer distributions, schedules).
+
+    `path` names the leaf in errors.
 
     >>> Unstructured(0.5).with_sparsity(0.9)
     Unstructured(sparsity=0.9, per_output=False)
+    >>> Unstructured(0.5).with_sparsity(1.2, "fc/kernel")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unstructured.sparsity at 'fc/kernel' must be in [0, 1); got 1.2.
     """
     if not self.has_sparsity:
       raise ValueError(f"pattern {self} has a fixed density; a per-layer "
-                       "sparsity cannot be assigned to it.")
+                       "sparsity cannot be assigned to it"
+                       f"{_checks.where(path)}.")
+    _checks.check_fraction(sparsity, f"{type(self).__name__}.sparsity",
+                           path=path, traced=False)
     return dataclasses.replace(self, sparsity=sparsity)
 
 
@@ -114,6 +133,19 @@ class FractionPattern(Pattern):
   """
 
   sparsity: float
+
+  def check_sparsity(self, path: str = "") -> Any:
+    """The sparsity, checked: a traced one when the compiled call runs.
+
+    A concrete sparsity was checked at construction; a traced one (a
+    schedule's output) is checked here, where the leaf is known.
+    """
+    return _checks.check_fraction(
+        self.sparsity, f"{type(self).__name__}.sparsity", path=path)
+
+  def kept(self, size: int, path: str = "") -> jax.Array:
+    """Units kept out of `size` at this pattern's (checked) sparsity."""
+    return kept_count(size, self.check_sparsity(path))
 
   @property
   def density(self) -> float:
@@ -156,6 +188,8 @@ class NM(Pattern):
 
   def __post_init__(self) -> None:
     _checks.check_nm(self.n, self.m, "NM")
+    _checks.check_axis(self.axis, "NM.axis", optional=True)
+    _checks.check_bool(self.transposable, "NM.transposable")
     if self.transposable and self.m > 4:
       raise ValueError(
           f"transposable N:M is supported for m <= 4; got {self.n}:{self.m}.")
@@ -263,7 +297,9 @@ class Unstructured(FractionPattern):
   per_output: bool = False
 
   def __post_init__(self) -> None:
-    _checks.check_fraction(self.sparsity, "Unstructured.sparsity")
+    _checks.check_fraction(self.sparsity, "Unstructured.sparsity",
+                           traced=False)
+    _checks.check_bool(self.per_output, "Unstructured.per_output")
 
   @property
   def is_unstructured(self) -> bool:
@@ -284,10 +320,10 @@ class Unstructured(FractionPattern):
     self.check(scores.shape, scores.dtype, path)
     if self.per_output:
       rows = scores.reshape(-1, scores.shape[-1]).T
-      keep = _ranking.keep_top_k(rows, kept_count(rows.shape[1], self.sparsity))
+      keep = _ranking.keep_top_k(rows, self.kept(rows.shape[1], path))
       return keep.T.reshape(scores.shape)
     rows = scores.reshape(1, -1)
-    keep = _ranking.keep_top_k(rows, kept_count(rows.shape[1], self.sparsity))
+    keep = _ranking.keep_top_k(rows, self.kept(rows.shape[1], path))
     return keep.reshape(scores.shape)
 
 
@@ -315,15 +351,16 @@ class Block(FractionPattern):
   pool: Literal["mean", "max"] = "mean"
 
   def __post_init__(self) -> None:
-    block = tuple(self.block)
-    if len(block) != 2 or any(
-        not isinstance(b, (int, np.integer)) or b < 1 for b in block):
-      raise ValueError(f"Block.block must be two positive ints; got "
-                       f"{self.block!r}.")
-    object.__setattr__(self, "block", block)
-    _checks.check_fraction(self.sparsity, "Block.sparsity")
-    if self.pool not in ("mean", "max"):
-      raise ValueError(f"Block.pool must be 'mean' or 'max'; got {self.pool!r}.")
+    try:
+      block = tuple(self.block)
+    except TypeError:
+      block = ()
+    if len(block) != 2 or not all(_checks.is_int(b) and b >= 1 for b in block):
+      raise _checks.ParamTypeError(f"Block.block must be two positive ints (bh, bw); "
+                           f"got {self.block!r}.")
+    object.__setattr__(self, "block", tuple(int(b) for b in block))
+    _checks.check_fraction(self.sparsity, "Block.sparsity", traced=False)
+    _checks.check_choice(self.pool, "Block.pool", ("mean", "max"))
 
   @property
   def is_block(self) -> bool:
@@ -358,7 +395,7 @@ class Block(FractionPattern):
     self.check(scores.shape, scores.dtype, path)
     pooled = self.block_scores(scores)
     rows = pooled.reshape(1, -1)
-    keep = _ranking.keep_top_k(rows, kept_count(rows.shape[1], self.sparsity))
+    keep = _ranking.keep_top_k(rows, self.kept(rows.shape[1], path))
     keep = keep.reshape(pooled.shape)
     bh, bw = self.block
     return jnp.repeat(jnp.repeat(keep, bh, axis=-2), bw, axis=-1)
@@ -383,7 +420,8 @@ class Channel(FractionPattern):
   axis: int = -1
 
   def __post_init__(self) -> None:
-    _checks.check_fraction(self.sparsity, "Channel.sparsity")
+    _checks.check_fraction(self.sparsity, "Channel.sparsity", traced=False)
+    _checks.check_axis(self.axis, "Channel.axis")
 
   @property
   def name(self) -> str:
@@ -402,17 +440,16 @@ class Channel(FractionPattern):
     others = tuple(a for a in range(scores.ndim) if a != axis)
     pooled = jnp.mean(_ranking.finite_first(scores.astype(jnp.float32)),
                       axis=others)
-    keep = _ranking.keep_top_k(pooled[None], kept_count(pooled.size,
-                                                        self.sparsity))[0]
+    keep = _ranking.keep_top_k(pooled[None], self.kept(pooled.size, path))[0]
     shape = [1] * scores.ndim
     shape[axis] = scores.shape[axis]
     return jnp.broadcast_to(keep.reshape(shape), scores.shape)
 
 
-def with_sparsity(pattern: Pattern, sparsity: Any) -> Pattern:
+def with_sparsity(pattern: Pattern, sparsity: Any, path: str = "") -> Pattern:
   """Returns `pattern` with its sparsity replaced (for per-layer distributions).
 
   >>> with_sparsity(Unstructured(0.5), 0.9)
   Unstructured(sparsity=0.9, per_output=False)
   """
-  return pattern.with_sparsity(sparsity)
+  return pattern.with_sparsity(sparsity, path)

@@ -10,6 +10,12 @@ of structure decay) is static; the active frame is selected at run time with
 :class:`NMSchedule` bundles the progressive-gradient-flow recipe (dense phase,
 sparse phase with mask decay and/or structure decay, fine-tune phase) into one
 inspectable object shared by training, logging, plots and tests.
+
+Any step is accepted: a negative step counts as step 0 (the start) and a
+Python int beyond int32 as the largest int32, so every schedule returns a
+value in its documented range for every step. A custom ``t -> beta``
+callable's output is clipped to ``[0, 1]``; a NaN (or ±inf) from it raises,
+when the compiled call runs if it is traced (``sparsejax._checks``).
 """
 from __future__ import annotations
 
@@ -51,11 +57,18 @@ FINETUNE = 2
 _DEFAULT_C = {"linear": 8e-4, "exponential": 1e-4}
 
 
-
+_INT32_MAX = int(np.iinfo(np.int32).max)
 
 
 def _step(step: Any) -> jax.Array:
-  return jnp.asarray(step, jnp.int32)
+  """The step as int32, clamped to ``[0, int32 max]`` (negative: the start).
+
+  >>> [int(_step(t)) for t in (-10, 0, 2**40)]
+  [0, 0, 2147483647]
+  """
+  if _checks.is_int(step):
+    step = min(max(int(step), 0), _INT32_MAX)
+  return jnp.maximum(jnp.asarray(step, jnp.int32), 0)
 
 
 # ----------------------------------------------------------------------------
@@ -108,7 +121,7 @@ def polynomial_sparsity(final: float,
     since = jnp.clip(t - begin_step, 0, span)
     since = since - since % frequency
     frac = 1.0 - since.astype(jnp.float32) / span
-    s = final + (initial - final) * frac**power
+    s = jnp.clip(final + (initial - final) * frac**power, initial, final)
     return jnp.where(t >= end_step, jnp.float32(final), s).astype(jnp.float32)
 
   return schedule
@@ -532,8 +545,9 @@ class NMSchedule:
     if decay is None:
       sparse_beta = jnp.zeros((), jnp.float32)
     else:
-      sparse_beta = jnp.clip(
-          jnp.asarray(decay(self.phases.sparse_step(t)), jnp.float32), 0.0, 1.0)
+      raw = jnp.asarray(decay(self.phases.sparse_step(t)), jnp.float32)
+      raw = _checks.check_traced_range(raw, "NMSchedule.decay(t)", -math.inf)
+      sparse_beta = jnp.clip(raw, 0.0, 1.0)
     beta = jnp.where(phase == DENSE, 1.0,
                      jnp.where(phase == SPARSE, sparse_beta, 0.0))
     sparsity = jnp.where(phase == DENSE, 0.0,

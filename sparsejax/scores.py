@@ -8,6 +8,11 @@ Every score can be called as `score(params, grads=..., key=...)` (the form a
 method uses); the ones that need a gradient or a key take it positionally
 too. `needs_grads(score)` says whether a gradient is required.
 
+Non-finite scores keep their IEEE values here; patterns rank NaN below every
+number (so a finite entry always wins over a NaN) and +inf above every number
+(an infinite magnitude is the largest). `compute_masks(on_nonfinite=...)` and
+`Method(on_nonfinite=...)` name leaves that hold them.
+
 >>> w = {"w": jnp.array([2., -3.])}
 >>> g = {"w": jnp.array([-1., -1.])}
 >>> magnitude(w)["w"], saliency(w, g)["w"], movement(w, g)["w"]
@@ -18,6 +23,8 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from sparsejax import _checks
 
 Score = Callable[..., Any]
 
@@ -102,12 +109,22 @@ def wanda(params: Any, sq_sums: Any) -> Any:
   Returns:
     float32 scores shaped like `params`.
 
+  Raises:
+    ValueError: when a `sq_sums` leaf is not `(in,)` for its kernel, or holds
+      a negative or NaN entry (traced: when the compiled call runs).
+
   >>> wanda(jnp.array([[1., -2.], [3., 1.]]), jnp.array([4., 1.]))
   Array([[2., 4.],
          [3., 1.]], dtype=float32)
   """
   def one(w, sq):
-    norms = jnp.sqrt(jnp.asarray(sq, jnp.float32))
+    if jnp.ndim(w) != 2 or jnp.shape(sq) != jnp.shape(w)[:1]:
+      raise ValueError(f"wanda sq_sums must have shape (in,) = "
+                       f"{jnp.shape(w)[:1]} for an (in, out) kernel of shape "
+                       f"{jnp.shape(w)}; got {jnp.shape(sq)}.")
+    sq = _checks.check_traced_range(jnp.asarray(sq, jnp.float32),
+                                    "wanda sq_sums", 0.0)
+    norms = jnp.sqrt(sq)
     return jnp.abs(jnp.asarray(w).astype(jnp.float32)) * norms[:, None]
   return jax.tree.map(one, params, sq_sums)
 

@@ -54,17 +54,6 @@ __all__ = [
 # ----------------------------------------------------------------------------
 
 
-def _concrete(x: Any) -> np.ndarray | None:
-  """Returns ``x`` as a NumPy array when it is concrete, else None."""
-  if isinstance(x, jax.core.Tracer):
-    return None
-  try:
-    return np.asarray(x)
-  except Exception:  # pylint: disable=broad-except
-    return None
-
-
-
 def _check_mask(mask: Any, w: jax.Array) -> jax.Array:
   mask = jnp.asarray(mask)
   if mask.ndim != 0 and mask.shape != w.shape:
@@ -77,13 +66,11 @@ def _check_mask(mask: Any, w: jax.Array) -> jax.Array:
 
 
 def _check_scalar(x: Any, name: str, lo: float, hi: float | None) -> jax.Array:
-  """Checks a scalar hyper-parameter; range checks only when concrete."""
-  if jnp.ndim(x) != 0:
-    raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(x)}.")
-  value = _concrete(x)
-  if value is not None:
-    _checks.check_real(value, f"`{name}`", lo, hi)
-  return jnp.asarray(x)
+  """Checks a scalar hyper-parameter: at once when concrete, at run time
+  when traced (``_checks.check_traced_range``)."""
+  if isinstance(x, (str, bytes)) or jnp.ndim(x) != 0:
+    raise ValueError(f"`{name}` must be a scalar, got {x!r}.")
+  return jnp.asarray(_checks.check_traced_range(x, f"`{name}`", lo, hi))
 
 
 def _floating(w: Any, name: str = "w") -> jax.Array:
@@ -199,14 +186,15 @@ def srste(w: jax.Array, mask: jax.Array, decay: Any = 2e-4) -> jax.Array:
     w: floating-point weights.
     mask: boolean mask of ``w``'s shape (or a broadcasting 0-d mask).
     decay: non-negative scalar ``lambda`` (default 2e-4, the published value
-      for SGD; retune it for Adam-type optimizers).
+      for SGD; retune it for Adam-type optimizers); a traced one is checked
+      when the compiled call runs.
 
   Returns:
     ``w`` with pruned entries set to zero.
 
   Raises:
     ValueError: on a non-float ``w``, mismatched mask shape, non-scalar
-      ``decay``, or a concrete ``decay < 0``.
+      ``decay``, or ``decay < 0`` or NaN (traced: when the call runs).
 
   >>> w = jnp.array([1.0, -2.0, 3.0, -4.0])
   >>> mask = jnp.array([False, True, False, True])
@@ -238,7 +226,9 @@ def decayed(w: jax.Array,
   Args:
     w: floating-point weights.
     mask: boolean mask of ``w``'s shape (or a broadcasting 0-d mask).
-    beta: scalar in ``[0, 1]`` (checked when concrete).
+    beta: scalar in ``[0, 1]``; a traced one (a schedule's output) is checked
+      when the compiled call runs, so ``beta = 2`` or NaN raises instead of
+      scaling the pruned weights up.
     grad: ``"identity"`` (the published reference: ``dL/dw = g``) or
       ``"autodiff"`` (the gradient is scaled by the soft mask,
       ``dL/dw = g*(mask + (1-mask)*beta)``).
@@ -248,7 +238,8 @@ def decayed(w: jax.Array,
 
   Raises:
     ValueError: on a non-float ``w``, mismatched mask, non-scalar ``beta``, a
-      concrete ``beta`` outside ``[0, 1]`` or an unknown ``grad``.
+      ``beta`` outside ``[0, 1]`` or NaN (traced: when the call runs) or an
+      unknown ``grad``.
 
   >>> w = jnp.array([1.0, -2.0, 3.0, -4.0])
   >>> mask = jnp.array([False, True, False, True])

@@ -189,3 +189,17 @@ def test_inject_hyperparams_drives_decay():
   term = _expected_term(params, masks)
   want = jax.tree.map(lambda g, t: np.asarray(g) + 0.7 * t, grads, term)
   _assert_tree_close(updates, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_traced_decay_checked_when_the_update_runs(bad, maybe_jit):
+  params, masks = {"w": jnp.ones(2)}, {"w": jnp.array([True, False])}
+
+  def step(d):
+    tx = decay_lib.masked_decay(lambda count: d)
+    return tx.update(params, tx.init(params), params, masks=masks)[0]
+
+  np.testing.assert_allclose(maybe_jit(step)(0.5)["w"], [1.0, 1.5])
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"`decay` must be >= 0"):
+    jax.block_until_ready(maybe_jit(step)(bad))

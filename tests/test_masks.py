@@ -195,3 +195,55 @@ def test_summary_table_and_data(capsys):
   expected = 1 - sum(r.kept for r in masked) / sum(r.size for r in masked)
   assert summary.masked_sparsity == pytest.approx(expected)
   assert 0 < summary.sparsity < summary.masked_sparsity
+
+
+NAN_PARAMS = {"fc": {"kernel": jnp.array([[np.nan, 1.], [np.nan, np.inf],
+                                          [np.nan, 2.], [3., 0.5]]),
+                     "bias": jnp.array([np.nan, 1.])}}
+
+
+def _nonfinite_call(maybe_jit, mode, fn=None):
+  fn = fn or (lambda p: sj.compute_masks(p, sj.Rule(r".*kernel", sj.NM(2, 4)),
+                                         on_nonfinite=mode))
+  return lambda: jax.block_until_ready(maybe_jit(fn)(NAN_PARAMS))
+
+
+def test_on_nonfinite_warn_names_the_leaf(maybe_jit):
+  with pytest.warns(sj._checks.NonFiniteWarning,
+                    match=r"params at 'fc/kernel' hold 4 non-finite") as seen:
+    masks = _nonfinite_call(maybe_jit, "warn")()
+  # Only the targeted leaf is reported (the dense bias is not).
+  assert not any("bias" in str(w.message) for w in seen)
+  # The lone number of the first group is kept; the count stays exact.
+  k = np.asarray(masks["fc"]["kernel"])
+  assert k[3, 0] and (k.sum(axis=0) == 2).all()
+
+
+def test_on_nonfinite_error_names_the_leaf(maybe_jit):
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"params at 'fc/kernel' hold 4 non-finite"):
+    _nonfinite_call(maybe_jit, "error")()
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"params at 'fc/kernel'"):
+    _nonfinite_call(maybe_jit, "error", lambda p: sj.compute_global_masks(
+        p, sj.Rule(r".*kernel", sj.Unstructured(0.5)), 0.5,
+        on_nonfinite="error"))()
+
+
+def test_on_nonfinite_ignore_is_silent(maybe_jit):
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    _nonfinite_call(maybe_jit, "ignore")()
+    # Finite params never warn, with any mode.
+    maybe_jit(lambda p: sj.compute_masks(p, sj.NM(2, 4)))(
+        {"w": jnp.ones((4, 2))})
+
+
+def test_traced_override_sparsity_names_the_leaf(maybe_jit):
+  params = {"fc": {"kernel": jnp.ones((4, 2))}}
+  fn = maybe_jit(lambda s: sj.compute_masks(
+      params, sj.Unstructured(0.5), sparsity={"fc/kernel": s}))
+  assert int(fn(0.5)["fc"]["kernel"].sum()) == 4
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"'fc/kernel'.*\[0, 1\)"):
+    jax.block_until_ready(fn(float("nan")))

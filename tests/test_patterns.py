@@ -220,3 +220,56 @@ def test_bad_shapes_name_the_path():
     sj.NM(2, 4).mask(jnp.ones((8, 4), jnp.int32), path="w")
   with pytest.raises(TypeError, match="floating-point"):
     sj.Unstructured(0.5).mask(jnp.ones((8, 4), bool), path="w")
+
+
+def _nan_groups(seed, dtype):
+  """Scores (16, 6) with NaNs in about half the entries (and +/-inf)."""
+  rng = np.random.default_rng(seed)
+  s = rng.standard_normal((16, 6)).astype(np.float32)
+  s[rng.random(s.shape) < 0.5] = np.nan
+  s[0, 0], s[1, 1] = np.inf, -np.inf
+  return jnp.asarray(s, dtype)
+
+
+@pytest.mark.parametrize("pattern, axis", [
+    (sj.NM(2, 4), 1), (sj.NM(1, 4), 1), (sj.NM(3, 4), 1), (sj.NM(1, 8), 1),
+    (sj.Unstructured(0.5), None), (sj.Unstructured(0.5, per_output=True), 0)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_groups_never_keep_nan_over_finite(pattern, axis, dtype, maybe_jit):
+  s = _nan_groups(7, dtype)
+  mask = np.asarray(maybe_jit(pattern.mask)(s))
+  nan = np.isnan(np.asarray(s.astype(jnp.float32)))
+  if pattern.is_nm:
+    groups = (16 // pattern.m, pattern.m, 6)
+    mask, nan = mask.reshape(groups), nan.reshape(groups)  # groups: axis 1
+    assert (mask.sum(axis=1) == pattern.n).all()  # counts stay exact
+  # Wherever a NaN is kept, every finite entry of its group is kept too.
+  kept_nan = (mask & nan).any(axis=axis)
+  dropped_finite = (~mask & ~nan).any(axis=axis)
+  assert not (kept_nan & dropped_finite).any()
+
+
+def test_three_nans_in_a_group_keep_the_number_and_inf_ranks_first():
+  s = jnp.array([[jnp.nan, 1.0], [jnp.nan, jnp.nan], [jnp.nan, jnp.nan],
+                 [2.0, jnp.nan]])
+  mask = np.asarray(sj.NM(2, 4).mask(s))
+  assert mask[3, 0] and mask[0, 1] and mask.sum(axis=0).tolist() == [2, 2]
+  top = sj.NM(1, 4, axis=0).mask(jnp.array([1.0, jnp.inf, 2.0, jnp.nan]))
+  np.testing.assert_array_equal(top, [0, 1, 0, 0])
+
+
+@pytest.mark.parametrize("sparsity", [1.5, float("nan"), -0.1, 1.0])
+def test_bad_traced_sparsity_raises_never_a_silent_mask(sparsity, maybe_jit):
+  fn = maybe_jit(lambda s: sj.Unstructured(s).mask(jnp.arange(8.), "fc/k"))
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"Unstructured\.sparsity.*\[0, 1\)"):
+    jax.block_until_ready(fn(sparsity))
+
+
+def test_arguments_checked_at_construction():
+  with pytest.raises(TypeError, match=r"NM\.axis must be an int or None"):
+    sj.NM(2, 4, axis=1.5)
+  with pytest.raises(TypeError, match=r"Channel\.axis must be an int"):
+    sj.Channel(0.5, axis=None)
+  with pytest.raises(ValueError, match=r"'fc/kernel'.*\[0, 1\)"):
+    sj.Unstructured(0.5).with_sparsity(2.0, "fc/kernel")

@@ -342,3 +342,42 @@ def test_schedule_change_never_retraces():
   assert sorted(set(kept)) == [8, 16, 32, 56]
   assert sorted(set(ns)) == [1, 2, 4, 7]
   assert kept[0] == 56 and kept[999] == 8
+
+
+# ----------------------------------------------------------------------------
+# Any step: every schedule stays in its documented range.
+# ----------------------------------------------------------------------------
+
+STEPS = [-10, 0, 2**31 - 1]
+
+
+def _in_range_everywhere(steps, call, lo, hi):
+  for t in steps:
+    v = np.asarray(call(t))
+    assert np.isfinite(v).all() and (v >= lo).all() and (v <= hi).all(), t
+
+
+def test_every_schedule_in_range_for_any_step(maybe_jit):
+  steps = STEPS + ([] if maybe_jit is jax.jit else [10**12])
+  poly = sch.polynomial_sparsity(0.8, 0.2, 5, end_step=100, frequency=10)
+  _in_range_everywhere(steps, maybe_jit(poly), 0.2, 0.8)
+  for make in (sch.linear_decay, sch.exponential_decay):
+    _in_range_everywhere(steps, maybe_jit(make(0.1)), 0.0, 1.0)
+    assert float(maybe_jit(make(0.1))(-10)) == 1.0  # negative: the start
+  phases = sch.Phases(100, 10, 10)
+  _in_range_everywhere(steps, maybe_jit(phases.phase), 0, 2)
+  _in_range_everywhere(steps, maybe_jit(phases.sparse_step), 0, 2**31 - 1)
+  _in_range_everywhere(
+      steps, maybe_jit(lambda t: sch.frame_index(t, phases, 4)), 0, 3)
+  sched = sch.NMSchedule((1, 8), phases, "stepwise", decay=lambda t: 2.0 - t)
+  call = maybe_jit(sched)
+  _in_range_everywhere(steps, lambda t: call(t).beta, 0.0, 1.0)
+  _in_range_everywhere(steps, lambda t: call(t).sparsity, 0.0, 0.875)
+  _in_range_everywhere(steps, lambda t: call(t).frame, 0, 3)
+
+
+def test_custom_decay_nan_raises(maybe_jit):
+  sched = sch.NMSchedule((2, 4), sch.Phases(100), decay=lambda t: t * jnp.nan)
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"NMSchedule\.decay\(t\) must be a finite number"):
+    jax.block_until_ready(maybe_jit(sched)(5))

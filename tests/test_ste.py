@@ -427,3 +427,21 @@ def test_traced_hyperparameters_skip_range_checks():
   w, mask = jnp.ones(4), jnp.ones(4, bool)
   jax.jit(functools.partial(ste_lib.decayed, w, mask))(jnp.float32(0.5))
   jax.jit(functools.partial(ste_lib.srste, w, mask))(jnp.float32(0.1))
+
+
+@pytest.mark.parametrize("beta", [2.0, -0.5, float("nan")])
+def test_traced_beta_out_of_range_raises(beta, maybe_jit):
+  w, mask = jnp.ones(2), jnp.array([True, False])
+  fn = maybe_jit(lambda b: ste_lib.decayed(w, mask, b))
+  np.testing.assert_allclose(fn(0.25), [1.0, 0.25])
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"`beta` must be in \[0, 1\]"):
+    jax.block_until_ready(fn(beta))
+
+
+def test_traced_srste_decay_negative_raises(maybe_jit):
+  fn = maybe_jit(lambda d: ste_lib.srste(jnp.ones(2), jnp.array([True, False]),
+                                         d))
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"`decay` must be >= 0"):
+    jax.block_until_ready(fn(-1.0))

@@ -91,6 +91,11 @@ class Method:
       per-leaf sparsities from the global `sparsity`.
     sparsity: the global target for `distribution`.
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
+    on_nonfinite: "warn", "error" or "ignore" for NaN/±inf in a targeted
+      leaf when its scores are computed (masks at `init` and `update`),
+      naming the leaf. Eager calls only: under `jit` the check is skipped so
+      that a mask refresh of sharded params needs no collective (check the
+      loss, or call `compute_masks`, which reports under `jit` too).
     seed: seeds random scores and growth (per leaf, per step).
 
   >>> import sparsejax as sj
@@ -108,6 +113,7 @@ class Method:
   distribution: str | None = None
   sparsity: float | None = None
   on_unused: str = "warn"
+  on_nonfinite: str = "warn"
   seed: int = 0
 
   def __post_init__(self):
@@ -116,6 +122,8 @@ class Method:
       object.__setattr__(self, "rules", tuple(self.rules))
     _checks.check_choice(self.on_unused, "on_unused",
                          ("warn", "error", "ignore"))
+    _checks.check_choice(self.on_nonfinite, "on_nonfinite",
+                         _checks.ON_NONFINITE)
     _checks.check_choice(self.distribution, "distribution",
                          (None, "uniform", "erk"))
     if self.distribution is None and self.sparsity is not None:
@@ -148,7 +156,7 @@ class Method:
       pattern = rule.pattern if rule is not None else None
       if pattern is not None:
         if path in per_leaf:
-          pattern = pattern.with_sparsity(per_leaf[path])
+          pattern = pattern.with_sparsity(per_leaf[path], path)
         shape, dtype = tuple(jnp.shape(leaf)), jnp.result_type(leaf)
         pattern.check(shape, dtype, path)
         for part in (self.schedule, self.forward, self.policy):
@@ -184,8 +192,13 @@ class Method:
 
   def leaf_scores(self, path: str, w: jax.Array, grad: Any, step: Any,
                   score: Callable[..., Any] | None = None) -> jax.Array:
-    """`score` (default: the method's) of one leaf at `step`, as float32."""
+    """`score` (default: the method's) of one leaf at `step`, as float32.
+
+    NaN/±inf in a concrete `w` are reported by `on_nonfinite`, naming the
+    leaf (a traced one is not checked: see `Method.on_nonfinite`).
+    """
     score = self.score if score is None else score
+    _checks.check_finite(w, "params", path, self.on_nonfinite, traced=False)
     if grad is None and scores_lib.needs_grads(score):
       name = getattr(score, "__name__", repr(score))
       raise ValueError(f"the {name} score at {path!r} needs grads: pass them "

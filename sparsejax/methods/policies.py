@@ -175,9 +175,10 @@ class PruneAt:
         lambda path, _, w, g: method.leaf_scores(
             path, w, g if has_grads else None, step),
         params, grads_or_markers(grads, params), untargeted=lambda w: w)
+    # leaf_scores has reported non-finite leaves (Method.on_nonfinite).
     return masks_lib.compute_global_masks(
         params, method.rules, self.global_sparsity, scores=scores,
-        on_unused="ignore")
+        on_unused="ignore", on_nonfinite="ignore")
 
   def init(self, method: Any, params: Any) -> tuple[Any, Any]:
     if self.step == 0:

@@ -1,6 +1,7 @@
 """Methods as compositions: the registry, swapping parts, state, jit."""
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -133,3 +134,33 @@ def test_bad_parts_are_named():
     sj.sste(sj.Unstructured(0.5)).init(_params())
   with pytest.raises(ValueError, match="alpha must be in"):
     sj.rigl(sj.Unstructured(0.5), distribution=None, t_end=10, alpha=1.5)
+
+
+def _nan_params():
+  return {"w": jnp.array([[1.], [jnp.nan], [2.], [0.5]])}
+
+
+def test_on_nonfinite_modes_name_the_leaf():
+  warn = sj.methods.Method(rules=sj.NM(2, 4))
+  with pytest.warns(sj._checks.NonFiniteWarning, match=r"params at 'w'"):
+    state = warn.init(_nan_params())
+  assert bool(state.masks["w"][0, 0]) and bool(state.masks["w"][2, 0])
+  error = dataclasses.replace(warn, on_nonfinite="error")
+  with pytest.raises(ValueError, match=r"params at 'w' hold 1 non-finite"):
+    error.init(_nan_params())
+  ignore = dataclasses.replace(warn, on_nonfinite="ignore")
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    ignore.init(_nan_params())
+    # Under jit the method does not check (a refresh stays collective-free).
+    jax.block_until_ready(jax.jit(error.init)(_nan_params()))
+
+
+def test_traced_bad_decay_schedule_raises_under_jit(maybe_jit):
+  params = {"w": jnp.array([[1.], [-3.]])}
+  bad = sj.methods.Method(rules=sj.NM(1, 2),
+                          forward=sj.methods.SRSTE(lambda s: s - 1.0))
+  state = bad.init(params)
+  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+                     match=r"`decay` must be >= 0"):
+    jax.block_until_ready(maybe_jit(bad.view)(params, state))
