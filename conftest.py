@@ -28,3 +28,24 @@ def maybe_jit(request):
   if request.param == "jit":
     return jax.jit
   return lambda f, **kw: f
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers",
+      "system: end-to-end test through subprocesses (CLI runs, several JAX "
+      "processes, a wheel build); skipped when SPARSEJAX_SKIP_SYSTEM_TESTS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Skips `system` tests when SPARSEJAX_SKIP_SYSTEM_TESTS=1.
+
+  CI runs them in one of its two legs only (see .ci/run), to stay within its
+  time budget; by default they run.
+  """
+  if os.environ.get("SPARSEJAX_SKIP_SYSTEM_TESTS") != "1":
+    return
+  skip = pytest.mark.skip(reason="system test; SPARSEJAX_SKIP_SYSTEM_TESTS=1")
+  for item in items:
+    if "system" in item.keywords:
+      item.add_marker(skip)

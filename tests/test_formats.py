@@ -7,10 +7,10 @@ from hypothesis import given, settings, strategies as st
 
 from pallas_kernels import formats as F
 
-SETTINGS = settings(max_examples=10, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
                     database=None)
 # Every new block layout compiles several conversions: fewer examples.
-BLOCK_SETTINGS = settings(SETTINGS, max_examples=6)
+BLOCK_SETTINGS = settings(SETTINGS, max_examples=3)
 PATTERNS = [(2, 4), (1, 4), (2, 8), (1, 8), (1, 16), (3, 8), (1, 2), (4, 4)]
 
 

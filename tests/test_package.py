@@ -11,6 +11,8 @@ import zipfile
 
 import pytest
 
+pytestmark = pytest.mark.system
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SMOKE = textwrap.dedent("""

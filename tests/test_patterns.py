@@ -12,7 +12,7 @@ import pytest
 import sparsejax as sj
 from sparsejax import patterns
 
-SETTINGS = hypothesis.settings(max_examples=12, deadline=None)
+SETTINGS = hypothesis.settings(max_examples=6, deadline=None)
 DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
 NM_PAIRS = [(1, 2), (2, 4), (1, 4), (3, 4), (2, 8), (1, 8), (1, 16), (4, 4)]
 

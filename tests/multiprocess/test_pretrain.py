@@ -6,8 +6,11 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 
 from sparsejax.pretrain import launch
+
+pytestmark = pytest.mark.system
 
 WORKER = str(pathlib.Path(__file__).with_name("pretrain_worker.py"))
 

@@ -9,19 +9,34 @@ import pytest
 
 from sparsejax.pretrain import launch
 
+pytestmark = pytest.mark.system
+
 WORKER = str(pathlib.Path(__file__).with_name("train_worker.py"))
 
 
-def run_processes(argv, processes, devices):
-  """The JSON each process printed last, by process id."""
-  runs = launch.launch_local(argv, processes, devices, timeout_s=400)
-  return [json.loads(r.output.strip().splitlines()[-1]) for r in runs]
+METHODS = ("ste", "rigl")
 
 
-@pytest.mark.parametrize("method", ["ste", "rigl"])
-def test_two_processes_train_like_one(method):
-  two = run_processes([WORKER, method], processes=2, devices=4)
-  one, = run_processes([WORKER, method], processes=1, devices=8)
+@pytest.fixture(scope="module")
+def runs():
+  """{method: (results of the 2 processes, result of the 1 process)}; one
+  launch per layout trains every method."""
+
+  def launch_all(processes, devices):
+    out = launch.launch_local([WORKER, *METHODS], processes, devices,
+                              timeout_s=600)
+    lines = [[json.loads(l) for l in r.output.splitlines()
+              if l.startswith('{"method"')] for r in out]
+    return {m: [ls[i] for ls in lines] for i, m in enumerate(METHODS)}
+
+  two, one = launch_all(2, 4), launch_all(1, 8)
+  return {m: (two[m], one[m][0]) for m in METHODS}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_processes_train_like_one(runs, method):
+  two, one = runs[method]
+  assert [r["method"] for r in two] == [method, method] == [one["method"]] * 2
   assert [r["processes"] for r in two] == [2, 2]
   assert [r["devices"] for r in two] == [8, 8] and one["devices"] == 8
   # Every process sees the same global results.

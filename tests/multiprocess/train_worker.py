@@ -4,7 +4,7 @@ Run as one process with 8 devices or as 2 processes with 4 each (see
 ``sparsejax.pretrain.launch``); prints one JSON line: the losses, a fingerprint of every
 mask, and the collectives found in the compiled mask refresh.
 
-  python tests/multiprocess/train_worker.py ste|rigl
+  python tests/multiprocess/train_worker.py ste rigl
 """
 
 import hashlib
@@ -119,7 +119,7 @@ def main(name):
 
   masks = sj.sparsity_state(opt_state).masks
   print(json.dumps({
-      "process": jax.process_index(), "processes": jax.process_count(),
+      "method": name, "process": jax.process_index(), "processes": jax.process_count(),
       "devices": jax.device_count(), "losses": losses,
       "masks": describe(masks),
       # N:M groups never cross a shard; a per-tensor threshold does.
@@ -130,4 +130,5 @@ def main(name):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  for name in sys.argv[1:]:  # One JSON line per method, in order.
+    main(name)

@@ -14,7 +14,7 @@ from pallas_kernels.nm import nm_matmul_reference
 from pallas_kernels.formats import compress_nm
 from pallas_kernels.formats import decompress
 
-SETTINGS = settings(max_examples=10, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=5, deadline=None, derandomize=True,
                     database=None)
 PATTERNS = [(2, 4), (1, 4), (2, 8), (1, 8), (1, 16), (3, 8)]
 KERNELS = sorted(api.KERNELS)

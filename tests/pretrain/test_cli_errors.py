@@ -21,6 +21,7 @@ def _cli(*args):
       capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("args,names", [
     (("--config.optim.lrr=1e-3",), ("optim.lrr", "did you mean 'optim.lr'")),
     (("--config.sparsity.rules=block_(=2:4",), ("sparsity.rules", "regex")),
@@ -38,6 +39,7 @@ def test_a_mistake_is_one_error_line_and_exit_2(tmp_path, args, names):
   assert not workdir.exists()
 
 
+@pytest.mark.system
 def test_an_unusable_workdir_is_refused(tmp_path):
   blocker = tmp_path / "a-file"
   blocker.write_text("")

@@ -189,6 +189,7 @@ def _final(workdir):
   return state
 
 
+@pytest.mark.system
 def test_kill_during_async_save_then_resume_is_bit_exact(tmp_path):
   """`kill -9` while a checkpoint is being written; then the newest complete
   step is damaged (64 flipped bytes) and a torn line ends `metrics.jsonl`.

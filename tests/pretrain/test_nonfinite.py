@@ -78,6 +78,7 @@ def test_export_refuses_non_finite_params(tmp_path):
   assert not (tmp_path / "export").exists()
 
 
+@pytest.mark.system
 def test_a_diverging_run_stops_with_status_3_and_keeps_a_good_checkpoint(
     tmp_path):
   workdir = tmp_path / "run"
