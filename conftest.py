@@ -33,8 +33,9 @@ def maybe_jit(request):
 def pytest_configure(config):
   config.addinivalue_line(
       "markers",
-      "system: end-to-end test through subprocesses (CLI runs, several JAX "
-      "processes, a wheel build); skipped when SPARSEJAX_SKIP_SYSTEM_TESTS=1")
+      "system: end-to-end test (CLI subprocess runs, whole training runs, "
+      "several JAX processes, a wheel build); skipped when "
+      "SPARSEJAX_SKIP_SYSTEM_TESTS=1")
 
 
 def pytest_collection_modifyitems(config, items):

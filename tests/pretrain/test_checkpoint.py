@@ -61,6 +61,7 @@ def uninterrupted(tmp_path_factory):
   return workdir, out
 
 
+@pytest.mark.system
 def test_resume_is_bit_exact(uninterrupted, tmp_path):
   """k steps, interruption, resume to N == N steps uninterrupted, bit for bit.
 

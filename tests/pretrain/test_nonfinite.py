@@ -31,6 +31,7 @@ def _same(a, b):
   return all(np.array_equal(x, y) for x, y in zip(_leaves(a), _leaves(b)))
 
 
+@pytest.mark.system
 def test_a_nan_batch_is_skipped_and_training_continues():
   cfg = config_lib.load_config_file(SMOKE)
   cfg.sparsity.baseline = False

@@ -48,6 +48,7 @@ def _losses(workdir):
   return np.array([r["loss"] for r in recs if "loss" in r])
 
 
+@pytest.mark.system
 def test_one_device_and_eight_devices_agree(tmp_path):
   one = loop.run(_smoke(), str(tmp_path / "one"), devices=jax.devices()[:1],
                  report=False)
