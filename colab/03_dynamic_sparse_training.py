@@ -183,7 +183,7 @@ def train(sparsifier):
     if sparsifier is not None:
       state = sj.sparsity_state(opt_state)
       diag = sparsifier.diagnostics(state)
-      log = {k: v for k, v in diag.items() if k.startswith("sparsity")}
+      log = {k: v for k, v in diag.items() if k.startswith("mask_sparsity")}
       log["nnz"] = sum(jnp.sum(m, dtype=jnp.int32)
                        for m in jax.tree.leaves(state.masks) if m.ndim)
       log["flips"] = sum(jax.tree.leaves(state.flips))
@@ -213,10 +213,10 @@ print(f"trained {len(methods) + 1} models in {time.time() - t0:.1f} s")
 steps = np.arange(1, TOTAL + 1)
 fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.4))
 for name, (_, _, _, log) in runs.items():
-  a1.plot(steps, log["sparsity"], label=name)
+  a1.plot(steps, log["mask_sparsity"], label=name)
 gmp_log = runs["gradual magnitude"][3]
 for path in erk:
-  a2.plot(steps, gmp_log[f"sparsity/{path}"], label=path)
+  a2.plot(steps, gmp_log[f"mask_sparsity/{path}"], label=path)
 for name in ("SET", "RigL"):
   log = runs[name][3]
   upd = np.flatnonzero(log["flips"])
@@ -247,7 +247,7 @@ print(f"{'layer':16s} {'ERK':>7s}" + "".join(f"{n:>18s}" for n in runs))
 for path in erk:
   row = f"{path:16s} {erk[path]:7.4f}"
   for name, (_, state, _, log) in runs.items():
-    row += f"{log[f'sparsity/{path}'][-1]:18.4f}"
+    row += f"{log[f'mask_sparsity/{path}'][-1]:18.4f}"
   print(row)
 for name, (params, state, _, _) in runs.items():
   outside = max(float(jnp.abs(jnp.where(m, 0, w)).max())
@@ -272,7 +272,7 @@ table = {"dense (no sparsity)": (test_error(dense_params),
          "dense + one-shot 90% ERK": (test_error(oneshot), np.nan, SPARSITY)}
 for name, (params, state, losses, log) in runs.items():
   hard = methods[name].sparse_params(params, state)
-  table[name] = (test_error(hard), losses[-20:].mean(), log["sparsity"][-1])
+  table[name] = (test_error(hard), losses[-20:].mean(), log["mask_sparsity"][-1])
 print(f"{'method':26s} {'test error':>10s} {'train loss':>10s} "
       f"{'sparsity':>9s}")
 for name, (err, loss, sparsity) in table.items():

@@ -13,8 +13,11 @@ part               forward                     backward `dL/dW`
 =================  ==========================  ============================
 
 A part has `leaf(inputs) -> w~`, `sparse(inputs) -> exactly sparse w`,
-`check(pattern, shape, path)`, `values(step) -> dict`, and, when `has_state`,
-`init_state(pattern, w, mask, path)` (kept in `SparsityState.extra.forward`).
+`check(pattern, shape, path)`, `values(step) -> dict`,
+`pruned_weight(values)` (the factor pruned entries enter the forward pass
+with: 0 for a hard mask, beta for mask decay; diagnostics use it) and, when
+`has_state`, `init_state(pattern, w, mask, path)` (kept in
+`SparsityState.extra.forward`).
 """
 
 import dataclasses
@@ -46,6 +49,10 @@ class HardMask:
   def values(self, step: Any) -> dict:
     """No scalars."""
     return {}
+
+  def pruned_weight(self, values: dict) -> jax.Array:
+    """The factor pruned entries enter the forward pass with (0: absent)."""
+    return jnp.zeros((), jnp.float32)
 
   def leaf(self, inputs: Any) -> jax.Array:
     """The forward view of one leaf."""
@@ -114,6 +121,10 @@ class MaskDecay(HardMask):
 
   def __post_init__(self):
     _checks.check_choice(self.grad, "grad", ("identity", "autodiff"))
+
+  def pruned_weight(self, values: dict) -> jax.Array:
+    """beta: pruned entries enter the forward pass scaled by it."""
+    return jnp.asarray(values.get("beta", 0.0), jnp.float32)
 
   def leaf(self, inputs: Any) -> jax.Array:
     beta = inputs.values.get("beta", jnp.zeros((), jnp.float32))

@@ -335,12 +335,26 @@ class Method:
     return self.schedule.table(steps, target)
 
   def diagnostics(self, state: state_lib.SparsityState) -> dict:
-    """Scalars to log: flip rate, achieved sparsity (total and per leaf).
+    """Scalars to log: flip rate and two sparsities (total and per leaf).
 
-    Flip rate is the fraction of maskable entries whose mask changed at the
-    last update: `|m_t - m_{t-1}|_1 / D`. When the schedule says the forward
-    pass is dense (a dense phase), `sparsity` is 0 and the masks' own
-    sparsity is reported as `mask_sparsity`.
+    * `mask_sparsity`: the fraction of maskable entries the masks drop.
+    * `forward_sparsity`: the fraction the forward pass does not use. It is
+      0 while the schedule keeps the forward pass dense (a dense phase) and
+      while pruned entries still enter it scaled by a mask-decay beta > 0;
+      otherwise it equals `mask_sparsity`.
+    * `flip_rate`: the fraction of maskable entries whose mask changed at
+      the last update, `|m_t - m_{t-1}|_1 / D`.
+
+    Per leaf: `mask_sparsity/<path>`, `forward_sparsity/<path>`,
+    `flip_rate/<path>`; then the parts' own values (e.g. `phase`, `beta`).
+
+    >>> import sparsejax as sj
+    >>> sp = sj.progressive_nm(sj.NM(2, 4), total_steps=10, dense_steps=2,
+    ...                        decay="linear", c=0.25)
+    >>> p = {"w": jnp.ones((8, 2))}
+    >>> d = sp.diagnostics(sp.init(p)._replace(step=jnp.asarray(3)))
+    >>> float(d["mask_sparsity"]), float(d["forward_sparsity"])
+    (0.5, 0.0)
     """
     named_masks = [(p, m) for p, m in rules_lib.named_leaves(state.masks)
                    if not masks_lib.is_dense(m)]
@@ -349,17 +363,29 @@ class Method:
     total = sum(m.size for _, m in named_masks)
     if not total:
       return out
-    kept = sum(jnp.sum(m, dtype=jnp.int32) for _, m in named_masks)
-    flipped = sum(flips[p] for p, _ in named_masks)
-    out["sparsity"] = 1.0 - kept / total
-    out["flip_rate"] = flipped / total
-    for path, m in named_masks:
-      out[f"sparsity/{path}"] = 1.0 - jnp.mean(m.astype(jnp.float32))
-      out[f"flip_rate/{path}"] = flips[path] / m.size
+    values = {}
     for part in (self.schedule, self.forward, self.policy):
-      out.update(part.values(state.step))
+      values.update(part.values(state.step))
+    uses_pruned = jnp.asarray(False)
     dense = self.schedule.dense(state.step)
     if dense is not None:
-      out["mask_sparsity"] = out["sparsity"]
-      out["sparsity"] = jnp.where(dense, 0.0, out["sparsity"])
+      uses_pruned = uses_pruned | dense
+    pruned_weight = getattr(self.forward, "pruned_weight", None)
+    if pruned_weight is not None:
+      uses_pruned = uses_pruned | (pruned_weight(values) > 0)
+
+    def forward(sparsity):
+      return jnp.where(uses_pruned, 0.0, sparsity)
+
+    kept = sum(jnp.sum(m, dtype=jnp.int32) for _, m in named_masks)
+    flipped = sum(flips[p] for p, _ in named_masks)
+    out["mask_sparsity"] = 1.0 - kept / total
+    out["forward_sparsity"] = forward(out["mask_sparsity"])
+    out["flip_rate"] = flipped / total
+    for path, m in named_masks:
+      leaf = 1.0 - jnp.mean(m.astype(jnp.float32))
+      out[f"mask_sparsity/{path}"] = leaf
+      out[f"forward_sparsity/{path}"] = forward(leaf)
+      out[f"flip_rate/{path}"] = flips[path] / m.size
+    out.update(values)
     return out

@@ -1,7 +1,7 @@
 """The metrics of a run: ``metrics.jsonl`` per arm, optionally TensorBoard.
 
-One JSON object per logged step (loss, lr, sparsity, flip rate, phase, N:M,
-beta, steps/s; ``val_loss`` at evaluations), mirrored to TensorBoard when
+One JSON object per logged step (loss, lr, ``mask_sparsity`` and
+``forward_sparsity``, flip rate, phase, N:M, beta, steps/s; ``val_loss`` at evaluations), mirrored to TensorBoard when
 ``outputs.tensorboard`` is set and a writer is installed. Only process 0
 writes.
 """

@@ -103,18 +103,19 @@ def phase_boundaries(steps: np.ndarray, phase: np.ndarray
 def schedule_series(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The curves of the schedule plot from a :func:`report.schedule_table`.
 
-  ``mask sparsity`` is the fraction of entries the mask drops (from the
-  sparse phase on); ``forward-pass sparsity`` is the fraction the forward
-  pass does not use: while a mask-decay beta is above 0 the dropped entries
-  are still used, scaled by beta, so it stays 0 until beta reaches 0.
+  The names are those of ``Method.diagnostics`` and ``metrics.jsonl``:
+  ``mask_sparsity`` is the fraction of entries the mask drops (from the
+  sparse phase on); ``forward_sparsity`` is the fraction the forward pass
+  does not use: while a mask-decay beta is above 0 the dropped entries are
+  still used, scaled by beta, so it stays 0 until beta reaches 0.
 
   Example:
     >>> t = {"n": np.array([4, 2, 2]), "m": np.array([4, 4, 4]),
     ...      "beta": np.array([1.0, 0.5, 0.0]), "phase": np.array([0, 1, 2])}
     >>> {k: v.tolist() for k, v in schedule_series(t).items()}
     ... # doctest: +NORMALIZE_WHITESPACE
-    {'mask sparsity': [0.0, 0.5, 0.5], 'forward-pass sparsity': [0.0, 0.0, 0.5],
-     'N:M density n/m': [1.0, 0.5, 0.5], 'mask decay beta': [1.0, 0.5, 0.0]}
+    {'mask_sparsity': [0.0, 0.5, 0.5], 'forward_sparsity': [0.0, 0.0, 0.5],
+     'density n/m': [1.0, 0.5, 0.5], 'beta': [1.0, 0.5, 0.0]}
   """
   series = {}
   if "n" not in table:
@@ -123,13 +124,13 @@ def schedule_series(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   active = table["phase"] > 0 if "phase" in table else np.ones(density.shape,
                                                                bool)
   mask_sparsity = np.where(active, 1.0 - density, 0.0)
-  series["mask sparsity"] = mask_sparsity
+  series["mask_sparsity"] = mask_sparsity
   beta = table.get("beta")
-  series["forward-pass sparsity"] = (mask_sparsity if beta is None else
-                                     np.where(beta > 0, 0.0, mask_sparsity))
-  series["N:M density n/m"] = density
+  series["forward_sparsity"] = (mask_sparsity if beta is None else
+                                np.where(beta > 0, 0.0, mask_sparsity))
+  series["density n/m"] = density
   if beta is not None:
-    series["mask decay beta"] = beta
+    series["beta"] = beta
   return series
 
 
@@ -191,11 +192,11 @@ def write_plots(arms: list[Any], workdir: str) -> None:
   steps = np.arange(a.config.train.steps + 1)
   table = report.schedule_table(a.sparsifier, a.rules, steps)
   series = schedule_series(table)
-  measured = [(r["step"], r["sparsity"]) for r in runs[a.label]
-              if "sparsity" in r]
+  measured = [(r["step"], r["mask_sparsity"]) for r in runs[a.label]
+              if "mask_sparsity" in r]
   if "phase" not in table and measured:
     xs, ys = zip(*measured)
-    series["mask sparsity (measured)"] = np.interp(steps, xs, ys)
+    series["mask_sparsity (measured)"] = np.interp(steps, xs, ys)
   boundaries = (phase_boundaries(steps, table["phase"]) if "phase" in table
                 else [])
   plot_schedule(steps, series, os.path.join(plots, "schedule.png"),

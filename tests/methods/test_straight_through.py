@@ -204,7 +204,8 @@ def test_end_to_end_reaches_pattern(name, make, n, m, dense_loss):
   assert loss < 0.5 * baseline, (name, loss, baseline)
   assert loss < 4.0 * dense_loss + 0.05, (name, loss, dense_loss)
   diag = sp.diagnostics(state)
-  assert float(diag["sparsity"]) == pytest.approx(1 - n / m)
+  assert float(diag["mask_sparsity"]) == pytest.approx(1 - n / m)
+  assert float(diag["forward_sparsity"]) == pytest.approx(1 - n / m)
   assert 0.0 <= float(diag["flip_rate"]) < 0.2
 
 
@@ -283,4 +284,4 @@ def test_diagnostics_flip_rate_formula():
   # The mask moved from {0, 1} to {1, 2}: two of four entries flipped.
   assert float(diag["flip_rate"]) == 0.5
   assert float(diag["flip_rate/w"]) == 0.5
-  assert float(diag["sparsity/w"]) == 0.5
+  assert float(diag["mask_sparsity/w"]) == 0.5

@@ -17,7 +17,7 @@ def _table(decay):
 def test_forward_sparsity_counts_beta_scaled_entries_as_present():
   steps, table = _table("linear")
   series = plots.schedule_series(table)
-  mask, forward = series["mask sparsity"], series["forward-pass sparsity"]
+  mask, forward = series["mask_sparsity"], series["forward_sparsity"]
   beta = table["beta"]
   assert np.all(mask[:10] == 0) and mask[-1] == 0.5
   # While beta > 0 the dropped entries are still used: nothing is sparse.
