@@ -113,10 +113,13 @@ def test_error(params):
 # %% [markdown]
 # ## The methods
 #
-# The published MDGF rates (`c = 1e-4` exponential, `8e-4` linear) are meant
-# for runs of ~100k steps. With a 210-step sparse phase we scale them so β
-# falls from 1 to ~0 within the phase: exponential `c = 0.02`
-# (β = e^(-4.2) ≈ 0.015 at its end), linear `c = 1/150`.
+# A named MDGF decay without `c` takes its rate from the length of the sparse
+# phase, so that β falls from 1 to `end_beta = 0.01` just as the hard-mask
+# fine-tune starts (`sj.schedules.decay_rate`): here exponential
+# `c = ln(100)/210 ≈ 0.022`, linear `c = 0.99/210`. The published rates
+# (`c = 1e-4` exponential, `8e-4` linear) were tuned for runs of ~100k steps;
+# passed here they would leave β ≈ 0.98 when the fine-tune starts, a cliff the
+# library warns about (`ScheduleWarning`).
 #
 # SR-STE's published λ = 2e-4 was tuned for SGD; with Adam the added term is
 # renormalised per entry, so we also run a retuned λ = 2e-2.
@@ -129,11 +132,11 @@ methods = {
     "SR-STE λ=2e-4": sj.srste(rules, decay=2e-4),
     "SR-STE λ=2e-2": sj.srste(rules, decay=2e-2),
     "MDGF exp, identity": sj.progressive_nm(
-        rules, decay="exponential", c=0.02, grad="identity", **progressive),
+        rules, decay="exponential", grad="identity", **progressive),
     "MDGF exp, autodiff": sj.progressive_nm(
-        rules, decay="exponential", c=0.02, grad="autodiff", **progressive),
+        rules, decay="exponential", grad="autodiff", **progressive),
     "MDGF linear, autodiff": sj.progressive_nm(
-        rules, decay="linear", c=1 / 150, grad="autodiff", **progressive),
+        rules, decay="linear", grad="autodiff", **progressive),
     "SDGF stepwise": sj.progressive_nm(
         rules, structure="stepwise", decay=None, **progressive),
     "SDGF geometric": sj.progressive_nm(

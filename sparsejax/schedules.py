@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -43,7 +44,9 @@ __all__ = [
     "switch_frames",
     "check_frames_divide",
     "ScheduleState",
+    "ScheduleWarning",
     "NMSchedule",
+    "decay_rate",
 ]
 
 Schedule = Callable[[Any], Any]
@@ -53,8 +56,49 @@ DENSE = 0
 SPARSE = 1
 FINETUNE = 2
 
-# Defaults published with progressive gradient flow.
+# Defaults published with progressive gradient flow (tuned for runs of
+# ~10^5 steps); a named decay without `c` instead takes its rate from the
+# length of the sparse phase (`decay_rate`).
 _DEFAULT_C = {"linear": 8e-4, "exponential": 1e-4}
+
+# beta above this when the sparse phase ends (the hard-mask fine-tune or the
+# exactly sparse export starts) is a cliff worth a warning.
+_CLIFF_BETA = 0.05
+
+
+class ScheduleWarning(UserWarning):
+  """A schedule that will jump: beta still large when the hard mask starts."""
+
+
+def decay_rate(decay: str, sparse_steps: int, end_beta: float = 0.01) -> float:
+  """The rate at which a named decay reaches `end_beta` after `sparse_steps`.
+
+  Linear: ``(1 - end_beta) / S``; exponential: ``-ln(end_beta) / S``.
+
+  Args:
+    decay: "linear" or "exponential".
+    sparse_steps: ``S``, the length of the sparse phase (>= 1).
+    end_beta: beta at the end of the sparse phase, in ``(0, 1)`` (``0`` is
+      allowed for the linear decay).
+
+  Returns:
+    The rate ``c`` for :func:`linear_decay` / :func:`exponential_decay`.
+
+  >>> round(decay_rate("exponential", 1000), 6)
+  0.004605
+  >>> decay_rate("linear", 100, 0.0)
+  0.01
+  """
+  _checks.check_choice(decay, "decay", tuple(_DEFAULT_C))
+  sparse_steps = _checks.check_int(sparse_steps, "`sparse_steps`", 1)
+  end_beta = _checks.check_real(end_beta, "`end_beta`", 0.0, 1.0)
+  if end_beta == 1.0 or (decay == "exponential" and end_beta == 0.0):
+    raise ValueError(
+        f"`end_beta` must be in (0, 1) for the {decay} decay (0 is allowed "
+        f"for the linear one), got {end_beta}.")
+  if decay == "linear":
+    return (1.0 - end_beta) / sparse_steps
+  return -math.log(end_beta) / sparse_steps
 
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -449,8 +493,16 @@ class NMSchedule:
       ``"linear"``, ``"exponential"`` or any ``t -> beta`` callable such as an
       optax schedule (MDGF); ``t`` counts from the start of the sparse phase
       and the value is clipped to ``[0, 1]``.
-    c: rate for a named ``decay``; ``None`` uses the default (linear 8e-4,
-      exponential 1e-4).
+    c: rate for a named ``decay``, kept as given; ``None`` (the default)
+      takes it from the length of the sparse phase so that beta falls to
+      ``end_beta`` when the sparse phase ends (:func:`decay_rate`). The
+      published rates (linear 8e-4, exponential 1e-4) were tuned for runs of
+      ~10^5 steps; pass them as ``c`` to reproduce those runs.
+    end_beta: beta at the end of the sparse phase for a named ``decay``
+      without ``c`` (default 0.01).
+    warn: whether to warn (:class:`ScheduleWarning`) when beta is still
+      above 0.05 at the end of the sparse phase, where it drops to 0 (the
+      hard-mask fine-tune, or the exactly sparse export).
 
   Calling the schedule returns a :class:`ScheduleState` of traced scalars.
   The dense phase reports the first frame (with ``sparsity`` 0 and ``beta``
@@ -460,12 +512,12 @@ class NMSchedule:
   ``switch_frames(state.frame, schedule.frames, fn)``.
 
   >>> sched = NMSchedule(target=(1, 8), phases=Phases(100, 10, 10),
-  ...                    structure="stepwise", decay="linear", c=0.01)
+  ...                    structure="stepwise", decay="linear", c=0.0125)
   >>> sched.frames
   ((7, 8), (4, 8), (2, 8), (1, 8))
   >>> st = sched(30)
   >>> int(st.phase), int(st.frame), int(st.n), int(st.m), float(st.beta)
-  (1, 1, 4, 8, 0.8)
+  (1, 1, 4, 8, 0.75)
   >>> sched.table([0, 50, 95]).n
   array([7, 2, 1], dtype=int32)
   """
@@ -475,6 +527,8 @@ class NMSchedule:
   structure: Any = None
   decay: Any = None
   c: float | None = None
+  end_beta: float = 0.01
+  warn: bool = dataclasses.field(default=True, repr=False, compare=False)
   frames: Frames = dataclasses.field(init=False, repr=False, compare=False)
 
   def __post_init__(self):
@@ -514,6 +568,35 @@ class NMSchedule:
       raise ValueError(
           f"`decay` must be None, 'linear', 'exponential' or a callable, got "
           f"{self.decay!r}.")
+    if isinstance(self.decay, str) and self.c is None:
+      decay_rate(self.decay, self.phases.sparse_steps, self.end_beta)
+    if self.warn:
+      self._warn_on_cliff()
+
+  def _warn_on_cliff(self) -> None:
+    """Warns when beta is above 0.05 as the sparse phase ends."""
+    decay = self.beta_schedule()
+    if decay is None:
+      return
+    end = self.phases.sparse_steps
+    try:
+      beta = float(np.clip(np.asarray(decay(end), np.float64), 0.0, 1.0))
+    except (TypeError, jax.errors.ConcretizationTypeError):
+      return  # A decay that cannot be evaluated outside jit: not checked.
+    if beta > _CLIFF_BETA:
+      after = ("the hard-mask fine-tune" if self.phases.finetune_steps else
+               "the exactly sparse export")
+      if not isinstance(self.decay, str):
+        fix = f"make the decay reach {_CLIFF_BETA} by t = {end}"
+      elif self.c is None:
+        fix = f"lower `end_beta` (now {self.end_beta})"
+      else:
+        fix = (f"leave `c` unset to take the rate from the sparse phase "
+               f"({end} steps), or raise it")
+      warnings.warn(
+          f"mask decay: beta is still {beta:.3g} when the sparse phase ends "
+          f"(step {self.phases.sparse_end}) and drops to 0 there ({after}), a "
+          f"jump the loss will show; {fix}.", ScheduleWarning, stacklevel=4)
 
   @property
   def num_frames(self) -> int:
@@ -529,7 +612,9 @@ class NMSchedule:
     if self.decay is None:
       return None
     if isinstance(self.decay, str):
-      c = _DEFAULT_C[self.decay] if self.c is None else self.c
+      c = self.c
+      if c is None:
+        c = decay_rate(self.decay, self.phases.sparse_steps, self.end_beta)
       make = linear_decay if self.decay == "linear" else exponential_decay
       return make(c)
     return self.decay

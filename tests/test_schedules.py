@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+import sparsejax as sj
 from sparsejax import schedules as sch
 
 
@@ -217,6 +218,7 @@ def test_check_frames_divide():
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::sparsejax.schedules.ScheduleWarning")
 def test_nm_schedule_progressive(maybe_jit):
   sched = sch.NMSchedule(target=(1, 8), phases=sch.Phases(100, 10, 10),
                          structure="stepwise", decay="linear", c=0.01)
@@ -247,9 +249,19 @@ def test_nm_schedule_defaults_and_decay_kinds():
   assert hard.frames == ((2, 4),) and hard.num_frames == 1
   assert float(hard(1000).beta) == 0.0 and float(hard(999).beta) == 1.0
   np.testing.assert_allclose(float(hard(5000).sparsity), 0.5)
+  # Without `c` the rate comes from the 19 000-step sparse phase: beta
+  # reaches end_beta = 0.01 as it ends.
   ex = sch.NMSchedule((1, 32), p, decay="exponential")
-  np.testing.assert_allclose(float(ex(11_000).beta), np.exp(-1.0), rtol=1e-6)
+  np.testing.assert_allclose(float(ex(11_000).beta),
+                             np.exp(-np.log(100) * 10_000 / 19_000), rtol=1e-5)
   lin = sch.NMSchedule((1, 32), p, decay="linear")
+  np.testing.assert_allclose(float(lin(1500).beta), 1 - 0.99 * 500 / 19_000,
+                             rtol=1e-6)
+  # The published rates, given explicitly, are kept.
+  with pytest.warns(sch.ScheduleWarning):
+    ex = sch.NMSchedule((1, 32), p, decay="exponential", c=1e-4)
+  np.testing.assert_allclose(float(ex(11_000).beta), np.exp(-1.0), rtol=1e-6)
+  lin = sch.NMSchedule((1, 32), p, decay="linear", c=8e-4)
   np.testing.assert_allclose(float(lin(1500).beta), 1 - 8e-4 * 500, rtol=1e-6)
   # Any optax schedule, clipped to [0, 1].
   cos = sch.NMSchedule((1, 32), p, decay=optax.cosine_decay_schedule(1.0, 100))
@@ -381,3 +393,74 @@ def test_custom_decay_nan_raises(maybe_jit):
   with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
                      match=r"NMSchedule\.decay\(t\) must be a finite number"):
     jax.block_until_ready(maybe_jit(sched)(5))
+
+
+# ---------------------------------------------------------------------------
+# Named decays take their rate from the sparse phase; a cliff warns.
+# ---------------------------------------------------------------------------
+
+
+def _beta_at_sparse_end(sched):
+  """beta at the last sparse step and at the first fine-tune step."""
+  end = sched.phases.sparse_end
+  t = sched.table([end - 1, end])
+  return float(t.beta[0]), float(t.beta[1])
+
+
+@pytest.mark.parametrize("decay", ["linear", "exponential"])
+def test_named_decay_reaches_end_beta_with_the_readme_settings(decay):
+  import warnings as w
+  with w.catch_warnings():
+    w.simplefilter("error", sch.ScheduleWarning)
+    sp = sj.progressive_nm(sj.NM(2, 4), total_steps=10_000, dense_steps=1_000,
+                           finetune_steps=1_000, decay=decay)
+  sched = sp.schedule.nm_schedule(2, 4)
+  last, finetune = _beta_at_sparse_end(sched)
+  # t = S - 1 at the last sparse step: one step short of end_beta = 0.01.
+  c = sch.decay_rate(decay, 8_000)
+  expected = (1 - c * 7_999) if decay == "linear" else np.exp(-c * 7_999)
+  assert last == pytest.approx(expected, rel=1e-4)
+  assert 0.0099 < last < 0.0102 and finetune == 0.0
+
+
+def test_decay_rate_formula_and_custom_end_beta():
+  assert sch.decay_rate("linear", 200, 0.0) == pytest.approx(1 / 200)
+  assert sch.decay_rate("exponential", 50, 0.1) == pytest.approx(
+      np.log(10) / 50)
+  with pytest.warns(sch.ScheduleWarning, match="lower `end_beta`"):
+    sched = sch.NMSchedule((2, 4), sch.Phases(100), decay="exponential",
+                           end_beta=0.2)
+  assert float(sched.beta_schedule()(100)) == pytest.approx(0.2, rel=1e-5)
+
+
+@pytest.mark.parametrize("decay,end_beta", [("exponential", 0.0),
+                                            ("linear", 1.0),
+                                            ("linear", -0.1),
+                                            ("exponential", float("nan"))])
+def test_decay_rate_rejects_end_beta_out_of_range(decay, end_beta):
+  with pytest.raises(ValueError, match="end_beta"):
+    sj.progressive_nm(sj.NM(2, 4), total_steps=100, decay=decay,
+                      end_beta=end_beta)
+
+
+def test_explicit_rate_is_kept_and_a_cliff_warns_once():
+  with pytest.warns(sch.ScheduleWarning,
+                    match=r"beta is still 0\.449 .*step 9000") as record:
+    sp = sj.progressive_nm(sj.NM(2, 4), total_steps=10_000, dense_steps=1_000,
+                           finetune_steps=1_000, decay="exponential", c=1e-4)
+  assert len(record) == 1
+  assert _beta_at_sparse_end(sp.schedule.nm_schedule(2, 4))[0] == (
+      pytest.approx(np.exp(-1e-4 * 7_999), rel=1e-5))
+  # Using the method (under jit too) does not warn again.
+  import warnings as w
+  params = {"w": jnp.ones((8, 4))}
+  with w.catch_warnings():
+    w.simplefilter("error", sch.ScheduleWarning)
+    state = sp.init(params)
+    jax.jit(sp.view)(params, state)
+    jax.jit(sp.diagnostics)(state)
+
+
+def test_custom_decay_that_ends_high_warns():
+  with pytest.warns(sch.ScheduleWarning, match="exactly sparse export"):
+    sch.NMSchedule((2, 4), sch.Phases(100), decay=lambda t: 0.5)

@@ -112,7 +112,13 @@ class ProgressiveNM(Constant):
       (n, m) frames ending at each rule's target.
     decay: None (hard mask), "linear", "exponential" or `t -> beta` (t from
       the sparse-phase start).
-    c: rate of a named decay (defaults: linear 8e-4, exponential 1e-4).
+    c: rate of a named decay, kept as given; None takes it from the sparse
+      phase's length so that beta reaches `end_beta` as it ends
+      (`sparsejax.schedules.decay_rate`).
+    end_beta: beta at the end of the sparse phase when `c` is None.
+
+  A beta still above 0.05 when the sparse phase ends warns once, at
+  construction (`sparsejax.schedules.ScheduleWarning`).
 
   >>> sched = ProgressiveNM(total_steps=100, structure="stepwise")
   >>> sched.table([0, 99], (1, 8)).n
@@ -125,13 +131,14 @@ class ProgressiveNM(Constant):
   structure: Any = None
   decay: Any = "exponential"
   c: float | None = None
+  end_beta: float = 0.01
 
   def __post_init__(self):
     if isinstance(self.structure, list):
       object.__setattr__(self, "structure",
                          tuple(tuple(f) for f in self.structure))
     self.phases  # validates the phase lengths  # noqa: B018
-    self.nm_schedule(1, 1)  # validates decay and c
+    self.nm_schedule(1, 1, warn=True)  # validates decay and c; warns once
 
   @functools.cached_property
   def phases(self) -> schedules.Phases:
@@ -139,12 +146,12 @@ class ProgressiveNM(Constant):
     return schedules.Phases(self.total_steps, self.dense_steps,
                             self.finetune_steps)
 
-  def nm_schedule(self, n: int, m: int,
-                  structure: Any = None) -> schedules.NMSchedule:
+  def nm_schedule(self, n: int, m: int, structure: Any = None,
+                  warn: bool = False) -> schedules.NMSchedule:
     """The `NMSchedule` of a target `n:m`."""
     return schedules.NMSchedule(target=(n, m), phases=self.phases,
                                 structure=structure, decay=self.decay,
-                                c=self.c)
+                                c=self.c, end_beta=self.end_beta, warn=warn)
 
   def for_pattern(self, pattern: Any) -> schedules.NMSchedule:
     """The `NMSchedule` of one target pattern (with the structure frames)."""

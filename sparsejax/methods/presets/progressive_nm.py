@@ -14,7 +14,8 @@ from sparsejax.methods import schedule
 def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
                    dense_steps: int = 0, finetune_steps: int = 0,
                    structure: Any = None, decay: Any = "exponential",
-                   c: float | None = None, grad: str = "identity",
+                   c: float | None = None, end_beta: float = 0.01,
+                   grad: str = "identity",
                    score: Callable[..., Any] = scores.magnitude,
                    on_unused: str = "warn") -> method_lib.Method:
   """Dense, sparse and fine-tune phases; mask decay and structure decay.
@@ -32,7 +33,12 @@ def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
     structure: SDGF frames: None, "stepwise", "geometric" or a list.
     decay: MDGF decay of beta: None (hard), "linear", "exponential" or a
       callable `t -> beta` (t from the sparse-phase start).
-    c: rate for a named decay (defaults: linear 8e-4, exponential 1e-4).
+    c: rate for a named decay, kept as given. None (the default) takes it
+      from the sparse phase's length, so that beta reaches `end_beta` when
+      the hard-mask fine-tune starts (`sparsejax.schedules.decay_rate`); a
+      beta still above 0.05 there warns (`ScheduleWarning`). The published
+      rates (linear 8e-4, exponential 1e-4) suit runs of ~10^5 steps.
+    end_beta: beta at the end of the sparse phase when `c` is None (0.01).
     grad: "identity" (published reference) or "autodiff" backward.
     score: what the mask keeps the top of (default |W|).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
@@ -65,6 +71,6 @@ def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
       schedule=schedule.ProgressiveNM(
           total_steps=total_steps, dense_steps=dense_steps,
           finetune_steps=finetune_steps, structure=structure, decay=decay,
-          c=c),
+          c=c, end_beta=end_beta),
       forward=forward.MaskDecay(grad), policy=policies.Refresh(),
       on_unused=on_unused)
