@@ -21,6 +21,7 @@ from sparsejax.pretrain import evaluate as evaluate_lib
 from sparsejax.pretrain import export as export_lib
 from sparsejax.pretrain import metrics as metrics_lib
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import progress as progress_lib
 from sparsejax.pretrain import plots as plots_lib
 from sparsejax.pretrain import report as report_lib
 from sparsejax.pretrain import step as step_lib
@@ -110,8 +111,8 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
                                     np.arange(total + 1))
   step_fn = step_lib.make_train_step(arm, plan_lib.learning_rate(cfg))
   evaluator = _Evaluator(arm)
-  bar = report_lib.ProgressBar(total, start, arm.name,
-                               enabled=progress and cfg.progress)
+  bar = progress_lib.Progress(total, start, arm.name,
+                              enabled=progress and cfg.progress)
   timed_s, paused, since_log = 0.0, 0.0, 0
   t_first = t_log = None
   last_eval = None
@@ -129,6 +130,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
         jax.block_until_ready(metrics["loss"])
         t_first = t_log = time.perf_counter()
         since_log = 0
+        bar.started(s)
       if s % cfg.log_every == 0 or s == end:
         record, now = dict(jax.device_get(metrics)), time.perf_counter()
         if since_log and now > t_log + paused:
@@ -137,7 +139,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
           if key in table and key not in record:
             record[key] = table[key][s]
         writer.write(s, record)
-        bar.update(s, f"loss {float(record['loss']):.3f}")
+        bar.update(s, loss=float(record["loss"]))
         t_log, paused, since_log = now, 0.0, 0
         skipped = int(record["skipped"])
       elif s % cfg.checkpoint.every == 0:  # the save syncs anyway

@@ -1,6 +1,7 @@
-"""What a run shows: progress bar, schedule and the final report.
+"""What a run shows: the schedule and the final report.
 
-* a text progress bar per arm;
+(The progress display is :mod:`sparsejax.pretrain.progress`.)
+
 * the schedule of the sparse arm on the host (N:M frame, beta, phase), for
   the metrics and the plots (:mod:`sparsejax.pretrain.plots`);
 * the final report: validation loss, perplexity and speed of each arm, then
@@ -10,86 +11,17 @@ Only process 0 prints or writes.
 """
 from __future__ import annotations
 
-import math
-import sys
-import time
 from typing import Any
 
 import numpy as np
 
 import sparsejax as sj
-from sparsejax.pretrain import metrics as metrics_lib
 from sparsejax.summary import Summary
 
 __all__ = [
-    "ProgressBar",
     "schedule_table",
     "format_report",
 ]
-
-
-class ProgressBar:
-  """A one-line text progress bar on stderr.
-
-  On a terminal the line is redrawn in place; otherwise a line is printed
-  about every tenth of the run.
-
-  Args:
-    total: Number of steps.
-    start: The step the bar starts at (after a resume).
-    label: Prefix of the line.
-    enabled: ``False`` prints nothing.
-    stream: Output stream (default ``sys.stderr``).
-
-  Example:
-    >>> import io
-    >>> out = io.StringIO()
-    >>> bar = ProgressBar(10, label="dense", stream=out)
-    >>> bar.update(10, "loss 1.0")
-    >>> bar.close()
-    >>> "10/10" in out.getvalue()
-    True
-  """
-
-  def __init__(self, total: int, start: int = 0, label: str = "",
-               enabled: bool = True, stream: Any = None):
-    self.total, self.start, self.label = total, start, label
-    self.enabled = enabled and metrics_lib.is_main()
-    self.stream = sys.stderr if stream is None else stream
-    self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-    self._t0 = time.perf_counter()
-    self._last_printed = -1
-
-  def update(self, step: int, text: str = "") -> None:
-    """Redraws the bar at ``step`` with ``text`` after it."""
-    if not self.enabled:
-      return
-    frac = step / max(self.total, 1)
-    width = 24
-    filled = int(round(width * frac))
-    bar = "#" * filled + "-" * (width - filled)
-    elapsed = time.perf_counter() - self._t0
-    done = step - self.start
-    eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
-    eta_s = ("?" if not math.isfinite(eta) else
-             f"{int(eta) // 60}:{int(eta) % 60:02d}")
-    line = (f"{self.label:>6} [{bar}] {step}/{self.total} {text} "
-            f"eta {eta_s}")
-    if self.tty:
-      self.stream.write("\r" + line.ljust(100))
-      self.stream.flush()
-    else:
-      tenth = int(10 * frac)
-      if tenth != self._last_printed or step == self.total:
-        self._last_printed = tenth
-        self.stream.write(line + "\n")
-        self.stream.flush()
-
-  def close(self) -> None:
-    """Ends the line."""
-    if self.enabled and self.tty:
-      self.stream.write("\n")
-      self.stream.flush()
 
 
 def schedule_table(sparsifier: Any, rules: list[sj.Rule], steps: Any
