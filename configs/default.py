@@ -4,10 +4,15 @@ Progressive 2:4 next to a dense baseline on the ``pydoc_data`` text; the
 same config as running without ``--config``.
 """
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the default config.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -16,4 +21,4 @@ def get_config():
     >>> get_config().sparsity.method
     'progressive_nm'
   """
-  return config_lib.get_config()
+  return variants.sized(config_lib.get_config(), variant)

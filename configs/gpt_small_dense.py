@@ -7,10 +7,15 @@ The mesh is pure data parallel over every local device. Needs
 ``--config.data.paths=...``.
 """
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the recipe.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -45,5 +50,4 @@ def get_config():
   c.eval.batch_size = 64
   c.eval.max_windows = 1024
   c.log_every = 50
-  c.progress = False
-  return c
+  return variants.sized(c, variant)

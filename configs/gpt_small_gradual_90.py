@@ -7,10 +7,15 @@ Cubic schedule from 0 to 90% unstructured sparsity per block kernel between
 import os
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the recipe.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -28,4 +33,4 @@ def get_config():
   c.sparsity.begin_fraction = 0.25
   c.sparsity.end_fraction = 0.75
   c.sparsity.frequency = 1000
-  return c
+  return variants.sized(c, variant)

@@ -8,10 +8,15 @@ decaying beta, then hard 1:8 fine-tuning for the last 10%. Needs
 import os
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the recipe.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -30,4 +35,4 @@ def get_config():
   c.sparsity.structure = "stepwise"
   c.sparsity.decay = "exponential"
   c.sparsity.c = 1e-4
-  return c
+  return variants.sized(c, variant)

@@ -7,10 +7,15 @@ Needs ``--config.data.paths=...``.
 import os
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the recipe.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -29,4 +34,4 @@ def get_config():
   c.sparsity.alpha = 0.3
   c.sparsity.delta_t = 100
   c.sparsity.t_end_fraction = 0.75
-  return c
+  return variants.sized(c, variant)

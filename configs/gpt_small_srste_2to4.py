@@ -6,10 +6,15 @@ AdamW. Needs ``--config.data.paths=...`` (plain text files or folders).
 import os
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the recipe.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -23,4 +28,4 @@ def get_config():
   c.sparsity.method = "srste"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.srste_decay = 6e-5
-  return c
+  return variants.sized(c, variant)

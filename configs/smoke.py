@@ -1,9 +1,14 @@
 """A few steps of a tiny model: the default run shrunk for CI (seconds)."""
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the smoke config.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -31,4 +36,4 @@ def get_config():
   c.eval.max_windows = 16
   c.log_every = 2
   c.outputs.plots = False
-  return c
+  return variants.sized(c, variant)

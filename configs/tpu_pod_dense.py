@@ -10,10 +10,15 @@ its rows. Launch on every host with ``--config.data.paths=...`` and a shared
 import os
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the recipe.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -43,4 +48,4 @@ def get_config():
   c.mesh.tensor = 1
   c.eval.batch_size = 256
   c.distributed = True
-  return c
+  return variants.sized(c, variant)

@@ -7,10 +7,15 @@ Geometric frames 8:64, 4:32, 2:16, 1:8 (every group axis is a multiple of
 import os
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import variants
 
 
-def get_config():
+def get_config(variant: str = ""):
   """Returns the recipe.
+
+  Args:
+    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
+      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
 
   Returns:
     A ``ConfigDict``.
@@ -29,4 +34,4 @@ def get_config():
   c.sparsity.structure = "geometric"
   c.sparsity.decay = "exponential"
   c.sparsity.c = 1e-4
-  return c
+  return variants.sized(c, variant)

@@ -2,8 +2,10 @@
 
 Arguments::
 
-  --config FILE          a config file with get_config() (default: the
-                         embedded default, sparsejax/pretrain/config.py)
+  --config FILE[:VARIANT]
+                         a config file with get_config() (default: the
+                         embedded default, sparsejax/pretrain/config.py);
+                         FILE:cpu is a recipe sized for a 2-core CPU
   --config.KEY=VALUE     override one key (e.g. --config.optim.lr=1e-3)
   --workdir DIR          output folder; a compatible run there is resumed
   --verbosity N          absl logging level (default: warnings only)
@@ -33,7 +35,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "config.py")
 """Path of the embedded default config (used when no ``--config``)."""
 
-USAGE = ("usage: python -m sparsejax.pretrain [--config FILE] "
+USAGE = ("usage: python -m sparsejax.pretrain [--config FILE[:VARIANT]] "
          "[--config.KEY=VALUE ...] [--workdir DIR] [--verbosity N]")
 
 _OPTIONS = ("--config", "--workdir", "--verbosity")
@@ -150,6 +152,22 @@ def _split(argv: Sequence[str]) -> list[tuple[str, str | None]]:
   return out
 
 
+def split_variant(spec: str) -> tuple[str, ...]:
+  """``FILE`` or ``FILE:VARIANT`` -> ``(FILE,)`` or ``(FILE, VARIANT)``.
+
+  Example:
+    >>> split_variant("configs/gpt_small_rigl_90.py:cpu")
+    ('configs/gpt_small_rigl_90.py', 'cpu')
+    >>> split_variant("configs/smoke.py")
+    ('configs/smoke.py',)
+  """
+  head, sep, tail = spec.rpartition(":")
+  if not sep or not head or os.sep in tail or "/" in tail or os.path.isfile(
+      spec):
+    return (spec,)
+  return head, tail
+
+
 def parse_args(argv: Sequence[str]) -> Args:
   """Parses and checks the command line (without the program name).
 
@@ -197,7 +215,7 @@ def parse_args(argv: Sequence[str]) -> Args:
       raise config_lib.ConfigError(
           f"unknown option {name!r}" +
           (f"; did you mean {near!r}?" if near else f"; {USAGE}."))
-  config = config_lib.load_config_file(path)
+  config = config_lib.load_config_file(*split_variant(path))
   for key, value in overrides:
     set_override(config, key, value)
   validation.validate(config)

@@ -15,6 +15,7 @@ line; its syntax is :func:`sparsejax.rules.parse_rules`'s, e.g.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 from typing import Any
@@ -114,7 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.sparsity.finetune_fraction = 0.2
   c.sparsity.structure = "stepwise"   # "", "stepwise" or "geometric"
   c.sparsity.decay = "linear"         # "", "linear" or "exponential"
-  # Mask-decay rate; None: the method default (linear 8e-4, exp. 1e-4).
+  # Mask-decay rate per step; None: from the sparse phase's length (beta
+  # reaches 0.01 as the fine-tune starts).
   c.sparsity.c = config_dict.placeholder(float)
   c.sparsity.c = 4e-3  # linear: beta falls 1 -> 0 over 250 sparse steps
   c.sparsity.grad = "identity"        # "identity" or "autodiff"
@@ -203,6 +205,9 @@ def load_config_file(path: str | os.PathLike, *args: Any
                      ) -> ml_collections.ConfigDict:
   """Calls ``get_config(*args)`` of a config file, as ``--config`` does.
 
+  ``--config FILE:VARIANT`` passes ``VARIANT`` (e.g. ``cpu``, see
+  :mod:`sparsejax.pretrain.variants`).
+
   Config files build on each other with it, e.g. a recipe on its scale:
   ``load_config_file(os.path.join(os.path.dirname(__file__), "gpt_small.py"))``.
 
@@ -233,6 +238,10 @@ def load_config_file(path: str | os.PathLike, *args: Any
     spec.loader.exec_module(module)
     if not callable(getattr(module, "get_config", None)):
       raise ConfigError(f"config file {path!r} defines no get_config().")
+    if args and not inspect.signature(module.get_config).parameters:
+      raise ConfigError(
+          f"config file {path!r} takes no variant (its get_config() has no "
+          f"argument); drop ':{':'.join(map(str, args))}'.")
     config = module.get_config(*args)
   except ConfigError:
     raise
