@@ -30,3 +30,17 @@ def test_readme_python_blocks_run_as_written():
   for i, block in enumerate(python_blocks(README.read_text())):
     code = compile(block, f"README.md python block {i + 1}", "exec")
     exec(code, namespace)  # noqa: S102 - the README's own example
+
+
+def test_readme_and_help_quote_the_same_figures():
+  """One number for one thing: every figure `--help` gives for the default
+  job (wall times, losses, gaps) is the README's."""
+  from sparsejax.pretrain import cli
+
+  overview = cli.help_text().split("\n\n")[1]
+  figures = re.findall(r"\d+ s\b|[+-]?\d+\.\d+%?", overview)
+  assert len(figures) >= 6, overview
+  readme = README.read_text()
+  missing = [f for f in figures if f not in readme]
+  assert not missing, f"--help quotes {missing}, which README.md does not"
+  assert "python -m sparsejax.pretrain" in overview

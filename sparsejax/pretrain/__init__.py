@@ -4,9 +4,12 @@ With no arguments this trains the embedded default -- a small byte-level GPT
 on the ``pydoc_data`` help text that ships with Python, with progressive 2:4
 sparsity -- next to its dense baseline, and prints the validation loss and
 perplexity of both, their steps/s, the per-layer sparsity and the N:M
-pattern reached. On a shared 2-core CPU it took 162 s (224 s on a busier
-machine) for both runs of 500 steps, reaching a validation loss of 1.537 nats/byte dense and 1.562 with
-progressive 2:4 (+1.6%; 2:4 SR-STE: 1.565, +1.8%).
+pattern reached. Both runs of 500 steps, compile included, took 67 s on an
+otherwise idle 2-core CPU, 162 s with other work sharing the two cores
+(``python -m sparsejax.pretrain``), reaching a validation loss of 1.5370
+nats/byte dense and 1.5616 with progressive 2:4 (+1.60%; 2:4 SR-STE, with
+``--config configs/srste.py``: 1.5653, +1.84%). Every recipe in ``configs/``
+also runs CPU-sized: ``--config configs/gpt_small_rigl_90.py:cpu``.
 
 Configs
 -------

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr, flush=True)
     return EXIT_CONFIG
   if args.help:
-    print(cli.USAGE + "\n\n" + (cli.__doc__ or ""), flush=True)
+    print(cli.help_text(), flush=True)
     return 0
   logging.set_verbosity(logging.WARNING if args.verbosity is None
                         else args.verbosity)  # orbax logs every save at INFO

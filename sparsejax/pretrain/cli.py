@@ -152,6 +152,22 @@ def _split(argv: Sequence[str]) -> list[tuple[str, str | None]]:
   return out
 
 
+def help_text() -> str:
+  """What ``--help`` prints: usage, what the default job does, the options.
+
+  The default job's description (and its measured figures) is the one of
+  :mod:`sparsejax.pretrain`, so ``--help`` and the package docs agree.
+
+  Example:
+    >>> help_text().startswith(USAGE)
+    True
+  """
+  import sparsejax.pretrain as package
+  overview = (package.__doc__ or "").split("\nConfigs\n", 1)[0]
+  overview = overview.split("\n\n", 1)[-1].strip()
+  return f"{USAGE}\n\n{overview}\n\n{__doc__ or ''}"
+
+
 def split_variant(spec: str) -> tuple[str, ...]:
   """``FILE`` or ``FILE:VARIANT`` -> ``(FILE,)`` or ``(FILE, VARIANT)``.
 
