@@ -66,12 +66,12 @@ BY_HAND = {"magnitude": (r".*kernel", PATTERNS),
 
 
 @pytest.mark.parametrize("method", list(BY_HAND))
-def test_deltas_equal_pruning_one_layer_by_hand(setup, method):
+def test_deltas_equal_pruning_one_layer_by_hand(setup, magnitude_scan, method):
   params, heldout, calib = setup
   layers, patterns = BY_HAND[method]
-  scan = sj.sensitivity(loss_fn, params, layers, patterns, heldout,
-                        method=method, model=MODEL, calibration_batches=calib,
-                        progress=False)
+  scan = magnitude_scan if method == "magnitude" else sj.sensitivity(
+      loss_fn, params, layers, patterns, heldout, method=method, model=MODEL,
+      calibration_batches=calib, progress=False)
   dense = heldout_loss(params, heldout)
   np.testing.assert_allclose(scan.dense_loss, dense, rtol=1e-6)
   checked = 0
@@ -115,16 +115,11 @@ def test_unfit_pattern_is_an_na_cell(magnitude_scan):
 def test_bytes_are_the_exported_size(setup, magnitude_scan):
   params = setup[0]
   scan = magnitude_scan
-  for i, j in [(1, 0), (1, 1), (1, 3), (2, 2)]:
-    rule = sj.allocation.layer_rule(scan.layers[i], PATTERNS[j])
-    masks = sj.compute_masks(params, rule)
-    exported = sj.deploy.export(params, masks, rule)
-    leaf = dict(named_leaves(params))[scan.layers[i]]
-    expected = sj.deploy.storage_bytes(
-        exported["Dense_1" if i == 1 else "Dense_2"]["kernel"])
-    assert scan.nbytes[i, j] == min(expected, leaf.nbytes)
+  rule = sj.allocation.layer_rule("Dense_1/kernel", sj.NM(1, 4))
+  exported = sj.deploy.export(params, sj.compute_masks(params, rule), rule)
+  compressed = sj.deploy.storage_bytes(exported["Dense_1"]["kernel"])
+  assert scan.nbytes[1, 1] == compressed < scan.dense_bytes[1]
   assert scan.nbytes[1, 3] == scan.dense_bytes[1]  # unstructured: no format
-  assert scan.nbytes[1, 1] < scan.dense_bytes[1]
 
 
 def test_loss_is_traced_once_for_every_layer_and_pattern(setup, maybe_jit):
@@ -146,7 +141,7 @@ def test_allocated_rules_prune_to_the_budget(setup, magnitude_scan,
   params = setup[0]
   scan = magnitude_scan
   total = int(scan.sizes.sum())
-  for budget in (0.5, 0.3, 0.2):
+  for budget in (0.3, 0.2):
     best = sj.allocate(scan, budget)
     masks = maybe_jit(lambda p: sj.compute_masks(p, best.rules))(params)
     kept = sum(int(dict(named_leaves(masks))[p].sum()) for p in scan.layers)
