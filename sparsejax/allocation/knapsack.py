@@ -201,14 +201,18 @@ def uniform(scan: SensitivityScan, budget: float, *,
     ValueError: no single pattern meets the budget (the message states the
       smallest budget one meets).
 
+  Two layers of 16 entries; 2:4 costs 0.1 on either, 1:4 0.5 and 0.3:
+
   >>> from sparsejax.patterns import NM
+  >>> kept, fits = np.array([[8, 4]] * 2), ((None, None),) * 2
   >>> scan = SensitivityScan(("a", "b"), (NM(2, 4), NM(1, 4)),
-  ...     np.array([[0.1, 0.5], [0.2, 0.3]]), 1.0,
-  ...     np.array([[8, 4], [8, 4]]), np.array([[48, 32], [48, 32]]),
-  ...     np.array([16, 16]), np.array([64, 64]),
-  ...     ((None, None), (None, None)), "magnitude")
-  >>> [str(p) for p in uniform(scan, 0.375).patterns]
-  ['1:4', '1:4']
+  ...     np.array([[0.1, 0.5], [0.1, 0.3]]), 1.0, kept, 4 * kept,
+  ...     np.array([16, 16]), np.array([64, 64]), fits, "magnitude")
+  >>> best = uniform(scan, 0.375)  # 2:4 everywhere keeps 0.5: too much
+  >>> [str(p) for p in best.patterns], best.predicted_delta
+  (['1:4', '1:4'], 0.8)
+  >>> [str(p) for p in allocate(scan, 0.375).patterns]  # 0.4: better
+  ['2:4', '1:4']
   """
   _check_scan(scan)
   capacity, state = _capacity(scan, budget, budget_kind)
