@@ -12,6 +12,7 @@ import pytest
 import sparsejax as sj
 from sparsejax.allocation import SensitivityScan
 from sparsejax.allocation import uniform
+from sparsejax.oneshot import calibration
 from sparsejax.rules import named_leaves
 
 PATTERNS = (sj.NM(2, 4), sj.NM(1, 4), sj.NM(2, 16), sj.Unstructured(0.75))
@@ -66,12 +67,21 @@ BY_HAND = {"magnitude": (r".*kernel", PATTERNS),
 
 
 @pytest.mark.parametrize("method", list(BY_HAND))
-def test_deltas_equal_pruning_one_layer_by_hand(setup, magnitude_scan, method):
+def test_deltas_equal_pruning_one_layer_by_hand(setup, magnitude_scan, method,
+                                                monkeypatch):
   params, heldout, calib = setup
   layers, patterns = BY_HAND[method]
+  passes = []
+  collect = calibration.Calibrator.collect
+  monkeypatch.setattr(calibration.Calibrator, "collect",
+                      lambda self, *a, **kw: passes.append(a[1]) or collect(
+                          self, *a, **kw))
   scan = magnitude_scan if method == "magnitude" else sj.sensitivity(
       loss_fn, params, layers, patterns, heldout, method=method, model=MODEL,
       calibration_batches=calib, progress=False)
+  monkeypatch.undo()
+  # Statistics of every scanned layer come from one calibration pass.
+  assert passes == ([] if method == "magnitude" else [list(scan.layers)])
   dense = heldout_loss(params, heldout)
   np.testing.assert_allclose(scan.dense_loss, dense, rtol=1e-6)
   checked = 0
