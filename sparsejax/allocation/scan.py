@@ -215,7 +215,9 @@ def sensitivity(loss_fn: Callable[[Any, Any], Any], params: Any,
     progress: show a progress bar over the (layer, pattern) pairs.
 
   Returns:
-    A `SensitivityScan`.
+    A `SensitivityScan`. A pattern the method cannot apply to a layer (shape
+    not divisible, pattern not expressible) is an "n/a" cell, not an error:
+    `fits` False, NaN delta, the reason in `unfit`.
 
   Raises:
     ValueError: no layer, no pattern, no held-out or calibration batch, an
