@@ -146,7 +146,10 @@ def main():
   parser.add_argument("--workdir", default="workdir-oneshot-gpt")
   parser.add_argument("--method", default="wanda",
                       choices=sj.methods.names("oneshot"))
-  parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3])
+  # 0.25: uniform 1:4 / unstructured 75% keep exactly that, so both arms
+  # spend the same budget (at 0.3 the uniform arm can only keep 0.25).
+  parser.add_argument("--budgets", type=float, nargs="+",
+                      default=[0.5, 0.3, 0.25])
   parser.add_argument("--windows", type=int, default=128)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--heldout-batches", type=int, default=4,
