@@ -19,6 +19,7 @@ other half of the held-out data, so the allocation is not scored on the data
 that chose it. The heat map is written to a temp directory.
 
 Run: python -m benchmarks.allocation [--workdir DIR] [--method wanda]
+     [--budgets 0.5 0.3 0.25] [--nm-only]
 """
 
 import argparse
@@ -44,14 +45,19 @@ GPT_LAYERS = r"block_\d+/(attn/(query|key|value|out)|mlp/fc[12])/kernel"
 BERT_LAYERS = r"layer_\d+/(attn/(query|key|value|out)|mlp/fc[12])/kernel"
 
 
+def candidates(args):
+  """The candidate patterns: all, or the N:M ones only (`--nm-only`)."""
+  return tuple(p for p in PATTERNS if p.is_nm or not args.nm_only)
+
+
 def halves(batches):
   """The first half (for the scan) and the second (for the final score)."""
   half = len(batches) // 2
   return batches[:half], batches[half:]
 
 
-def compare(name, loss_fn, params, layers, model, calib, heldout, budgets,
-            method, outdir):
+def compare(name, loss_fn, params, layers, model, calib, heldout, patterns,
+            budgets, method, outdir):
   """Scans, allocates at each budget, prunes and scores; prints a table."""
   scan_batches, score_batches = halves(heldout)
   score = jax.jit(loss_fn)
@@ -60,10 +66,10 @@ def compare(name, loss_fn, params, layers, model, calib, heldout, budgets,
     return float(np.mean([float(score(p, b)) for b in score_batches]))
 
   start = time.perf_counter()
-  scan = sj.sensitivity(loss_fn, params, layers, PATTERNS, scan_batches,
+  scan = sj.sensitivity(loss_fn, params, layers, patterns, scan_batches,
                         method=method, model=model,
                         calibration_batches=calib)
-  print(f"{name}: scanned {len(scan.layers)} layers x {len(PATTERNS)} "
+  print(f"{name}: scanned {len(scan.layers)} layers x {len(patterns)} "
         f"patterns ({method}) in {time.perf_counter() - start:.0f} s; "
         f"heat map {scan.plot(os.path.join(outdir, f'{name}_scan.png'))}")
   dense = final_loss(params)
@@ -74,7 +80,8 @@ def compare(name, loss_fn, params, layers, model, calib, heldout, budgets,
       pruned, _ = sj.oneshot.prune(model, params, calib,
                                    list(allocation.rules), method=method)
       rows.append((budget, label, allocation, final_loss(pruned)))
-      chosen = [str(p) if p else "dense" for p in allocation.patterns]
+      chosen = [str(p) if p is not None else "dense"
+                for p in allocation.patterns]
       print(f"  budget {budget:.0%} {label}: {chosen}", flush=True)
 
   print(f"\n{name}: dense held-out loss {dense:.4f} (scan half: "
@@ -84,7 +91,8 @@ def compare(name, loss_fn, params, layers, model, calib, heldout, budgets,
   print("|---|---|---|---|---|---|")
   for budget, label, allocation, loss in rows:
     if label == "uniform":
-      label = "uniform " + next(str(p) for p in allocation.patterns if p)
+      label = "uniform " + next(
+          (str(p) for p in allocation.patterns if p is not None), "dense")
     print(f"| {budget:.0%} | {label} | {allocation.kept_fraction:.3f} | "
           f"{allocation.predicted_delta:+.4f} | {loss:.4f} | "
           f"{loss - dense:+.4f} |")
@@ -105,7 +113,7 @@ def gpt_comparison(args, outdir):
         f" layers; calibration {len(calib)} batches; held-out {len(heldout)} "
         f"batches of {args.batch_size} x {seq_len} bytes")
   compare("gpt", gpt.make_loss_fn(model), params, GPT_LAYERS, model, calib,
-          heldout, args.budgets, args.method, outdir)
+          heldout, candidates(args), args.budgets, args.method, outdir)
 
 
 def minilm_comparison(args, outdir):
@@ -138,7 +146,7 @@ def minilm_comparison(args, outdir):
     return 1.0 - jnp.mean(jnp.sum(embed(params, *b[:3]) * b[3], axis=-1))
 
   compare("minilm", distortion, encoder.params, BERT_LAYERS, encoder.model,
-          calib, heldout, args.budgets, args.method, outdir)
+          calib, heldout, candidates(args), args.budgets, args.method, outdir)
 
 
 def main():
@@ -150,6 +158,8 @@ def main():
   # spend the same budget (at 0.3 the uniform arm can only keep 0.25).
   parser.add_argument("--budgets", type=float, nargs="+",
                       default=[0.5, 0.3, 0.25])
+  parser.add_argument("--nm-only", action="store_true",
+                      help="candidates 2:4, 1:4, 1:8 only (no unstructured)")
   parser.add_argument("--windows", type=int, default=128)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--heldout-batches", type=int, default=4,
