@@ -96,7 +96,8 @@ def test_deltas_equal_pruning_one_layer_by_hand(setup, magnitude_scan, method,
     assert int(mask.sum()) == scan.kept[i, j], (path, pattern)
     np.testing.assert_allclose(scan.deltas[i, j],
                                heldout_loss(new, heldout) - dense,
-                               rtol=1e-4, atol=1e-6, err_msg=f"{path} {pattern}")
+                               rtol=1e-4, atol=1e-6,
+                               err_msg=f"{path} {pattern}")
     checked += 1
   assert checked == int(scan.fits.sum()) >= 2
 

@@ -132,7 +132,8 @@ def _check_patterns(patterns):
       raise _checks.ParamTypeError(
           f"patterns[{j}] must be a sparsejax pattern; got {pattern!r}.")
   if len(set(patterns)) != len(patterns):
-    raise ValueError(f"patterns holds duplicates: {[str(p) for p in patterns]}.")
+    raise ValueError(
+        f"patterns holds duplicates: {[str(p) for p in patterns]}.")
   return patterns
 
 
