@@ -14,6 +14,8 @@ in a namespace:
 `sj.flax`                 `sparsify` (Linen and NNX), layer interception,
                           `serving`
 `sj.oneshot`              calibration, Wanda, SparseGPT, magnitude
+`sj.allocation`           per-layer `sensitivity` scan (heat map) and
+                          `allocate` to a budget (`uniform` baseline)
 `sj.deploy`               `export` to compressed formats, `storage_bytes`
 `sj.formats`              the compressed formats (`pallas_kernels.formats`)
 `sj.masks`, `sj.rules`,   helpers: `dense_mask`, `is_dense`, `named_leaves`,
@@ -33,6 +35,7 @@ Importing sparsejax loads neither the pretraining application
 """
 
 from pallas_kernels import formats
+from sparsejax import allocation
 from sparsejax import decay
 from sparsejax import deploy
 from sparsejax import distributions
@@ -47,6 +50,8 @@ from sparsejax import scores
 from sparsejax import sharding
 from sparsejax import summary
 from sparsejax import views
+from sparsejax.allocation import allocate
+from sparsejax.allocation import sensitivity
 from sparsejax.decay import masked_decay
 from sparsejax.masks import apply_masks
 from sparsejax.masks import check_masks
@@ -80,7 +85,7 @@ from sparsejax.summary import summarize
 
 __version__ = "0.1.0"
 
-# The day-to-day names (30); namespaces follow.
+# The day-to-day names (32); namespaces follow.
 __all__ = [
     # patterns and rules
     "NM", "Unstructured", "Block", "Channel", "Pattern", "Rule",
@@ -94,8 +99,10 @@ __all__ = [
     "topkast", "srigl",
     # optax and reporting
     "wrap", "sparsity_state", "masked_decay", "summarize",
+    # sensitivity and budgeted allocation
+    "sensitivity", "allocate",
     # namespaces
     "methods", "scores", "views", "schedules", "distributions", "decay",
-    "flax", "oneshot", "deploy", "formats", "masks", "rules", "packing",
-    "sharding", "summary",
+    "flax", "oneshot", "allocation", "deploy", "formats", "masks", "rules",
+    "packing", "sharding", "summary",
 ]
