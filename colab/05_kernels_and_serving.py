@@ -30,7 +30,8 @@
 #    `sj.flax.serving()`;
 # 5. an honest timing cell.
 #
-# It runs on a CPU runtime in about a minute. On CPU the Pallas kernels run in
+# Run time on a 2-core CPU runtime: 121 s measured with other work sharing
+# the two cores (less on an idle one). On CPU the Pallas kernels run in
 # **interpret mode** (correct, slow: for testing only); on a GPU or TPU runtime
 # the same cells run the real kernels.
 
