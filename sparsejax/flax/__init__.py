@@ -19,6 +19,7 @@ The param-transform path needs none of this and works for any model:
 `nnx.merge(graphdef, sparsifier.view(params, state))(x)` (NNX).
 """
 
+from sparsejax.flax.activation_sparsity import ACTIVATION_SPARSITY
 from sparsejax.flax.activation_sparsity import ActivationSparse
 from sparsejax.flax.activation_sparsity import achieved_sparsity
 from sparsejax.flax.activation_sparsity import sparsify_activations
@@ -32,6 +33,7 @@ from sparsejax.flax.intercept import intercept_dense
 from sparsejax.flax.compressed import serving
 
 __all__ = [
+    "ACTIVATION_SPARSITY",
     "ActivationSparse",
     "COLLECTION",
     "DenseCall",

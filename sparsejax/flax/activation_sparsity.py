@@ -36,7 +36,8 @@ fraction}`, inside a jitted step too:
 >>> params = model.init(jax.random.key(0), x)["params"]
 >>> @jax.jit
 ... def forward(params, x):
-...   y, stats = model.apply({"params": params}, x, mutable=[COLLECTION])
+...   y, stats = model.apply({"params": params}, x,
+...                          mutable=[ACTIVATION_SPARSITY])
 ...   return y, achieved_sparsity(stats)
 >>> y, sparsity = forward(params, x)
 >>> {path: float(v) for path, v in sparsity.items()}
@@ -62,10 +63,10 @@ from sparsejax import rules as rules_lib
 from sparsejax.flax import adapter
 from sparsejax.flax import intercept
 
-__all__ = ["COLLECTION", "ActivationSparse", "achieved_sparsity",
+__all__ = ["ACTIVATION_SPARSITY", "ActivationSparse", "achieved_sparsity",
            "sparsify_activations"]
 
-COLLECTION = "activation_sparsity"
+ACTIVATION_SPARSITY = "activation_sparsity"
 """The Linen collection (and the NNX attribute) holding achieved sparsity."""
 
 
@@ -76,8 +77,9 @@ def _matches(rule: rules_lib.Rule, path: str) -> bool:
 
 def _sow_linen(call: intercept.DenseCall, fraction: jax.Array) -> None:
   module = call.module
-  if call.framework == "linen" and module.is_mutable_collection(COLLECTION):
-    module.sow(COLLECTION, "sparsity", fraction,
+  if call.framework == "linen" and module.is_mutable_collection(
+      ACTIVATION_SPARSITY):
+    module.sow(ACTIVATION_SPARSITY, "sparsity", fraction,
                init_fn=lambda: jnp.zeros((), jnp.float32),
                reduce_fn=lambda _, new: new)
 
@@ -244,8 +246,7 @@ def sparsify_activations(model: Any, rules: Any, *, grad: str = "ste",
   rules = rules_lib.as_rules(rules, "rules")
   for rule in rules:
     if rule.pattern is not None:
-      activations.check_input_pattern(rule.pattern,
-                                      path=f"rule {rule.path!r}")
+      activations.check_input_pattern(rule.pattern, path=rule.path)
   _checks.check_choice(grad, "grad", activations.GRADS)
   _checks.check_choice(on_unused, "on_unused", ("error", "warn", "ignore"))
   if isinstance(model, ActivationSparse):
@@ -265,8 +266,8 @@ def achieved_sparsity(source: Any) -> dict[str, jax.Array]:
 
   Args:
     source: an NNX `ActivationSparse` model (its last call), or the
-      variables Linen `apply(..., mutable=[COLLECTION])` returned (the whole
-      dict or its `COLLECTION` entry).
+      variables Linen `apply(..., mutable=[ACTIVATION_SPARSITY])` returned
+      (the whole dict or its `ACTIVATION_SPARSITY` entry).
 
   Returns:
     float32 scalars by layer path (each layer's last call); traceable.
@@ -274,7 +275,8 @@ def achieved_sparsity(source: Any) -> dict[str, jax.Array]:
   Raises:
     ParamTypeError: an NNX model without activation sparsity.
 
-  >>> achieved_sparsity({COLLECTION: {"fc": {"sparsity": jnp.float32(0.5)}}})
+  >>> stats = {"fc": {"sparsity": jnp.float32(0.5)}}
+  >>> achieved_sparsity({ACTIVATION_SPARSITY: stats})
   {'fc': Array(0.5, dtype=float32)}
   """
   if isinstance(source, ActivationSparse):
@@ -284,8 +286,8 @@ def achieved_sparsity(source: Any) -> dict[str, jax.Array]:
         f"source: an NNX {type(source).__name__} records no activation "
         "sparsity; pass the wrapper sparsify_activations returned.")
   tree = source
-  if isinstance(source, dict) and COLLECTION in source:
-    tree = source[COLLECTION]
+  if isinstance(source, dict) and ACTIVATION_SPARSITY in source:
+    tree = source[ACTIVATION_SPARSITY]
   out = {}
   for path, value in rules_lib.named_leaves(tree):
     layer, _, name = path.rpartition("/")
