@@ -67,7 +67,7 @@ __all__ = ["ACTIVATION_SPARSITY", "ActivationSparse", "achieved_sparsity",
            "sparsify_activations"]
 
 ACTIVATION_SPARSITY = "activation_sparsity"
-"""The Linen collection (and the NNX attribute) holding achieved sparsity."""
+"""The Linen collection the achieved sparsity is sown into (if mutable)."""
 
 
 def _matches(rule: rules_lib.Rule, path: str) -> bool:
