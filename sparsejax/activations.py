@@ -22,8 +22,9 @@ keep learning); ``"masked"`` is the exact derivative of the forward
 Ties keep the lower feature index, so every token keeps exactly ``k`` (or
 ``n`` per group) features; a kept feature may itself be zero.
 ``qsparse_topk`` with ``grad="ste"`` is ``sparsejax.views.activation_topk``
-with ``k`` also given as a sparsity. :func:`sparsify_input` applies a rule's pattern to a
-layer input and is what :func:`sparsejax.flax.sparsify_activations` runs.
+with ``k`` also given as a sparsity. :func:`sparsify_input` applies a rule's
+pattern to a layer input and is what
+:func:`sparsejax.flax.sparsify_activations` runs.
 """
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ __all__ = [
     "sparsify_input",
     "zero_fraction",
 ]
+
+# The views' machinery, shared: the identity-tangent wrapper and the per-token
+# top-k forward of `views.activation_topk`.
+_identity_grad = views._identity_grad  # pylint: disable=protected-access
+_topk_last = views._topk_last  # pylint: disable=protected-access
 
 GRADS = ("ste", "masked")
 """The backward rules: straight-through (identity) or the masked derivative."""
@@ -77,13 +83,20 @@ def _nm_forward(x, *, n, m):
 def _with_grad(forward, x, grad):
   _checks.check_choice(grad, "grad", GRADS)
   if grad == "ste":
-    return views._identity_grad(forward, x)  # pylint: disable=protected-access
+    return _identity_grad(forward, x)
   return forward(x)
 
 
+def _l2_normalized(y):
+  """Each token divided by its L2 norm (float32 sums; a zero token stays 0)."""
+  norm = jnp.linalg.norm(y.astype(jnp.float32), axis=-1, keepdims=True)
+  safe = jnp.where(norm > 0, norm, 1.0)
+  return (y.astype(jnp.float32) / safe).astype(y.dtype)
+
+
 def qsparse_topk(x: jax.Array, k: int | None = None, *,
-                 sparsity: float | None = None,
-                 grad: str = "ste") -> jax.Array:
+                 sparsity: float | None = None, grad: str = "ste",
+                 rescale: bool = False) -> jax.Array:
   """Q-Sparse top-K: the ``k`` largest ``|x|`` per token, the rest zero.
 
   Wang, Ma, Wang and Wei, "Q-Sparse: All Large Language Models can be Fully
@@ -94,8 +107,11 @@ def qsparse_topk(x: jax.Array, k: int | None = None, *,
   paper gives ``K`` directly or through the sparsity ratio ``S`` of the
   features (``K = (1 - S) d``); here ``sparsity`` prunes
   ``floor(sparsity * d)`` features, the count ``sparsejax.Unstructured``
-  uses. The kept values are not rescaled: the defining equations carry no
-  scale, so none is applied (normalise before the layer if needed).
+  uses. The paper's text adds that the tensor is rescaled by its L2 norm
+  after the top-K, a step its equations do not show: by default nothing is
+  rescaled (the equations; ``sparsejax.views.activation_topk``), and
+  ``rescale=True`` divides each token by the L2 norm of its kept values
+  (differentiated as written; the STE covers the mask only).
 
   Args:
     x: floating-point activations ``(..., d)``.
@@ -104,9 +120,11 @@ def qsparse_topk(x: jax.Array, k: int | None = None, *,
       ``[0, 1)``; ``k = d - floor(sparsity * d)``.
     grad: ``"ste"`` (the paper: ``dL/dx = g``) or ``"masked"``
       (``dL/dx = g * M``).
+    rescale: divide each token's ``x * M`` by its L2 norm (an all-zero
+      token stays zero).
 
   Returns:
-    ``x * M`` in ``x``'s dtype and shape.
+    ``x * M`` (or ``x * M / |x * M|``) in ``x``'s dtype and shape.
 
   Raises:
     ValueError: a non-float or 0-d ``x``; both or neither of ``k`` and
@@ -120,6 +138,8 @@ def qsparse_topk(x: jax.Array, k: int | None = None, *,
   Array([ 0., -3.,  0.,  0.], dtype=float32)
   >>> jax.grad(lambda x: qsparse_topk(x, 1).sum())(x[0])
   Array([1., 1., 1., 1.], dtype=float32)
+  >>> qsparse_topk(jnp.array([3.0, 0.1, -4.0]), 2, rescale=True)
+  Array([ 0.6,  0. , -0.8], dtype=float32)
   """
   x = _check_input(x)
   d = x.shape[-1]
@@ -140,11 +160,11 @@ def qsparse_topk(x: jax.Array, k: int | None = None, *,
     raise ValueError(f"`k` must be in [1, {d}] (the last axis of `x`); got "
                      f"{k}.")
   _checks.check_choice(grad, "grad", GRADS)
+  _checks.check_bool(rescale, "rescale")
   if k == d:
-    return x
-  # The top-k of `views.activation_topk` (its STE view is grad="ste").
-  forward = functools.partial(views._topk_last, k=int(k))  # pylint: disable=protected-access
-  return _with_grad(forward, x, grad)
+    return _l2_normalized(x) if rescale else x
+  y = _with_grad(functools.partial(_topk_last, k=int(k)), x, grad)
+  return _l2_normalized(y) if rescale else y
 
 
 def activation_nm(x: jax.Array, n: int, m: int, *,

@@ -89,6 +89,22 @@ def test_gradients_follow_their_formula(maybe_jit, fn):
   np.testing.assert_array_equal(grad, np.where(keep, g, 0.0))
 
 
+def test_rescale_divides_each_token_by_its_kept_l2_norm(maybe_jit):
+  x = _tokens((2, 3, 8))
+  g = _tokens((2, 3, 8), seed=1)
+  fn = lambda x: activations.qsparse_topk(x, 3, rescale=True)
+  y, vjp = maybe_jit(lambda x: jax.vjp(fn, x))(x)
+  v = np.asarray(activations.qsparse_topk(x, 3))
+  norm = np.linalg.norm(v, axis=-1, keepdims=True)
+  np.testing.assert_allclose(y, v / norm, rtol=1e-6)
+  # d(v/|v|) = (I - u u^T) / |v| applied to g; the top-k passes it (STE).
+  u = v / norm
+  want = (g - u * np.sum(u * np.asarray(g), -1, keepdims=True)) / norm
+  np.testing.assert_allclose(vjp(g)[0], want, rtol=1e-5, atol=1e-6)
+  zero = activations.qsparse_topk(jnp.zeros((1, 4)), 2, rescale=True)
+  np.testing.assert_array_equal(zero, np.zeros((1, 4)))
+
+
 def test_bfloat16_keeps_dtype_and_counts():
   x = _tokens(dtype=jnp.bfloat16)
   for y, per in ((activations.qsparse_topk(x, 6), 6),
@@ -113,9 +129,12 @@ def test_sparsify_input_dispatches_on_the_pattern():
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 0), r"`k` must be in \[1, 4\]"),
-    (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 5), r"`k` must be in \[1, 4\]"),
-    (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 2.0), "`k` must be a static"),
+    (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 0),
+     r"`k` must be in \[1, 4\]"),
+    (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 5),
+     r"`k` must be in \[1, 4\]"),
+    (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 2.0),
+     "`k` must be a static"),
     (lambda: activations.qsparse_topk(jnp.ones((2, 4))), "exactly one of"),
     (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 2, sparsity=0.5),
      "exactly one of"),
@@ -126,6 +145,8 @@ def test_sparsify_input_dispatches_on_the_pattern():
     (lambda: activations.qsparse_topk(jnp.float32(1.0), 1), "feature axis"),
     (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 2, grad="exact"),
      "grad must be one of"),
+    (lambda: activations.qsparse_topk(jnp.ones((2, 4)), 2, rescale=1),
+     "rescale must be a bool"),
     (lambda: activations.activation_nm(jnp.ones((2, 6)), 2, 4),
      "6 features, which is not divisible by the group size m=4"),
     (lambda: activations.activation_nm(jnp.ones((2, 4)), 5, 4), "n <= m"),

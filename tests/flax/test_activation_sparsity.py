@@ -92,7 +92,8 @@ def test_achieved_sparsity_inside_jit_linen_and_nnx():
 
   @jax.jit
   def step(p, x):
-    y, stats = sparse_linen.apply({"params": p}, x, mutable=[ACTIVATION_SPARSITY])
+    y, stats = sparse_linen.apply({"params": p}, x,
+                                  mutable=[ACTIVATION_SPARSITY])
     return y, achieved_sparsity(stats)
 
   _, fc2_input = _reference(params, x)
