@@ -8,6 +8,7 @@ in a namespace:
 `sj.methods`              `Method` and its parts, the presets, the registry
 `sj.scores`               importance: magnitude, random, saliency, Wanda, ...
 `sj.views`                forward views: STE, SR-STE, S-STE, mask decay
+`sj.activations`          activation sparsity: Q-Sparse top-k, N:M inputs
 `sj.schedules`            sparsity, N:M frames, decay β, phases
 `sj.distributions`        per-layer sparsity: uniform, ERK, global top-k
 `sj.decay`                masked weight decay for optax
@@ -35,6 +36,7 @@ Importing sparsejax loads neither the pretraining application
 """
 
 from pallas_kernels import formats
+from sparsejax import activations
 from sparsejax import allocation
 from sparsejax import decay
 from sparsejax import deploy
@@ -102,7 +104,8 @@ __all__ = [
     # sensitivity and budgeted allocation
     "sensitivity", "allocate",
     # namespaces
-    "methods", "scores", "views", "schedules", "distributions", "decay",
-    "flax", "oneshot", "allocation", "deploy", "formats", "masks", "rules",
+    "methods", "scores", "views", "activations", "schedules", "distributions",
+    "decay", "flax", "oneshot", "allocation", "deploy", "formats", "masks",
+    "rules",
     "packing", "sharding", "summary",
 ]

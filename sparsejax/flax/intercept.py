@@ -4,7 +4,8 @@
 layer (Linen `nn.Dense`, NNX `nnx.Linear`) is handed to
 `handler(call, proceed)` instead of running directly. `call` is a `DenseCall`
 (the layer's path, module, input, kernel, bias and compute dtype) and
-`proceed()` runs the layer as it is; the handler returns the layer's output.
+`proceed()` runs the layer as it is (`proceed(inputs)`: on other inputs of
+the same shape, e.g. sparsified ones); the handler returns the layer's output.
 Calibration capture (`sparsejax.oneshot.calibration`) observes the input and
 proceeds; serving (`sparsejax.flax.compressed`) replaces the matmul when the
 kernel is compressed.
@@ -102,6 +103,15 @@ def _reader(table, module):
   return None
 
 
+def _with_inputs(args, kwargs, inputs):
+  """The layer's call arguments with its input replaced (None: as they are)."""
+  if inputs is None:
+    return args, kwargs
+  if args:
+    return (inputs,) + tuple(args[1:]), kwargs
+  return args, {**kwargs, "inputs": inputs}
+
+
 def _linen_interceptor(handler):
 
   def intercept(next_fun, args, kwargs, context):
@@ -113,7 +123,12 @@ def _linen_interceptor(handler):
     inputs, kernel, bias, dtype = read(module, args, kwargs)
     call = DenseCall("/".join(str(p) for p in module.path), module, inputs,
                      kernel, bias, dtype, "linen")
-    return handler(call, lambda: next_fun(*args, **kwargs))
+
+    def proceed(inputs=None):
+      new_args, new_kwargs = _with_inputs(args, kwargs, inputs)
+      return next_fun(*new_args, **new_kwargs)
+
+    return handler(call, proceed)
 
   return intercept
 
@@ -135,16 +150,20 @@ def _dispatching_call(original):
     if read is None:
       return original(self, *args, **kwargs)
 
-    def run(level):
+    def run(level, args, kwargs):
       if level == len(active):
         return original(self, *args, **kwargs)
       handler, paths = active[level]
       inputs, kernel, bias, dtype = read(self, args, kwargs)
       call = DenseCall(paths.get(id(self)), self, inputs, kernel, bias, dtype,
                        "nnx")
-      return handler(call, lambda: run(level + 1))
 
-    return run(0)
+      def proceed(inputs=None):
+        return run(level + 1, *_with_inputs(args, kwargs, inputs))
+
+      return handler(call, proceed)
+
+    return run(0, args, kwargs)
 
   __call__.__wrapped__ = original
   __call__.__doc__ = original.__doc__
@@ -200,7 +219,8 @@ def intercept_dense(handler: Handler, model: Any = None):
 
   Args:
     handler: `handler(call: DenseCall, proceed) -> output`; `proceed()` runs
-      the handlers of nested contexts, then the layer unchanged.
+      the handlers of nested contexts, then the layer unchanged;
+      `proceed(inputs)` does so with `inputs` in place of the layer's input.
     model: an NNX module whose layers are named by their paths in it
       (optional; Linen layers always know their path).
 

@@ -11,6 +11,10 @@ the key, before any compute.
 Sparsity rules are one string so that they can be overridden on the command
 line; its syntax is :func:`sparsejax.rules.parse_rules`'s, e.g.
 ``"block_.*/mlp/.*/kernel=1:8;block_.*/attn/.*/kernel=2:4"``.
+``activation_sparsity.rules`` has the same syntax over Dense *layer* paths
+(``block_0/mlp/fc2``, no ``/kernel``): ``n:m`` keeps ``n`` of every ``m``
+input features per token, a float ``s`` the top ``1 - s`` (Q-Sparse); empty
+(the default) turns activation sparsity off.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from sparsejax import activations
 from sparsejax import rules as rules_lib
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "get_config",
     "load_config_file",
     "sparsity_rules",
+    "activation_rules",
     "to_dict",
     "validate",
 ]
@@ -133,6 +139,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.sparsity.delta_t = 100
   c.sparsity.t_end_fraction = 0.75
 
+  # Activation sparsity of chosen Dense layers' inputs (any method, dense
+  # too); "": off. See activation_rules.
+  c.activation_sparsity = ml_collections.ConfigDict()
+  c.activation_sparsity.rules = ""
+  c.activation_sparsity.grad = "ste"  # "ste" (Q-Sparse) or "masked"
+
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                    # -1: all devices left over
   c.mesh.fsdp = 1
@@ -199,6 +211,40 @@ def sparsity_rules(config: Any) -> list[rules_lib.Rule]:
     return rules_lib.parse_rules(config.sparsity.rules)
   except ValueError as err:
     raise ConfigError(f"sparsity.rules: {err}") from None
+
+
+def activation_rules(config: Any) -> list[rules_lib.Rule]:
+  """The rules of ``activation_sparsity.rules`` (empty: off); errors name it.
+
+  Args:
+    config: A run's ``ConfigDict``.
+
+  Returns:
+    The ``sparsejax.Rule`` list over Dense layer paths, first match wins.
+
+  Raises:
+    ConfigError: A malformed rules string, or a pattern activation sparsity
+      cannot take (see :func:`sparsejax.activations.check_input_pattern`).
+
+  Example:
+    >>> cfg = get_config()
+    >>> activation_rules(cfg)
+    []
+    >>> cfg.activation_sparsity.rules = "block_0/mlp/fc2=2:4"
+    >>> [str(r.pattern) for r in activation_rules(cfg)]
+    ['2:4']
+  """
+  spec = config.activation_sparsity.rules
+  if isinstance(spec, str) and not spec.strip():
+    return []
+  try:
+    rules = rules_lib.parse_rules(spec)
+    for rule in rules:
+      if rule.pattern is not None:
+        activations.check_input_pattern(rule.pattern, path=rule.path)
+  except ValueError as err:
+    raise ConfigError(f"activation_sparsity.rules: {err}") from None
+  return rules
 
 
 def load_config_file(path: str | os.PathLike, *args: Any

@@ -32,6 +32,7 @@ import sparsejax as sj
 from sparsejax import sharding as state_shardings
 from sparsejax.methods import registry
 from sparsejax.models import gpt
+from sparsejax.pretrain import activation_sparsity as activation_lib
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import mesh as mesh_lib
@@ -279,7 +280,8 @@ def _label(config: Any, rules: list[sj.Rule]) -> str:
 
 def _plan_arm(name: str, config: Any, devices: Sequence[Any] | None,
               tokens: tuple[np.ndarray, np.ndarray]) -> Arm:
-  model = gpt.GPT(model_config(config))
+  model = activation_lib.activation_model(gpt.GPT(model_config(config)),
+                                          config)
   sparsifier = make_sparsifier(config)
   tx = make_optimizer(config, sparsifier)
   rules = [] if sparsifier is None else config_lib.sparsity_rules(config)
@@ -293,6 +295,7 @@ def _plan_arm(name: str, config: Any, devices: Sequence[Any] | None,
         f"sparsity.rules={config.sparsity.rules!r} with "
         f"sparsity.method={config.sparsity.method!r} does not fit the model: "
         f"{e}") from None
+  activation_lib.check_activation_rules(model, abstract.params, config)
   mesh_lib.check_divisible(
       abstract.params, param_sh, mesh,
       {"data.batch_size": config.data.batch_size,

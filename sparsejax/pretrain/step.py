@@ -26,6 +26,8 @@ import optax
 
 import sparsejax as sj
 from sparsejax.models import gpt
+from sparsejax.pretrain import activation_sparsity as activation_lib
+from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import mesh as mesh_lib
 
 __all__ = ["TrainState", "Skips", "NonFiniteError", "all_finite", "init_fn", "init_state",
@@ -177,6 +179,7 @@ def make_train_step(arm: Any, learning_rate: optax.Schedule
   loss_fn = gpt.make_loss_fn(arm.model)
   sp, tx = arm.sparsifier, arm.tx
   dropout = arm.config.model.dropout > 0
+  sparse_inputs = bool(config_lib.activation_rules(arm.config))
 
   def step_fn(state: TrainState, batch: dict[str, jax.Array]):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -184,9 +187,13 @@ def make_train_step(arm: Any, learning_rate: optax.Schedule
     def objective(params):
       if sp is not None:
         params = sp.view(params, sj.sparsity_state(state.opt_state))
-      return loss_fn(params, batch, rng if dropout else None)
+      if not sparse_inputs:
+        return loss_fn(params, batch, rng if dropout else None), {}
+      return activation_lib.loss_and_sparsity(arm.model, params, batch,
+                                              rng if dropout else None)
 
-    loss, grads = jax.value_and_grad(objective)(state.params)
+    (loss, achieved), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -203,6 +210,7 @@ def make_train_step(arm: Any, learning_rate: optax.Schedule
                "lr": learning_rate(state.step), "skipped": skips.count}
     if sp is not None:
       metrics.update(_scalar_diagnostics(sp, opt_state))
+    metrics.update(activation_lib.metrics(achieved))
     return TrainState(step, params, opt_state, state.rng, skips), metrics
 
   # Host-memory devices may hand a checkpoint being written asynchronously

@@ -265,6 +265,17 @@ def _check_sparsity(config: Any) -> None:
     raise ConfigError("sparsity.end_fraction must be > begin_fraction.")
 
 
+def _check_activation_sparsity(config: Any) -> None:
+  a = config.activation_sparsity
+  _as_config_error(_checks.check_choice, a.grad, "activation_sparsity.grad",
+                   ("ste", "masked"))
+  if config_lib.activation_rules(config) and config.model.scan_layers:
+    raise ConfigError(
+        "activation_sparsity.rules needs model.scan_layers=False: the "
+        "achieved sparsity is logged per layer, and scanned blocks share one "
+        "layer path.")
+
+
 def _check_run(config: Any) -> None:
   for name in ("data", "fsdp", "tensor"):
     v = config.mesh[name]
@@ -303,4 +314,5 @@ def validate(config: Any) -> None:
   _check_data_model(config.data, config.model)
   _check_optim_train(config.optim, config.train)
   _check_sparsity(config)
+  _check_activation_sparsity(config)
   _check_run(config)
