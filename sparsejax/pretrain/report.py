@@ -47,13 +47,16 @@ def schedule_table(sparsifier: Any, rules: list[sj.Rule], steps: Any
     >>> t = schedule_table(sp, sp.rules, [0, 5, 11])
     >>> t["n"].tolist(), t["m"].tolist(), t["phase"].tolist()
     ([3, 3, 2], [4, 4, 4], [0, 1, 2])
+    >>> schedule_table(sj.ste(sj.NM(2, 4)), [sj.Rule(".*", sj.NM(2, 4))],
+    ...                [0, 5])
+    {'n': array([2, 2]), 'm': array([4, 4])}
   """
   targets = [r.pattern for r in rules if isinstance(r.pattern, sj.NM)]
   steps = np.asarray(steps, np.int64)
   if sparsifier is None or not targets:
     return {}
   n, m = targets[0].n, targets[0].m
-  if hasattr(sparsifier, "table"):
+  if hasattr(getattr(sparsifier, "schedule", None), "table"):
     t = sparsifier.table(steps, (n, m))
     return {"n": t.n, "m": t.m, "beta": t.beta, "phase": t.phase}
   return {"n": np.full(steps.shape, n), "m": np.full(steps.shape, m)}

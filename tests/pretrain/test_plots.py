@@ -2,8 +2,11 @@
 uses, phase boundaries where the phase changes."""
 
 import numpy as np
+import pytest
 
 import sparsejax as sj
+from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import plots, report
 
 
@@ -44,3 +47,22 @@ def test_schedule_plot_is_written(tmp_path):
       steps, plots.schedule_series(table), path,
       boundaries=plots.phase_boundaries(steps, table["phase"]))
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("method", [
+    "progressive_nm", "ste", "srste", "sste", "rigl", "gradual_magnitude",
+    "set_sparse", "static_random"])
+def test_every_method_has_a_schedule_table(method):
+  # The pretraining loop asks every sparse arm for its schedule table (the
+  # metrics and plots use it); methods without an N:M schedule get constants.
+  cfg = config_lib.get_config()
+  cfg.sparsity.method = method
+  if method in ("rigl", "gradual_magnitude", "set_sparse", "static_random"):
+    cfg.sparsity.rules = config_lib.ALL_BLOCK_KERNELS + "=0.9"
+  sp = plan_lib.make_sparsifier(cfg)
+  rules = config_lib.sparsity_rules(cfg)
+  table = report.schedule_table(sp, rules, np.arange(5))
+  if any(isinstance(r.pattern, sj.NM) for r in rules):
+    assert table["n"].shape == (5,) and table["m"].shape == (5,)
+  else:
+    assert table == {}
