@@ -7,10 +7,11 @@ written, with that run counted as diverged).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = ["EXIT_CONFIG", "EXIT_NONFINITE", "main"]
 
@@ -41,6 +42,27 @@ def _write_outputs(request: Any, results: list[dict[str, Any]],
   print(f"outputs in {os.path.abspath(out)}; wall time {wall_s:.1f} s",
         flush=True)
   return rows
+
+
+@contextlib.contextmanager
+def _compile_cache(folder: str | None) -> Iterator[None]:
+  """JAX's persistent compilation cache in ``folder`` while active (the
+  previous settings are restored after): the seeds of an arm, and arms
+  with programs in common, compile them once. ``None``: unchanged."""
+  import jax
+  settings = {"jax_compilation_cache_dir": folder and os.path.abspath(folder),
+              "jax_persistent_cache_min_compile_time_secs": 0.0,
+              "jax_persistent_cache_min_entry_size_bytes": 0}
+  if folder is None:
+    settings = {}
+  before = {k: getattr(jax.config, k) for k in settings}
+  for key, value in settings.items():
+    jax.config.update(key, value)
+  try:
+    yield
+  finally:
+    for key, value in before.items():
+      jax.config.update(key, value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CONFIG
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   os.makedirs(request.out, exist_ok=True)
-  results = running.run_grid(runs, request.out)
+  with _compile_cache(request.compile_cache):
+    results = running.run_grid(runs, request.out)
   _write_outputs(request, results, time.perf_counter() - t0)
   failed = [r for r in results if r["status"] != "finished"]
   for r in failed:

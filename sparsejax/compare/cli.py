@@ -13,6 +13,8 @@ Arguments::
                         config, sparsejax.compare.grid.default_config)
   --set KEY=VALUE       override a key of the base config (repeatable)
   --out DIR             output folder (default: compare_out)
+  --compile-cache DIR   JAX's persistent compilation cache, shared by the
+                        runs (default: OUT/jax_cache; "none": off)
 
 Every mistake is a :class:`~sparsejax.pretrain.config.ConfigError` naming
 the option, which the command prints as one ``error:`` line (exit status 2).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from typing import Any, Sequence
 
 from sparsejax.compare import grid as grid_lib
@@ -44,6 +47,7 @@ class Request:
     arms: The sparse arms (methods x patterns).
     seeds: The seeds.
     out: The output folder.
+    compile_cache: The compilation cache folder, or ``None``.
     argv: The arguments as given.
     help: ``--help`` was given (nothing else is set then).
   """
@@ -51,6 +55,7 @@ class Request:
   arms: list[grid_lib.ArmSpec]
   seeds: list[int]
   out: str
+  compile_cache: str | None
   argv: list[str]
   help: bool = False
 
@@ -72,6 +77,7 @@ def _parser() -> _Parser:
   p.add_argument("--config", default=None)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   p.add_argument("--out", default="compare_out")
+  p.add_argument("--compile-cache", default=None)
   return p
 
 
@@ -101,7 +107,7 @@ def parse_args(argv: Sequence[str]) -> Request:
   """
   args = _parser().parse_args(list(argv))
   if args.help:
-    return Request(None, [], [], "", list(argv), help=True)
+    return Request(None, [], [], "", None, list(argv), help=True)
   methods = grid_lib.parse_methods(args.methods)
   patterns = grid_lib.parse_patterns(args.patterns)
   seeds = grid_lib.parse_seeds(args.seeds)
@@ -126,4 +132,11 @@ def parse_args(argv: Sequence[str]) -> Request:
     raise ConfigError(str(e).replace("--workdir", "--out", 1)) from None
   arms = [grid_lib.ArmSpec(method, options, pattern)
           for method, options in methods for pattern in patterns]
-  return Request(base, arms, seeds, args.out, list(argv))
+  cache = args.compile_cache
+  if cache is None:
+    cache = os.path.join(args.out, "jax_cache")
+  elif cache.lower() == "none":
+    cache = None
+  elif not cache:
+    raise ConfigError("--compile-cache must be a folder or 'none'.")
+  return Request(base, arms, seeds, args.out, cache, list(argv))

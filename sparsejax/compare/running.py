@@ -17,12 +17,14 @@ retried.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+import types
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,6 +32,7 @@ from sparsejax.compare import grid as grid_lib
 from sparsejax.pretrain import checkpoint as ckpt_lib
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import report as report_lib
 
 __all__ = ["RESULT_FILE", "Run", "plan_runs", "check_runs", "read_result",
            "train_run", "run_grid"]
@@ -96,21 +99,31 @@ def plan_runs(base: Any, arms: Sequence[grid_lib.ArmSpec],
           for arm in all_arms for seed in seeds]
 
 
+def _get(config: Any, key: str) -> Any:
+  """The value of a dotted key."""
+  for part in key.split("."):
+    config = config[part]
+  return config
+
+
 def _check_options(base: Any, arm: grid_lib.ArmSpec, seed: int) -> None:
   """Refuses an option of a sparse arm that leaves its method unchanged."""
   from sparsejax.pretrain import plan as plan_lib
-  method = plan_lib.make_sparsifier(grid_lib.run_config(base, arm, seed))
+  with_all = grid_lib.run_config(base, arm, seed)
+  method = plan_lib.make_sparsifier(with_all)
   for i, (key, text) in enumerate(arm.options):
     if "." in key and not key.startswith("sparsity."):
       continue  # a key outside the sparsity section changes the run itself
-    without = dataclasses.replace(arm, options=arm.options[:i] +
-                                  arm.options[i + 1:])
-    if plan_lib.make_sparsifier(
-        grid_lib.run_config(base, without, seed)) == method:
+    without = grid_lib.run_config(base, dataclasses.replace(
+        arm, options=arm.options[:i] + arm.options[i + 1:]), seed)
+    full = key if "." in key else f"sparsity.{key}"
+    if _get(without, full) == _get(with_all, full):
+      continue  # the base value, spelled out: allowed
+    if plan_lib.make_sparsifier(without) == method:
       raise ConfigError(
           f"arm {arm.variant!r}: option {key}={text} does not change the "
-          f"{arm.method} method (it takes no such setting, or this is the "
-          "base config's value already); drop it.")
+          f"{arm.method} method (it takes no such "
+          "setting); drop it.")
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = ""
@@ -207,6 +220,31 @@ def read_result(folder: str) -> dict[str, Any] | None:
                       "run.") from None
 
 
+@contextlib.contextmanager
+def _constant_schedule_table() -> Iterator[None]:
+  """``report.schedule_table`` as documented, for methods without a table.
+
+  ``sparsejax.pretrain.report.schedule_table`` promises a constant ``n``/``m``
+  for N:M methods without a schedule table (STE, SR-STE, S-STE), but calls
+  ``sparsifier.table`` on every method, which raises ``TypeError`` for
+  them. While this is active, such a method is looked up as having no
+  table; methods with one (progressive N:M) are unchanged.
+  """
+  original = report_lib.schedule_table
+
+  def schedule_table(sparsifier, rules, steps):
+    if sparsifier is not None and not hasattr(
+        getattr(sparsifier, "schedule", None), "table"):
+      sparsifier = types.SimpleNamespace()  # no table: constant n, m
+    return original(sparsifier, rules, steps)
+
+  report_lib.schedule_table = schedule_table
+  try:
+    yield
+  finally:
+    report_lib.schedule_table = original
+
+
 def train_run(config: Any, folder: str) -> dict[str, Any]:
   """Trains one run with the pretraining loop; returns its measured values.
 
@@ -231,7 +269,8 @@ def train_run(config: Any, folder: str) -> dict[str, Any]:
   name = "dense" if config.sparsity.method == "none" else "sparse"
   t0 = time.perf_counter()
   try:
-    out = loop.run(config, folder, progress=False, report=False)
+    with _constant_schedule_table():
+      out = loop.run(config, folder, progress=False, report=False)
   except step_lib.NonFiniteError as e:
     return {"status": "nonfinite", "error": str(e),
             "wall_s": time.perf_counter() - t0}

@@ -24,7 +24,7 @@ import numpy as np
 __all__ = ["COLUMNS", "summarize", "format_table", "write_csv", "write_json"]
 
 COLUMNS = ("arm", "method", "variant", "pattern", "n", "failed",
-           "val_loss_mean", "val_loss_std", "flip_rate", "wall_s",
+           "val_loss_mean", "val_loss_std", "flip_rate", "wall_s", "train_s",
            "loss_ratio", "loss_diff_mean", "loss_diff_std")
 """The fields of a row (and the CSV header), in order."""
 
@@ -65,8 +65,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     (2, 2.4, 0.2828)
     >>> round(row["loss_ratio"], 4), round(row["loss_diff_mean"], 4)
     (1.1429, 0.3)
-    >>> round(row["flip_rate"], 3), row["wall_s"]
-    (0.2, 3.0)
+    >>> round(row["flip_rate"], 3), row["wall_s"], row["train_s"]
+    (0.2, 3.0, None)
   """
   arms: dict[str, list[dict[str, Any]]] = {}
   for r in results:
@@ -87,6 +87,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     mean, std = _mean_std([r["val_loss"] for r in done])
     flips = [r["flip_rate"] for r in done if r.get("flip_rate") is not None]
     walls = [r["wall_s"] for r in done if r.get("wall_s") is not None]
+    trains = [r["train_s"] for r in done if r.get("train_s") is not None]
     diffs = [r["val_loss"] - dense[r["seed"]] for r in done
              if r["seed"] in dense]
     diff_mean, diff_std = _mean_std(diffs)
@@ -96,7 +97,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         "pattern": first["pattern"], "n": len(done),
         "failed": len(group) - len(done), "val_loss_mean": mean,
         "val_loss_std": std, "flip_rate": _mean_std(flips)[0],
-        "wall_s": _mean_std(walls)[0],
+        "wall_s": _mean_std(walls)[0], "train_s": _mean_std(trains)[0],
         "loss_ratio": (mean / dense_mean if mean is not None and dense_mean
                        else None),
         "loss_diff_mean": diff_mean, "loss_diff_std": diff_std})
@@ -125,19 +126,20 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
   Example:
     >>> row = dict(arm="ste 2:4", method="ste", variant="ste", pattern="2:4",
     ...            n=2, failed=0, val_loss_mean=2.4, val_loss_std=0.2,
-    ...            flip_rate=0.05, wall_s=3.0, loss_ratio=1.1,
+    ...            flip_rate=0.05, wall_s=3.0, train_s=1.0, loss_ratio=1.1,
     ...            loss_diff_mean=0.3, loss_diff_std=0.1)
     >>> print(format_table([row]).splitlines()[2])
-    ste     2:4      2.4000 ± 0.2000  2  0.0500    3.0  1.1000  +0.3000 ± 0.1000
+    ste     2:4      2.4000 ± 0.2000  2     0.0500         3.0          1.0    1.1000      +0.3000 ± 0.1000
   """
   head = ("method", "pattern", "val loss mean ± std", "n", "flip rate",
-          "wall s/run", "vs dense", "Δ vs dense (paired)")
+          "wall s/run", "train s/run", "vs dense", "Δ vs dense (paired)")
   body = []
   for r in rows:
     n = str(r["n"]) + (f" ({r['failed']} diverged)" if r["failed"] else "")
     body.append((r["variant"], r["pattern"] or "-",
                  _pm(r["val_loss_mean"], r["val_loss_std"], ".4f"), n,
                  _num(r["flip_rate"], ".4f"), _num(r["wall_s"], ".1f"),
+                 _num(r.get("train_s"), ".1f"),
                  _num(r["loss_ratio"], ".4f"),
                  _pm(r["loss_diff_mean"], r["loss_diff_std"], "+.4f")))
   widths = [max(len(line[i]) for line in [head] + body)
@@ -149,8 +151,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
   lines.append(
       "val loss: final validation loss (nats/byte), mean ± sample std over "
       "seeds; flip rate: mean per-step mask flip rate; wall s/run: whole run "
-      "(plan, compile, train, eval, checkpoints); vs dense: mean loss / "
-      "dense mean loss; Δ: loss - dense loss of the same seed.")
+      "(plan, compile or compile-cache load, train, eval, checkpoints); "
+      "train s/run: training steps only (after the first, compiling, step); "
+      "vs dense: mean loss / dense mean loss; Δ: loss - dense loss of the "
+      "same seed.")
   return "\n".join(lines)
 
 
