@@ -37,40 +37,31 @@ def test_methods_parse_with_options_in_order():
       ("ste", ())]
 
 
-@pytest.mark.parametrize("text,words", [
-    ("", ["--methods is empty"]),
-    (" , ", ["--methods is empty"]),
-    ("srtse", ["'srtse'", "did you mean 'srste'", "registered: ",
-               ", ".join(registry.names("train"))]),
-    ("ste[decay]", ["option 'decay'", "KEY=VALUE"]),
-    ("ste,ste", ["twice"]),
-    ("ste[", ["bad arm 'ste['"]),
+@pytest.mark.parametrize("parse,text,words", [
+    (grid.parse_methods, "", ["--methods is empty"]),
+    (grid.parse_methods, " , ", ["--methods is empty"]),
+    (grid.parse_methods, "srtse", [
+        "'srtse'", "did you mean 'srste'", "registered: ",
+        ", ".join(registry.names("train"))]),
+    (grid.parse_methods, "ste[decay]", ["option 'decay'", "KEY=VALUE"]),
+    (grid.parse_methods, "ste,ste", ["twice"]),
+    (grid.parse_methods, "ste[", ["bad arm 'ste['"]),
+    (grid.parse_patterns, "", ["--patterns is empty"]),
+    (grid.parse_patterns, "2/4", ["bad pattern '2/4'"]),
+    (grid.parse_patterns, "5:4", ["5:4"]),
+    (grid.parse_patterns, "dense", ["'dense' is not a sparse pattern"]),
+    (grid.parse_patterns, "2:4,2:4", ["twice"]),
+    (grid.parse_seeds, "", ["--seeds is empty"]),
+    (grid.parse_seeds, "0,x", ["--seeds: 'x' is not a non-negative int"]),
+    (grid.parse_seeds, "1.0", ["'1.0' is not a non-negative int"]),
+    (grid.parse_seeds, "-1", ["'-1' is not a non-negative int"]),
+    (grid.parse_seeds, "0,0", ["twice"]),
 ])
-def test_bad_methods_name_the_option_and_rule(text, words):
+def test_bad_grids_name_the_option_and_rule(parse, text, words):
   with pytest.raises(ConfigError) as e:
-    grid.parse_methods(text)
+    parse(text)
   for word in words:
     assert word in str(e.value)
-
-
-@pytest.mark.parametrize("text,words", [
-    ("", ["--patterns is empty"]),
-    ("2/4", ["bad pattern '2/4'"]),
-    ("5:4", ["5:4"]),
-    ("dense", ["'dense' is not a sparse pattern"]),
-    ("2:4,2:4", ["twice"]),
-])
-def test_bad_patterns_are_refused(text, words):
-  with pytest.raises(ConfigError) as e:
-    grid.parse_patterns(text)
-  for word in words:
-    assert word in str(e.value)
-
-
-@pytest.mark.parametrize("text", ["", "0,x", "1.0", "-1", "0,0"])
-def test_bad_seeds_are_refused(text):
-  with pytest.raises(ConfigError, match="--seeds"):
-    grid.parse_seeds(text)
 
 
 def test_a_run_config_differs_from_the_base_only_in_method_pattern_seed():
