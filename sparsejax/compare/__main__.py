@@ -37,7 +37,8 @@ def _write_outputs(request: Any, results: list[dict[str, Any]],
   base = request.base
   plot.write_plot(rows, results, os.path.join(out, "results.png"),
                   title=f"{base.train.steps} steps, d_model "
-                  f"{base.model.d_model}, {len(request.seeds)} seed(s)")
+                  f"{base.model.d_model}: mean ± std over {len(request.seeds)} "
+                  "seed(s), dots: single seeds")
   print(table.format_table(rows), flush=True)
   print(f"outputs in {os.path.abspath(out)}; wall time {wall_s:.1f} s",
         flush=True)
@@ -96,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CONFIG
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   os.makedirs(request.out, exist_ok=True)
-  with _compile_cache(request.compile_cache):
-    results = running.run_grid(runs, request.out)
+  try:
+    with _compile_cache(request.compile_cache):
+      results = running.run_grid(runs, request.out)
+  except config_lib.ConfigError as e:  # e.g. a run folder damaged meanwhile
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
   _write_outputs(request, results, time.perf_counter() - t0)
   failed = [r for r in results if r["status"] != "finished"]
   for r in failed:

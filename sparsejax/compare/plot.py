@@ -55,6 +55,7 @@ def write_plot(rows: Sequence[dict[str, Any]],
              if r.get("arm") == row["arm"] and r.get("status") == "finished"]
     ax.plot([x + 0.15] * len(seeds), seeds, ".", color=f"C{x % 10}",
             alpha=0.5)
+  ax.set_xlim(-0.6, max(len(sparse), 1) - 0.4)
   ax.set_xticks(range(len(sparse)))
   ax.set_xticklabels([f"{r['variant']}\n{r['pattern']}" for r in sparse],
                      rotation=30, ha="right", fontsize=8)

@@ -149,6 +149,14 @@ def test_the_command_refuses_with_one_error_line_before_writing(
   assert not out.exists()
 
 
+def test_help_prints_the_options(capsys):
+  assert main_lib.main(["--help"]) == 0
+  printed = capsys.readouterr().out
+  for option in ("--methods", "--patterns", "--seeds", "--config", "--set",
+                 "--out", "--compile-cache"):
+    assert option in printed
+
+
 # The table: mean ± std over seeds, paired differences (a pure function).
 
 def _result(arm, method, seed, loss, status="finished", **kw):
