@@ -29,7 +29,8 @@ checkpoint. An output folder holding runs of another config is refused.
 
 Modules: :mod:`~sparsejax.compare.grid` (arms, seeds, per-run configs),
 :mod:`~sparsejax.compare.cli` (the command line),
-:mod:`~sparsejax.compare.running` (runs, resume, the training adapter),
+:mod:`~sparsejax.compare.running` (runs and resume),
+:mod:`~sparsejax.compare.training` (one run through the pretraining loop),
 :mod:`~sparsejax.compare.table` (mean ± std, CSV, JSON) and
 :mod:`~sparsejax.compare.plot` (the chart).
 

@@ -37,8 +37,8 @@ def _write_outputs(request: Any, results: list[dict[str, Any]],
   base = request.base
   plot.write_plot(rows, results, os.path.join(out, "results.png"),
                   title=f"{base.train.steps} steps, d_model "
-                  f"{base.model.d_model}: mean ± std over {len(request.seeds)} "
-                  "seed(s), dots: single seeds")
+                  f"{base.model.d_model}: mean ± std over "
+                  f"{len(request.seeds)} seed(s), dots: single seeds")
   print(table.format_table(rows), flush=True)
   print(f"outputs in {os.path.abspath(out)}; wall time {wall_s:.1f} s",
         flush=True)

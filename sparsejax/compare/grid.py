@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import re
 from typing import Any, Sequence
 
 import ml_collections
 
 from sparsejax import rules as rules_lib
-from sparsejax.methods import registry
 from sparsejax.pretrain import cli as pretrain_cli
 from sparsejax.pretrain import config as config_lib
 
-__all__ = ["DENSE", "GRID_KEYS", "ArmSpec", "default_config", "parse_methods",
-           "parse_patterns", "parse_seeds", "set_key", "run_config"]
+__all__ = ["DENSE", "GRID_KEYS", "ArmSpec", "default_config", "set_key",
+           "run_config"]
 
 DENSE = "dense"
 """The method name of the dense baseline arm (``sparsity.method="none"``)."""
@@ -106,151 +104,6 @@ def default_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.outputs.plots = c.outputs.export = False
   return c
-
-
-def _split_top(text: str) -> list[str]:
-  """``text`` split at commas outside brackets, items stripped."""
-  items, depth, current = [], 0, ""
-  for ch in text:
-    depth += (ch == "[") - (ch == "]")
-    if ch == "," and depth == 0:
-      items.append(current.strip())
-      current = ""
-    else:
-      current += ch
-  return items + [current.strip()]
-
-
-def _unknown_method(name: str) -> ConfigError:
-  known = registry.names("train")
-  near = difflib.get_close_matches(name, known, n=1)
-  hint = f"did you mean {near[0]!r}? " if near else ""
-  return ConfigError(f"--methods: {name!r} is not a registered training "
-                     f"method; {hint}registered: {', '.join(known)}.")
-
-
-def _parse_variant(item: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-  """``"name[k=v,...]"`` as ``(name, ((k, v), ...))``."""
-  match = re.fullmatch(r"([^\[\]]+)(?:\[(.*)\])?", item)
-  if not item or match is None:
-    raise ConfigError(f"--methods: bad arm {item!r}; expected NAME or "
-                      "NAME[KEY=VALUE,...], e.g. progressive_nm[decay=linear].")
-  name, body = match.group(1).strip(), match.group(2)
-  if name not in registry.names("train"):
-    raise _unknown_method(name)
-  options = []
-  for part in [] if body is None else _split_top(body):
-    key, eq, value = part.partition("=")
-    if not eq or not key.strip():
-      raise ConfigError(f"--methods: option {part!r} of {item!r} must be "
-                        "KEY=VALUE (a sparsity key or a dotted config key).")
-    options.append((key.strip(), value.strip()))
-  return name, tuple(options)
-
-
-def parse_methods(text: str) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
-  """Parses ``--methods``: registered names, each with optional options.
-
-  Args:
-    text: Comma-separated arms, e.g. ``"ste,progressive_nm[decay=linear]"``.
-
-  Returns:
-    ``[(method, ((key, text), ...)), ...]`` in the given order.
-
-  Raises:
-    ConfigError: An empty list, a name that is not registered (with the
-      closest registered one), a malformed option or a repeated arm.
-
-  Example:
-    >>> parse_methods("ste, progressive_nm[decay=exponential,grad=autodiff]")
-    [('ste', ()), ('progressive_nm', (('decay', 'exponential'), ('grad', 'autodiff')))]
-    >>> parse_methods("srtse")
-    Traceback (most recent call last):
-    ...
-    sparsejax.pretrain.config.ConfigError: --methods: 'srtse' is not a registered training method; did you mean 'srste'? registered: ...
-  """
-  items = [i for i in _split_top(text) if i]
-  if not items:
-    raise ConfigError("--methods is empty: name at least one method, e.g. "
-                      f"--methods ste,srste (registered: "
-                      f"{', '.join(registry.names('train'))}).")
-  out = [_parse_variant(item) for item in items]
-  if len(set(out)) < len(out):
-    raise ConfigError(f"--methods {text!r} names an arm twice.")
-  return out
-
-
-def parse_patterns(text: str) -> list[str]:
-  """Parses ``--patterns``: N:M (``2:4``) or unstructured (``0.9``) patterns.
-
-  Args:
-    text: Comma-separated patterns.
-
-  Returns:
-    The patterns in canonical text (``"2:4"``).
-
-  Raises:
-    ConfigError: An empty list, a pattern that does not parse, ``dense``
-      (the baseline is always trained) or a repeated pattern.
-
-  Example:
-    >>> parse_patterns("2:4, 1:16")
-    ['2:4', '1:16']
-    >>> parse_patterns("2/4")
-    Traceback (most recent call last):
-    ...
-    sparsejax.pretrain.config.ConfigError: --patterns: bad pattern '2/4': expected 'n:m', a sparsity in [0, 1) or 'dense'.
-  """
-  items = [i.strip() for i in text.split(",") if i.strip()]
-  if not items:
-    raise ConfigError("--patterns is empty: give at least one, e.g. "
-                      "--patterns 2:4,1:16.")
-  out = []
-  for item in items:
-    try:
-      pattern = rules_lib.parse_pattern(item)
-    except ValueError as e:
-      raise ConfigError(f"--patterns: {e}") from None
-    if pattern is None:
-      raise ConfigError("--patterns: 'dense' is not a sparse pattern; the "
-                        "dense baseline is trained for every seed anyway.")
-    out.append(str(pattern))
-  if len(set(out)) < len(out):
-    raise ConfigError(f"--patterns {text!r} names a pattern twice.")
-  return out
-
-
-def parse_seeds(text: str) -> list[int]:
-  """Parses ``--seeds``: distinct non-negative ints.
-
-  Args:
-    text: Comma-separated seeds, e.g. ``"0,1,2"``.
-
-  Returns:
-    The seeds in the given order.
-
-  Raises:
-    ConfigError: An empty list, a seed that is not a non-negative int, or
-      a repeated seed.
-
-  Example:
-    >>> parse_seeds("0, 1,2")
-    [0, 1, 2]
-    >>> parse_seeds("0,1.5")
-    Traceback (most recent call last):
-    ...
-    sparsejax.pretrain.config.ConfigError: --seeds: '1.5' is not a non-negative int.
-  """
-  items = [i.strip() for i in text.split(",") if i.strip()]
-  if not items:
-    raise ConfigError("--seeds is empty: give at least one, e.g. --seeds 0,1.")
-  for item in items:
-    if not item.isdigit():
-      raise ConfigError(f"--seeds: {item!r} is not a non-negative int.")
-  seeds = [int(i) for i in items]
-  if len(set(seeds)) < len(seeds):
-    raise ConfigError(f"--seeds {text!r} names a seed twice.")
-  return seeds
 
 
 def _with_pattern(rules: str, pattern: str) -> str:

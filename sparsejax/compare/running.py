@@ -1,8 +1,7 @@
 """Running a grid: one pretraining run per (arm, seed), resumable run by run.
 
 Each run trains one arm through the pretraining loop
-(:func:`sparsejax.pretrain.loop.run`, with the dense baseline switched off)
-in its own folder ``OUT/runs/<arm slug>_seed<k>/``; when it finishes its
+(:func:`sparsejax.compare.training.train_run`) in its own folder ``OUT/runs/<arm slug>_seed<k>/``; when it finishes its
 :data:`RESULT_FILE` is written there, with the run's full config. Rerunning
 the same command skips runs that have a result file and resumes the others
 from their last checkpoint (the pretraining loop's bit-exact resume). A run
@@ -17,25 +16,19 @@ retried.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import sys
-import time
-import types
-from typing import Any, Callable, Iterator, Sequence
-
-import numpy as np
+from typing import Any, Callable, Sequence
 
 from sparsejax.compare import grid as grid_lib
+from sparsejax.compare import training
 from sparsejax.pretrain import checkpoint as ckpt_lib
 from sparsejax.pretrain import config as config_lib
-from sparsejax.pretrain import metrics as metrics_lib
-from sparsejax.pretrain import report as report_lib
 
 __all__ = ["RESULT_FILE", "Run", "plan_runs", "check_runs", "read_result",
-           "train_run", "run_grid"]
+           "run_grid"]
 
 RESULT_FILE = "result.json"
 """The file a finished run writes in its folder."""
@@ -220,73 +213,6 @@ def read_result(folder: str) -> dict[str, Any] | None:
                       "run.") from None
 
 
-@contextlib.contextmanager
-def _constant_schedule_table() -> Iterator[None]:
-  """``report.schedule_table`` as documented, for methods without a table.
-
-  ``sparsejax.pretrain.report.schedule_table`` promises a constant ``n``/``m``
-  for N:M methods without a schedule table (STE, SR-STE, S-STE), but calls
-  ``sparsifier.table`` on every method, which raises ``TypeError`` for
-  them. While this is active, such a method is looked up as having no
-  table; methods with one (progressive N:M) are unchanged.
-  """
-  original = report_lib.schedule_table
-
-  def schedule_table(sparsifier, rules, steps):
-    if sparsifier is not None and not hasattr(
-        getattr(sparsifier, "schedule", None), "table"):
-      sparsifier = types.SimpleNamespace()  # no table: constant n, m
-    return original(sparsifier, rules, steps)
-
-  report_lib.schedule_table = schedule_table
-  try:
-    yield
-  finally:
-    report_lib.schedule_table = original
-
-
-def train_run(config: Any, folder: str) -> dict[str, Any]:
-  """Trains one run with the pretraining loop; returns its measured values.
-
-  ``wall_s`` is the wall time of the whole call: planning (data, shapes),
-  compiling the train and eval steps, training, evaluation and checkpoint
-  writes; ``train_s`` and ``steps_per_s`` are the loop's own timing of the
-  training steps (compilation and evaluation excluded). ``flip_rate`` is the
-  mean of the method's ``flip_rate`` diagnostic over the logged steps
-  (``None`` for dense).
-
-  Args:
-    config: The run's config (one arm: no dense baseline).
-    folder: The run folder (resumed if it holds a checkpoint).
-
-  Returns:
-    ``{"status": "finished", "val_loss", "perplexity", "flip_rate",
-    "wall_s", "train_s", "steps_per_s", "resumed_from"}``, or
-    ``{"status": "nonfinite", "error", "wall_s"}`` for a diverged run.
-  """
-  from sparsejax.pretrain import loop
-  from sparsejax.pretrain import step as step_lib
-  name = "dense" if config.sparsity.method == "none" else "sparse"
-  t0 = time.perf_counter()
-  try:
-    with _constant_schedule_table():
-      out = loop.run(config, folder, progress=False, report=False)
-  except step_lib.NonFiniteError as e:
-    return {"status": "nonfinite", "error": str(e),
-            "wall_s": time.perf_counter() - t0}
-  wall = time.perf_counter() - t0
-  res = out["results"][name]
-  records = metrics_lib.read_metrics(os.path.join(folder, name,
-                                                  "metrics.jsonl"))
-  flips = [r["flip_rate"] for r in records if "flip_rate" in r]
-  return {"status": "finished", "val_loss": float(res["val_loss"]),
-          "perplexity": float(res["perplexity"]),
-          "flip_rate": float(np.mean(flips)) if flips else None,
-          "wall_s": wall, "train_s": res["train_s"],
-          "steps_per_s": res["steps_per_s"],
-          "resumed_from": res["resumed_from"]}
-
-
 def _write_json(path: str, value: Any) -> None:
   """Writes ``value`` as JSON atomically."""
   with open(path + ".tmp", "w") as f:
@@ -294,14 +220,16 @@ def _write_json(path: str, value: Any) -> None:
   os.replace(path + ".tmp", path)
 
 
-def run_grid(runs: Sequence[Run], out: str, run_fn: RunFn = train_run,
+def run_grid(runs: Sequence[Run], out: str,
+             run_fn: RunFn = training.train_run,
              log: Any = None) -> list[dict[str, Any]]:
   """Runs every unfinished run, skipping finished ones; returns all results.
 
   Args:
     runs: The checked runs (:func:`plan_runs`, :func:`check_runs`).
     out: The output folder.
-    run_fn: ``(config, folder) -> values`` (default :func:`train_run`).
+    run_fn: ``(config, folder) -> values`` (default
+      :func:`~sparsejax.compare.training.train_run`).
     log: Stream for one line per run (default ``sys.stderr``).
 
   Returns:

@@ -30,7 +30,7 @@ def _one_error_line(capsys):
 # Grids: parsing and checks (no compute).
 
 def test_methods_parse_with_options_in_order():
-  assert grid.parse_methods("sste, progressive_nm[structure=,grad=autodiff]"
+  assert cli.parse_methods("sste, progressive_nm[structure=,grad=autodiff]"
                             ",ste") == [
       ("sste", ()),
       ("progressive_nm", (("structure", ""), ("grad", "autodiff"))),
@@ -38,24 +38,24 @@ def test_methods_parse_with_options_in_order():
 
 
 @pytest.mark.parametrize("parse,text,words", [
-    (grid.parse_methods, "", ["--methods is empty"]),
-    (grid.parse_methods, " , ", ["--methods is empty"]),
-    (grid.parse_methods, "srtse", [
+    (cli.parse_methods, "", ["--methods is empty"]),
+    (cli.parse_methods, " , ", ["--methods is empty"]),
+    (cli.parse_methods, "srtse", [
         "'srtse'", "did you mean 'srste'", "registered: ",
         ", ".join(registry.names("train"))]),
-    (grid.parse_methods, "ste[decay]", ["option 'decay'", "KEY=VALUE"]),
-    (grid.parse_methods, "ste,ste", ["twice"]),
-    (grid.parse_methods, "ste[", ["bad arm 'ste['"]),
-    (grid.parse_patterns, "", ["--patterns is empty"]),
-    (grid.parse_patterns, "2/4", ["bad pattern '2/4'"]),
-    (grid.parse_patterns, "5:4", ["5:4"]),
-    (grid.parse_patterns, "dense", ["'dense' is not a sparse pattern"]),
-    (grid.parse_patterns, "2:4,2:4", ["twice"]),
-    (grid.parse_seeds, "", ["--seeds is empty"]),
-    (grid.parse_seeds, "0,x", ["--seeds: 'x' is not a non-negative int"]),
-    (grid.parse_seeds, "1.0", ["'1.0' is not a non-negative int"]),
-    (grid.parse_seeds, "-1", ["'-1' is not a non-negative int"]),
-    (grid.parse_seeds, "0,0", ["twice"]),
+    (cli.parse_methods, "ste[decay]", ["option 'decay'", "KEY=VALUE"]),
+    (cli.parse_methods, "ste,ste", ["twice"]),
+    (cli.parse_methods, "ste[", ["bad arm 'ste['"]),
+    (cli.parse_patterns, "", ["--patterns is empty"]),
+    (cli.parse_patterns, "2/4", ["bad pattern '2/4'"]),
+    (cli.parse_patterns, "5:4", ["5:4"]),
+    (cli.parse_patterns, "dense", ["'dense' is not a sparse pattern"]),
+    (cli.parse_patterns, "2:4,2:4", ["twice"]),
+    (cli.parse_seeds, "", ["--seeds is empty"]),
+    (cli.parse_seeds, "0,x", ["--seeds: 'x' is not a non-negative int"]),
+    (cli.parse_seeds, "1.0", ["'1.0' is not a non-negative int"]),
+    (cli.parse_seeds, "-1", ["'-1' is not a non-negative int"]),
+    (cli.parse_seeds, "0,0", ["twice"]),
 ])
 def test_bad_grids_name_the_option_and_rule(parse, text, words):
   with pytest.raises(ConfigError) as e:
@@ -289,6 +289,23 @@ def test_an_unreadable_result_file_names_its_path(tmp_path):
   (folder / running.RESULT_FILE).write_text("{")
   with pytest.raises(ConfigError, match=r"result.json is unreadable"):
     running.read_result(str(folder))
+
+
+def test_methods_without_a_schedule_table_get_a_constant_n_m():
+  import sparsejax as sj
+  from sparsejax.compare import training
+  from sparsejax.pretrain import report
+  original = report.schedule_table
+  sp = sj.methods.ste([sj.Rule(".*", sj.NM(2, 4))])
+  with training._constant_schedule_table():
+    table_ = report.schedule_table(sp, sp.rules, [0, 5])
+    progressive = sj.progressive_nm([sj.Rule(".*", sj.NM(2, 4))],
+                                    total_steps=12, dense_steps=3,
+                                    structure="stepwise")
+    frames = report.schedule_table(progressive, progressive.rules, [0, 11])
+  assert report.schedule_table is original
+  assert table_["n"].tolist() == [2, 2] and table_["m"].tolist() == [4, 4]
+  assert frames["n"].tolist() == [3, 2] and "phase" in frames
 
 
 # End to end.
