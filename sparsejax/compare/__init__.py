@@ -24,8 +24,11 @@ progressive_nm[structure=stepwise,decay=]"
 
 A newly registered method is an arm by its name. Runs are resumable one by
 one: a finished run keeps ``OUT/runs/<arm>_seed<k>/result.json`` and is
-skipped when the command is repeated; an unfinished one resumes from its
-checkpoint. An output folder holding runs of another config is refused.
+skipped when the command is repeated (or grown by more methods, patterns or
+seeds); an unfinished one resumes from its checkpoint. An output folder
+holding runs of another config is refused, naming the keys that differ.
+JAX's persistent compilation cache (``OUT/jax_cache``, ``--compile-cache``)
+lets the seeds of an arm share its compiled programs.
 
 Modules: :mod:`~sparsejax.compare.grid` (arms, seeds, per-run configs),
 :mod:`~sparsejax.compare.cli` (the command line),
