@@ -7,43 +7,15 @@ progress bar or report) and returns what the comparison table needs.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-import types
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from sparsejax.pretrain import metrics as metrics_lib
-from sparsejax.pretrain import report as report_lib
 
 __all__ = ["train_run"]
-
-
-@contextlib.contextmanager
-def _constant_schedule_table() -> Iterator[None]:
-  """``report.schedule_table`` as documented, for methods without a table.
-
-  ``sparsejax.pretrain.report.schedule_table`` promises a constant ``n``/``m``
-  for N:M methods without a schedule table (STE, SR-STE, S-STE), but calls
-  ``sparsifier.table`` on every method, which raises ``TypeError`` for
-  them. While this is active, such a method is looked up as having no
-  table; methods with one (progressive N:M) are unchanged.
-  """
-  original = report_lib.schedule_table
-
-  def schedule_table(sparsifier, rules, steps):
-    if sparsifier is not None and not hasattr(
-        getattr(sparsifier, "schedule", None), "table"):
-      sparsifier = types.SimpleNamespace()  # no table: constant n, m
-    return original(sparsifier, rules, steps)
-
-  report_lib.schedule_table = schedule_table
-  try:
-    yield
-  finally:
-    report_lib.schedule_table = original
 
 
 def train_run(config: Any, folder: str) -> dict[str, Any]:
@@ -83,8 +55,7 @@ def train_run(config: Any, folder: str) -> dict[str, Any]:
   name = "dense" if config.sparsity.method == "none" else "sparse"
   t0 = time.perf_counter()
   try:
-    with _constant_schedule_table():
-      out = loop.run(config, folder, progress=False, report=False)
+    out = loop.run(config, folder, progress=False, report=False)
   except step_lib.NonFiniteError as e:
     return {"status": "nonfinite", "error": str(e),
             "wall_s": time.perf_counter() - t0}

@@ -291,25 +291,6 @@ def test_an_unreadable_result_file_names_its_path(tmp_path):
     running.read_result(str(folder))
 
 
-def test_methods_without_a_schedule_table_get_a_constant_n_m():
-  import sparsejax as sj
-  from sparsejax.compare import training
-  from sparsejax.pretrain import report
-  original = report.schedule_table
-  sp = sj.methods.ste([sj.Rule(".*", sj.NM(2, 4))])
-  with training._constant_schedule_table():
-    table_ = report.schedule_table(sp, sp.rules, [0, 5])
-    progressive = sj.progressive_nm([sj.Rule(".*", sj.NM(2, 4))],
-                                    total_steps=12, dense_steps=3,
-                                    structure="stepwise")
-    frames = report.schedule_table(progressive, progressive.rules, [0, 11])
-  assert report.schedule_table is original
-  assert table_["n"].tolist() == [2, 2] and table_["m"].tolist() == [4, 4]
-  assert frames["n"].tolist() == [3, 2] and "phase" in frames
-
-
-# End to end.
-
 @pytest.mark.system
 def test_a_tiny_grid_end_to_end_and_its_rerun(tmp_path, capsys):
   out = tmp_path / "cmp"
