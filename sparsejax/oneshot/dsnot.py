@@ -186,21 +186,22 @@ def _refine_unit(grow, cut, wanda, grow_key, keep, err, *, m, threshold,
 
   `grow`/`cut`: each input's change of `ε` when its weight is grown / cut.
   """
-  n_in = keep.shape[0]
-  grow_order = _order((keep).astype(jnp.int32), grow_key)
-  grow_hi = jnp.sum(~keep) - 1
-  side = jnp.where(cut < 0, 0, jnp.where(cut == 0, 1, 2))
-  side = jnp.where(keep, side, 3)
-  rank = jnp.where(side == 2, -wanda, wanda)
-  cut_order = _order(side, rank, jnp.where(side == 2, -jnp.arange(n_in),
-                                           jnp.arange(n_in)))
+  iota = jnp.arange(keep.shape[0])
+  # Pruned weights by growth key: `ε > 0` takes from the top, else the bottom.
+  grow_order = _order(keep.astype(jnp.int32), grow_key)
+  if not m:
+    # Kept weights: negative contribution by ascending Wanda score, zero,
+    # then positive by descending score (`ε < 0` takes from the top).
+    side = jnp.where(keep, jnp.sign(cut).astype(jnp.int32) + 1, 3)
+    cut_order = _order(side, jnp.where(side == 2, -wanda, wanda),
+                       jnp.where(side == 2, -iota, iota))
   sign0 = jnp.sign(err)
 
   def body(state):
-    keep, cuttable, err, lo, hi, cut_lo, cut_hi, _, cycle = state
+    keep, cuttable, err, lo, hi, cut_lo, cut_hi, active, cycle = state
     up, down = err > 0, err < 0
     g = grow_order[jnp.where(up, hi, lo)]
-    if m:
+    if m:  # the kept weight of lowest Wanda score in g's group
       start = g - g % m
       block = jax.lax.dynamic_slice(jnp.where(cuttable, wanda, jnp.inf),
                                     (start,), (m,))
@@ -210,7 +211,7 @@ def _refine_unit(grow, cut, wanda, grow_key, keep, err, *, m, threshold,
       c = cut_order[jnp.where(down, cut_hi, cut_lo)]
       found = cut_lo <= cut_hi
     after = err + cut[c] - grow[g]
-    ok = state[7] & (jnp.abs(err) > threshold) & found & (lo <= hi)
+    ok = active & (jnp.abs(err) > threshold) & found & (lo <= hi)
     if m:
       ok &= jnp.sign(after) == sign0
     keep = keep.at[c].set(keep[c] & ~ok).at[g].set(keep[g] | ok)
@@ -219,11 +220,14 @@ def _refine_unit(grow, cut, wanda, grow_key, keep, err, *, m, threshold,
             cut_lo + ~down, cut_hi - down, ok, cycle + 1)
 
   def cond(state):
-    return state[7] & (state[8] < max_cycles)
+    active, cycle = state[-2:]
+    return active & (cycle < max_cycles)
 
   zero = jnp.zeros((), jnp.int32)
-  state = (keep, keep, err, zero, grow_hi.astype(jnp.int32), zero,
-           (jnp.sum(keep) - 1).astype(jnp.int32), jnp.array(True), zero)
+  last_pruned = jnp.sum(~keep, dtype=jnp.int32) - 1
+  last_kept = jnp.sum(keep, dtype=jnp.int32) - 1
+  state = (keep, keep, err, zero, last_pruned, zero, last_kept,
+           jnp.array(True), zero)
   return jax.lax.while_loop(cond, body, state)[0]
 
 
