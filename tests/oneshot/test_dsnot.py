@@ -146,7 +146,7 @@ def test_reconstruction_error_improves_on_wanda(pattern):
   # pruned weights it inverts most of the mask and the error grows, and
   # some wide layers get worse too (1024 x 4, seed 0: +5%).
   gains = []
-  for seed in range(3):
+  for seed in range(2):
     x, w = layer(n_in=1024, seqs=4, seed=seed)
     stats = stats_of(x)
     start, mask = wanda_layer(w, stats.sq_sum, pattern)
