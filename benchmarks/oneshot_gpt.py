@@ -30,7 +30,6 @@ import time
 import jax
 import numpy as np
 
-from sparsejax.methods import registry
 from sparsejax.oneshot import prune
 from sparsejax.patterns import NM
 from sparsejax.patterns import Unstructured
@@ -43,7 +42,7 @@ from sparsejax.pretrain import plan as plan_lib
 from sparsejax.rules import Rule
 
 KERNELS = r"params/block_\d+/(attn/(query|key|value|out)|mlp/fc[12])/kernel"
-METHODS = registry.names("oneshot")
+METHODS = ("magnitude", "wanda", "sparsegpt")  # the base pruners
 SETTINGS = {
     "50%": {"magnitude": Unstructured(0.5),
             "wanda": Unstructured(0.5, per_output=True),

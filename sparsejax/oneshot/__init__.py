@@ -1,4 +1,4 @@
-"""One-shot pruning from calibration data: SparseGPT, Wanda and magnitude.
+"""One-shot pruning from calibration data: SparseGPT, Wanda, magnitude, DSnoT.
 
 Calibration runs a Flax model (Linen or NNX, unmodified) over calibration
 batches and accumulates, for every Dense layer the rules target, the input
@@ -24,8 +24,10 @@ from sparsejax.oneshot.calibration import NonFiniteCalibrationError
 from sparsejax.oneshot.calibration import accumulate
 from sparsejax.oneshot.calibration import collect_stats
 from sparsejax.oneshot.calibration import init_stats
+from sparsejax.oneshot.dsnot import dsnot_layer
 from sparsejax.oneshot.magnitude import magnitude_layer
 from sparsejax.oneshot.prune import Pruner
+from sparsejax.oneshot.prune import dsnot_refined
 from sparsejax.oneshot.prune import prune
 from sparsejax.oneshot.prune import prune_from_stats
 from sparsejax.oneshot.prune import pruner
@@ -42,6 +44,8 @@ __all__ = [
     "Pruner",
     "accumulate",
     "collect_stats",
+    "dsnot_layer",
+    "dsnot_refined",
     "init_stats",
     "magnitude_layer",
     "prune",

@@ -4,7 +4,9 @@ One-shot pruning needs, for every targeted Dense layer with kernel `(in, out)`,
 statistics of the layer's inputs over calibration tokens:
 
 * Wanda: `Σ x²` per input feature (the squared input norms),
-* SparseGPT: `Σ x xᵀ` (the Hessian up to a `2/n` factor).
+* SparseGPT: `Σ x xᵀ` (the Hessian up to a `2/n` factor),
+* DSnoT: `Σ x` per input feature and the number of calibration sequences
+  (the input means and variances, with `Σ x²`).
 
 Both are accumulated in float32, streaming over batches, so memory depends on
 the layer sizes and not on the number of calibration tokens.
@@ -29,6 +31,7 @@ everywhere else in the library.
 """
 
 import collections.abc
+import math
 from typing import Any, Iterable, NamedTuple, Sequence
 import warnings
 
@@ -128,11 +131,18 @@ class LayerStats(NamedTuple):
     sq_sum: `(in,)` sum over tokens of `x²` per input feature.
     xxt: `(in, in)` sum over tokens of `x xᵀ`, or None when not collected.
     count: number of tokens seen (int32 scalar).
+    x_sum: `(in,)` sum over tokens of `x` per input feature (None in
+      statistics built without it).
+    samples: number of calibration sequences seen (int32 scalar, or None):
+      an input `(tokens, in)` counts as one sequence, `(batch, seq, in)` as
+      `batch`.
   """
 
   sq_sum: jax.Array
   xxt: Any
   count: jax.Array
+  x_sum: Any = None
+  samples: Any = None
 
   def input_norms(self) -> jax.Array:
     """`‖X_j‖₂` per input feature (Wanda's activation norm)."""
@@ -145,6 +155,28 @@ class LayerStats(NamedTuple):
                        "hessian=True.")
     return 2.0 * self.xxt / jnp.maximum(self.count, 1).astype(jnp.float32)
 
+  def input_mean(self) -> jax.Array:
+    """`E[x_j]` per input feature over the calibration tokens.
+
+    >>> accumulate(init_stats(2), jnp.array([[1., 2.], [3., 6.]])).input_mean()
+    Array([2., 4.], dtype=float32)
+    """
+    if self.x_sum is None:
+      raise ValueError("these statistics hold no input sums (x_sum); collect "
+                       "them with accumulate / collect_stats.")
+    return self.x_sum / jnp.maximum(self.count, 1).astype(jnp.float32)
+
+  def input_variance(self) -> jax.Array:
+    """`E[x_j²] - E[x_j]²` per input feature (population variance, >= 0).
+
+    >>> accumulate(init_stats(2), jnp.array([[1., 2.], [3., 6.]])
+    ...            ).input_variance()
+    Array([1., 4.], dtype=float32)
+    """
+    mean = self.input_mean()
+    second = self.sq_sum / jnp.maximum(self.count, 1).astype(jnp.float32)
+    return jnp.maximum(second - jnp.square(mean), 0.0)
+
 
 def init_stats(n_in: int, hessian: bool = True) -> "LayerStats":
   """Empty statistics for a layer with `n_in` input features.
@@ -155,7 +187,9 @@ def init_stats(n_in: int, hessian: bool = True) -> "LayerStats":
   return LayerStats(
       sq_sum=jnp.zeros((n_in,), jnp.float32),
       xxt=jnp.zeros((n_in, n_in), jnp.float32) if hessian else None,
-      count=jnp.zeros((), jnp.int32))
+      count=jnp.zeros((), jnp.int32),
+      x_sum=jnp.zeros((n_in,), jnp.float32),
+      samples=jnp.zeros((), jnp.int32))
 
 
 def _gram(x):
@@ -189,14 +223,22 @@ def accumulate(stats: "LayerStats", x: jax.Array) -> "LayerStats":
   if x.ndim == 1:
     x = x[None]
   tokens = x.size // max(x.shape[-1], 1)
+  sequences = math.prod(x.shape[:-2])
+  token_axes = tuple(range(x.ndim - 1))
   xxt = stats.xxt
   if xxt is not None:
     xxt = xxt + _gram(x)
+  x_sum, samples = stats.x_sum, stats.samples
+  if x_sum is not None:
+    x_sum = x_sum + jnp.sum(x, axis=token_axes)
+  if samples is not None:
+    samples = samples + sequences
   return LayerStats(
-      sq_sum=stats.sq_sum + jnp.sum(jnp.square(x), axis=tuple(
-          range(x.ndim - 1))),
+      sq_sum=stats.sq_sum + jnp.sum(jnp.square(x), axis=token_axes),
       xxt=xxt,
-      count=stats.count + tokens)
+      count=stats.count + tokens,
+      x_sum=x_sum,
+      samples=samples)
 
 
 def _kernel_path(module_path):
@@ -445,8 +487,9 @@ class Calibrator:
           f"layer {path!r} was never reached by the calibration pass (it "
           "received no tokens).")
     finite = jnp.all(jnp.isfinite(stats.sq_sum))
-    if stats.xxt is not None:
-      finite &= jnp.all(jnp.isfinite(stats.xxt))
+    for extra in (stats.xxt, stats.x_sum):
+      if extra is not None:
+        finite &= jnp.all(jnp.isfinite(extra))
     if not bool(finite):
       raise NonFiniteCalibrationError(
           f"the calibration inputs of layer {path!r} hold NaN or inf.")

@@ -1,9 +1,10 @@
 """The one-shot pruning entry point: calibrate, then prune layer by layer.
 
 The pruners are registered in `sparsejax.methods.registry` with
-`kind="oneshot"` ("magnitude", "wanda", "sparsegpt"); `prune` and
-`prune_from_stats` look the method up there, so a new pruner is one
-`Pruner` and one `register` call.
+`kind="oneshot"` ("magnitude", "wanda", "sparsegpt", and "wanda+dsnot",
+"sparsegpt+dsnot": the base pruner's mask refined by DSnoT, see
+`sparsejax.oneshot.dsnot`); `prune` and `prune_from_stats` look the method
+up there, so a new pruner is one `Pruner` and one `register` call.
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
 from sparsejax.methods import registry
 from sparsejax.oneshot import calibration
+from sparsejax.oneshot import dsnot as dsnot_lib
 from sparsejax.oneshot import magnitude as magnitude_lib
 from sparsejax.oneshot import sparsegpt as sparsegpt_lib
 from sparsejax.oneshot import wanda as wanda_lib
@@ -74,6 +76,31 @@ WANDA = registry.register("wanda", Pruner(_wanda_layer, _wanda_check),
 SPARSEGPT = registry.register(
     "sparsegpt", Pruner(_sparsegpt_layer, _sparsegpt_check,
                         hessian=True), kind="oneshot")
+
+
+def dsnot_refined(base: Pruner) -> Pruner:
+  """`base`, then DSnoT on its result (published DSnoT defaults).
+
+  >>> dsnot_refined(WANDA).hessian, dsnot_refined(SPARSEGPT).hessian
+  (False, True)
+  """
+
+  def prune_layer(kernel, stats, pattern, path, options):
+    sparse, mask = base.prune_layer(kernel, stats, pattern, path, options)
+    return dsnot_lib.dsnot_layer(kernel, mask, stats, pattern,
+                                 sparse_kernel=sparse, path=path)
+
+  def check(shape, dtype, pattern, path):
+    base.check(shape, dtype, pattern, path)
+    dsnot_lib.check_pattern(pattern, shape, dtype, path)
+
+  return Pruner(prune_layer, check, hessian=base.hessian)
+
+
+WANDA_DSNOT = registry.register("wanda+dsnot", dsnot_refined(WANDA),
+                                kind="oneshot")
+SPARSEGPT_DSNOT = registry.register("sparsegpt+dsnot",
+                                    dsnot_refined(SPARSEGPT), kind="oneshot")
 
 
 def pruner(method: str) -> Pruner:
@@ -135,8 +162,9 @@ def prune_from_stats(params: Any, stats: Any, rules: Any, *,
     stats: `{kernel_path: LayerStats}` from `collect_stats` (SparseGPT needs
       them collected with `hessian=True`; magnitude needs none).
     rules: `Rule`s, one `Rule`, or a bare pattern.
-    method: a registered one-shot method: "sparsegpt", "wanda" or
-      "magnitude" (`sparsejax.methods.names("oneshot")`).
+    method: a registered one-shot method: "sparsegpt", "wanda",
+      "magnitude", "wanda+dsnot" or "sparsegpt+dsnot"
+      (`sparsejax.methods.names("oneshot")`).
     blocksize: SparseGPT block size (128).
     percdamp: SparseGPT dampening (0.01 of the mean Hessian diagonal).
     on_unused: "warn", "error" or "ignore" for rules that match nothing.
@@ -188,7 +216,8 @@ def prune(model: Any, params: Any, calibration_batches: Iterable[Any],
       once per layer, so it is kept in a list.
     rules: `Rule`s, one `Rule`, or a bare pattern; targeted leaves must be
       `nn.Dense` / `nnx.Linear` kernels for "wanda" and "sparsegpt".
-    method: "sparsegpt" (weight update), "wanda" or "magnitude".
+    method: "sparsegpt" (weight update), "wanda", "magnitude", or
+      "wanda+dsnot" / "sparsegpt+dsnot" (the mask refined by DSnoT).
     sequential: prune the layers in call order, each calibrated on the
       outputs of the layers already pruned (the published default; one
       calibration pass, and one compilation of the forward pass, per layer).
