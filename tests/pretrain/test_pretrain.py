@@ -67,15 +67,16 @@ def test_cli_outputs(smoke_run):
   recs = metrics_lib.read_metrics(workdir / "sparse" / "metrics.jsonl")
   logged = [r for r in recs if "loss" in r]
   assert [r["step"] for r in logged] == [2, 4, 6, 8, 10, 12]
-  for key in ("loss", "lr", "sparsity", "flip_rate", "phase", "n", "m", "beta",
-              "steps_per_s", "grad_norm"):
+  for key in ("loss", "lr", "mask_sparsity", "forward_sparsity", "flip_rate",
+              "phase", "n", "m", "beta", "steps_per_s", "grad_norm"):
     assert key in logged[-1], key
   assert [r["phase"] for r in logged] == [0, 1, 1, 1, 2, 2]
   # The dense phase's forward pass is dense; its masks already hold the
   # first frame (3:4).
-  assert logged[0]["sparsity"] == 0.0
+  assert logged[0]["forward_sparsity"] == 0.0
   assert logged[0]["mask_sparsity"] == pytest.approx(0.25)
-  assert logged[-1]["sparsity"] == pytest.approx(0.5)
+  assert logged[-1]["forward_sparsity"] == pytest.approx(0.5)
+  assert logged[-1]["mask_sparsity"] == pytest.approx(0.5)
   assert (logged[-1]["n"], logged[-1]["m"], logged[-1]["beta"]) == (2, 4, 0.0)
   assert any("val_loss" in r for r in recs)
   for png in ("loss.png", "schedule.png"):
