@@ -3,16 +3,16 @@
 Progressive 2:4 next to a dense baseline on the ``pydoc_data`` text; the
 same config as running without ``--config``.
 """
+import ml_collections
+
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
 
 
-def get_config(variant: str = ""):
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """Returns the default config.
 
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
+  ``variant``: see :mod:`sparsejax.pretrain.variants`.
 
   Returns:
     A ``ConfigDict``.

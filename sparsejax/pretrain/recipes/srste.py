@@ -1,14 +1,14 @@
 """The default run with 2:4 SR-STE instead of progressive 2:4."""
+import ml_collections
+
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
 
 
-def get_config(variant: str = ""):
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """Returns the config.
 
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
+  ``variant``: see :mod:`sparsejax.pretrain.variants`.
 
   Returns:
     A ``ConfigDict``.

@@ -3,18 +3,17 @@
 The masked-decay strength 6e-5 is the published value for GPT-2 124M with
 AdamW. Needs ``--config.data.paths=...`` (plain text files or folders).
 """
-import os
+import ml_collections
 
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
+from sparsejax.pretrain.recipes import gpt_small_dense
 
 
-def get_config(variant: str = ""):
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """Returns the recipe.
 
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
+  ``variant``: see :mod:`sparsejax.pretrain.variants`.
 
   Returns:
     A ``ConfigDict``.
@@ -23,8 +22,7 @@ def get_config(variant: str = ""):
     >>> get_config().sparsity.rules
     'blocks?(_\\\\d+)?/(attn|mlp)/\\\\w+/kernel=2:4'
   """
-  c = config_lib.load_config_file(
-      os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
+  c = gpt_small_dense.get_config()
   c.sparsity.method = "srste"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.srste_decay = 6e-5

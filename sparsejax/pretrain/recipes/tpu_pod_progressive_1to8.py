@@ -4,18 +4,17 @@ Geometric frames 8:64, 4:32, 2:16, 1:8 (every group axis is a multiple of
 64). Launch on every host with ``--config.data.paths=...`` and a shared
 ``--workdir`` (see :mod:`sparsejax.pretrain`).
 """
-import os
+import ml_collections
 
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
+from sparsejax.pretrain.recipes import tpu_pod_dense
 
 
-def get_config(variant: str = ""):
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """Returns the recipe.
 
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
+  ``variant``: see :mod:`sparsejax.pretrain.variants`.
 
   Returns:
     A ``ConfigDict``.
@@ -25,8 +24,7 @@ def get_config(variant: str = ""):
     >>> c.sparsity.structure, c.distributed
     ('geometric', True)
   """
-  c = config_lib.load_config_file(
-      os.path.join(os.path.dirname(__file__), "tpu_pod_dense.py"))
+  c = tpu_pod_dense.get_config()
   c.sparsity.method = "progressive_nm"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=1:8"
   c.sparsity.dense_fraction = 0.1

@@ -6,16 +6,16 @@ hyper-parameters, 100k steps; data from plain text files (``data.paths``).
 The mesh is pure data parallel over every local device. Needs
 ``--config.data.paths=...``.
 """
+import ml_collections
+
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
 
 
-def get_config(variant: str = ""):
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """Returns the recipe.
 
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
+  ``variant``: see :mod:`sparsejax.pretrain.variants`.
 
   Returns:
     A ``ConfigDict``.
