@@ -17,12 +17,7 @@ BLOCK_LAYERS = r"block_\d+/(attn|mlp)/\w+"
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Returns the config.
-
-  ``variant``: see :mod:`sparsejax.pretrain.variants`.
-
-  Returns:
-    A ``ConfigDict``.
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> c = get_config()

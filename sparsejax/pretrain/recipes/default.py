@@ -10,12 +10,7 @@ from sparsejax.pretrain import variants
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Returns the default config.
-
-  ``variant``: see :mod:`sparsejax.pretrain.variants`.
-
-  Returns:
-    A ``ConfigDict``.
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> get_config().sparsity.method

@@ -12,12 +12,7 @@ from sparsejax.pretrain.recipes import gpt_small_dense
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Returns the recipe.
-
-  ``variant``: see :mod:`sparsejax.pretrain.variants`.
-
-  Returns:
-    A ``ConfigDict``.
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> c = get_config()

@@ -11,12 +11,7 @@ from sparsejax.pretrain.recipes import tpu_pod_dense
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Returns the recipe.
-
-  ``variant``: see :mod:`sparsejax.pretrain.variants`.
-
-  Returns:
-    A ``ConfigDict``.
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> get_config().sparsity.srste_decay
