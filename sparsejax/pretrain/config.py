@@ -255,7 +255,8 @@ def load_config_file(path: str | os.PathLike, *args: Any
   :mod:`sparsejax.pretrain.variants`); ``--config NAME[:VARIANT]`` loads the
   packaged recipe's file (:mod:`sparsejax.pretrain.recipes`).
 
-  Config files build on each other with it, e.g. a recipe on its scale:
+  Config files of your own build on each other with it (the packaged
+  recipes import each other), e.g. a recipe on its scale:
   ``load_config_file(os.path.join(os.path.dirname(__file__), "gpt_small.py"))``.
 
   Args:
