@@ -211,8 +211,9 @@ def config_source(spec: str) -> tuple[str, ...]:
     The arguments of :func:`sparsejax.pretrain.config.load_config_file`.
 
   Raises:
-    ConfigError: An unknown recipe name (the message lists the recipes), or
-      a missing ``.py`` file named like a recipe (the message names it).
+    ConfigError: An empty value, an unknown recipe name (the message lists
+      the recipes), or a missing ``.py`` file named like a recipe (the
+      message names it).
 
   Example:
     >>> path, variant = config_source("smoke:cpu")
@@ -226,6 +227,9 @@ def config_source(spec: str) -> tuple[str, ...]:
     sparsejax.pretrain.config.ConfigError: config file 'configs/smoke.py' does not exist; the packaged recipe of that name is --config smoke.
   """
   head, *variant = split_variant(spec)
+  if not head.strip():
+    raise config_lib.ConfigError(
+        f"--config needs a recipe name or a file; got {spec!r}.")
   if _is_recipe_name(head):
     return (recipes.recipe_path(head), *variant)
   stem, ext = os.path.splitext(os.path.basename(head))
