@@ -13,9 +13,9 @@ few minutes on a 2-core CPU with no override::
 
   python -m sparsejax.pretrain --config gpt_small_rigl_90:cpu
 
-(``NAME:VARIANT`` or ``FILE:VARIANT`` passes ``VARIANT`` to the file's ``get_config``, the
-``ml_collections`` convention.) A recipe supports the variants by ending with
-``return variants.sized(c, variant)``.
+(``NAME:VARIANT`` or ``FILE:VARIANT`` passes ``VARIANT`` to the recipe's
+``get_config``, the ``ml_collections`` convention.) A recipe supports the
+variants by ending with ``return variants.sized(c, variant)``.
 """
 from __future__ import annotations
 
