@@ -1,7 +1,7 @@
 """Sensitivity-based vs uniform per-layer allocation, after one-shot pruning.
 
 1. The byte-level GPT of the pretraining job: the dense model of
-   ``configs/dense.py`` trained on the embedded ``pydoc_data`` corpus (trained
+   the ``dense`` recipe trained on the embedded ``pydoc_data`` corpus (trained
    first if ``--workdir`` holds no finished dense run; the same workdir as
    ``benchmarks/oneshot_gpt.py``). Every transformer-block kernel (attention
    q/k/v/out, MLP fc1/fc2) is scanned with the candidate patterns; embeddings

@@ -1,7 +1,7 @@
 """One-shot pruning quality on the GPT of the pretraining job.
 
-Takes the dense GPT that ``python -m sparsejax.pretrain --config
-configs/dense.py`` trains on the embedded ``pydoc_data`` corpus
+Takes the dense GPT that ``python -m sparsejax.pretrain --config dense``
+trains on the embedded ``pydoc_data`` corpus
 (training it first if ``--workdir`` holds no finished dense run), prunes
 every transformer-block kernel (attention q/k/v/out and MLP fc1/fc2;
 embeddings and ``lm_head`` stay dense) with magnitude, Wanda and SparseGPT
@@ -39,6 +39,7 @@ from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import evaluate as evaluate_lib
 from sparsejax.pretrain import loop
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import recipes
 from sparsejax.rules import Rule
 
 KERNELS = r"params/block_\d+/(attn/(query|key|value|out)|mlp/fc[12])/kernel"
@@ -51,8 +52,7 @@ SETTINGS = {
     "4:8": dict.fromkeys(METHODS, NM(4, 8)),
 }
 NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
-DENSE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "configs", "dense.py")
+DENSE_CONFIG = recipes.recipe_path("dense")
 
 
 def _matching_config(workdir):
@@ -77,7 +77,7 @@ def _matching_config(workdir):
       ckpt_lib.check_workdir(workdir, default)
     except config_lib.ConfigError:
       raise config_lib.ConfigError(
-          f"workdir {workdir} holds a run of neither configs/dense.py"
+          f"workdir {workdir} holds a run of neither the dense recipe"
           " nor the embedded default; use another --workdir.") from None
     return default
 
@@ -86,7 +86,7 @@ def dense_params(workdir):
   """Restores (training first if needed) the final dense params of a run.
 
   Args:
-    workdir: A workdir of ``configs/dense.py`` (or of the embedded
+    workdir: A workdir of the ``dense`` recipe (or of the embedded
       default); a missing or unfinished run is trained to the end.
 
   Returns:

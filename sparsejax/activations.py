@@ -25,6 +25,10 @@ Ties keep the lower feature index, so every token keeps exactly ``k`` (or
 with ``k`` also given as a sparsity. :func:`sparsify_input` applies a rule's
 pattern to a layer input and is what
 :func:`sparsejax.flax.sparsify_activations` runs.
+
+References:
+  * Wang, H., Ma, S., Wang, R. and Wei, F. "Q-Sparse: All Large Language Models
+    can be Fully Sparsely-Activated." arXiv:2407.10969, 2024.
 """
 from __future__ import annotations
 

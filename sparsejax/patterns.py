@@ -173,6 +173,11 @@ class NM(Pattern):
       are tiled m x m; the best of the valid tile patterns is kept). Requires
       m <= 4.
 
+  References:
+    * Mishra, A., Albericio Latorre, J., Pool, J., Stosic, D., Stosic, D.,
+      Venkatesh, G., Yu, C. and Micikevicius, P. "Accelerating Sparse Deep
+      Neural Networks." arXiv:2104.08378, 2021.
+
   >>> w = jnp.array([[1., -4.], [3., 2.], [-2., 1.], [0.5, 3.]])
   >>> NM(2, 4).mask(jnp.abs(w)).astype(int)
   Array([[0, 1],

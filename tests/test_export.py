@@ -8,9 +8,9 @@ import pytest
 import sparsejax as sj
 from pallas_kernels import formats
 from sparsejax.models import gpt as gpt_lib
-from configs import smoke as smoke_config
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain.recipes import smoke as smoke_config
 
 RULES = [sj.Rule(r".*attn.*kernel", sj.NM(2, 4)),
          sj.Rule(r".*mlp.*kernel", sj.NM(1, 8)),

@@ -1,5 +1,6 @@
 """The released package: the sdist and wheel build, and the installed wheel
-(not this source tree) imports, carries its data files and runs an example.
+(not this source tree) imports, carries its data files and runs an example,
+and resolves a pretraining recipe by name from the installed package.
 """
 
 import os
@@ -28,7 +29,12 @@ SMOKE = textwrap.dedent("""
     rules = [sj.Rule("kernel", sj.NM(2, 4))]
     params = {"kernel": jax.random.normal(jax.random.key(0), (8, 4))}
     masks = sj.compute_masks(params, rules)
-    print(sj.__version__, int(masks["kernel"].sum()))
+    from sparsejax.pretrain import cli, recipes
+    assert recipes.recipe_path("smoke").startswith(sys.argv[1])
+    args = cli.parse_args(["--config", "smoke:cpu", "--workdir", "unused"])
+    print(sj.__version__, int(masks["kernel"].sum()),
+          args.config.sparsity.method, args.config.train.steps,
+          ",".join(recipes.names()))
 """)
 
 
@@ -49,7 +55,8 @@ def test_wheel_holds_the_data_files_and_the_license(dist):
   assert wheel.name.startswith(f"sparsejax-{sparsejax.__version__}-")
   names = zipfile.ZipFile(wheel).namelist()
   for needed in ("sparsejax/py.typed", "pallas_kernels/py.typed",
-                 "pallas_kernels/measured/table.json"):
+                 "pallas_kernels/measured/table.json",
+                 "sparsejax/pretrain/recipes/smoke.py"):
     assert needed in names, needed
   assert any(n.endswith("LICENSE") for n in names)
   assert not any(n.startswith("tests/") for n in names)
@@ -69,4 +76,7 @@ def test_installed_wheel_imports_and_runs(dist, tmp_path):
       env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   import sparsejax
-  assert result.stdout.split() == [sparsejax.__version__, "16"]
+  from sparsejax.pretrain import recipes
+  assert result.stdout.split() == [sparsejax.__version__, "16",
+                                   "progressive_nm", "500",
+                                   ",".join(recipes.names())]

@@ -1,4 +1,10 @@
-"""N:M sparse matmul: ``x @ W`` with ``W`` N:M compressed along K."""
+"""N:M sparse matmul: ``x @ W`` with ``W`` N:M compressed along K.
+
+References:
+  * Mishra, A., Albericio Latorre, J., Pool, J., Stosic, D., Stosic, D.,
+    Venkatesh, G., Yu, C. and Micikevicius, P. "Accelerating Sparse Deep Neural
+    Networks." arXiv:2104.08378, 2021.
+"""
 from pallas_kernels.nm.api import batch_crossover
 from pallas_kernels.nm.api import choose_implementation
 from pallas_kernels.nm.api import Choice

@@ -11,7 +11,7 @@ the difference to dense -- and writes ``results.csv``, ``results.json``
   python -m sparsejax.compare                      # CPU-sized default grid
   python -m sparsejax.compare --methods ste,srste --patterns 2:4,1:16 \
       --seeds 0,1,2 --out runs/cmp
-  python -m sparsejax.compare --config configs/gpt_small_srste_2to4.py \
+  python -m sparsejax.compare --config gpt_small_srste_2to4 \
       --set train.steps=2000 --methods srste,progressive_nm --out /ckpt/cmp
 
 An arm may carry config options in brackets, keys of the ``sparsity``

@@ -9,8 +9,11 @@ Arguments::
                         sparsity.rules (default: 2:4)
   --seeds K,...         seeds; every arm and the dense baseline run once per
                         seed (default: 0,1)
-  --config FILE         the base pretraining config (default: a CPU-sized
-                        config, sparsejax.compare.grid.default_config)
+  --config RECIPE|FILE[:VARIANT]
+                        the base pretraining config, a packaged recipe or a
+                        config file as for python -m sparsejax.pretrain
+                        (default: a CPU-sized config,
+                        sparsejax.compare.grid.default_config)
   --set KEY=VALUE       override a key of the base config (repeatable)
   --out DIR             output folder (default: compare_out)
   --compile-cache DIR   JAX's persistent compilation cache, shared by the
@@ -31,6 +34,7 @@ from typing import Any, Sequence
 from sparsejax import rules as rules_lib
 from sparsejax.compare import grid as grid_lib
 from sparsejax.methods import registry
+from sparsejax.pretrain import cli as pretrain_cli
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import validation
 
@@ -262,7 +266,8 @@ def parse_args(argv: Sequence[str]) -> Request:
   patterns = parse_patterns(args.patterns)
   seeds = parse_seeds(args.seeds)
   base = (grid_lib.default_config() if args.config is None
-          else config_lib.load_config_file(args.config))
+          else config_lib.load_config_file(
+              *pretrain_cli.config_source(args.config)))
   for item in args.set:
     key, eq, value = item.partition("=")
     if not eq or not key.strip():

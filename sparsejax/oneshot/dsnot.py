@@ -47,6 +47,11 @@ its dense value, and `ε` counts both.
 Composition: `sparsejax.oneshot.prune` and `prune_from_stats` offer DSnoT
 as the registered one-shot methods "wanda+dsnot" and "sparsegpt+dsnot"
 (the base pruner, then `dsnot_layer` on its result, published defaults).
+
+References:
+  * Zhang, Y., Zhao, L., Lin, M., Sun, Y., Yao, Y., Han, X., Tanner, J., Liu,
+    S. and Ji, R. "Dynamic Sparse No Training: Training-Free Fine-tuning for
+    Sparse LLMs." ICLR 2024. arXiv:2310.08915.
 """
 
 import functools

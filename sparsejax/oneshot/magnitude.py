@@ -1,4 +1,9 @@
-"""One-shot magnitude pruning: the baseline without calibration data."""
+"""One-shot magnitude pruning: the baseline without calibration data.
+
+References:
+  * Han, S., Pool, J., Tran, J. and Dally, W. J. "Learning both Weights and
+    Connections for Efficient Neural Networks." NeurIPS 2015. arXiv:1506.02626.
+"""
 
 import functools
 

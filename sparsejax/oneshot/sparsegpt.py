@@ -23,6 +23,10 @@ definite even after dampening), the dampening is multiplied by 10 and the
 factorisation retried; the increase is reported with a warning naming the
 layer, and a layer that cannot be factorised at all raises an error rather
 than returning NaN weights.
+
+References:
+  * Frantar, E. and Alistarh, D. "SparseGPT: Massive Language Models Can Be
+    Accurately Pruned in One-Shot." ICML 2023. arXiv:2301.00774.
 """
 
 import functools

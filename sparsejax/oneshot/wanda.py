@@ -9,6 +9,10 @@ The published comparison group is each output unit (a column of the Flax
 kernel): use `Unstructured(s, per_output=True)` for it, or `NM(n, m)` for
 N:M groups along the input axis. Any pattern is accepted and ranks the Wanda
 scores its own way.
+
+References:
+  * Sun, M., Liu, Z., Bair, A. and Kolter, J. Z. "A Simple and Effective
+    Pruning Approach for Large Language Models." ICLR 2024. arXiv:2306.11695.
 """
 
 import functools

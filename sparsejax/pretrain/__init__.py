@@ -8,19 +8,22 @@ pattern reached. Both runs of 500 steps, compile included, took 67 s on an
 otherwise idle 2-core CPU, 162 s with other work sharing the two cores
 (``python -m sparsejax.pretrain``), reaching a validation loss of 1.5370
 nats/byte dense and 1.5616 with progressive 2:4 (+1.60%; 2:4 SR-STE, with
-``--config configs/srste.py``: 1.5653, +1.84%). Every recipe in ``configs/``
-also runs CPU-sized: ``--config configs/gpt_small_rigl_90.py:cpu``.
+``--config srste``: 1.5653, +1.84%). Every recipe in
+:mod:`sparsejax.pretrain.recipes` also runs CPU-sized:
+``--config gpt_small_rigl_90:cpu``.
 
 Configs
 -------
 A config is a Python file with ``get_config()`` returning an
 ``ml_collections.ConfigDict`` (see :func:`sparsejax.pretrain.config.get_config`
-for every key); the files in ``configs/`` are the recipes::
+for every key); the recipes ship in the package
+(:mod:`sparsejax.pretrain.recipes`) and ``--config`` takes one by name, or
+the path of a file of your own::
 
-  python -m sparsejax.pretrain --config configs/smoke.py
-  python -m sparsejax.pretrain --config configs/srste.py \
+  python -m sparsejax.pretrain --config smoke
+  python -m sparsejax.pretrain --config srste \
       --config.train.steps=2000 --workdir runs/srste
-  python -m sparsejax.pretrain --config configs/gpt_small_progressive_1to8.py \
+  python -m sparsejax.pretrain --config gpt_small_progressive_1to8 \
       --config.data.paths=/data/text --workdir /ckpt/gpt-small-1to8
 
 ``--config.KEY=VALUE`` overrides any key (an unknown key is an error that
@@ -49,7 +52,7 @@ GPU box
 One process drives every local GPU; the mesh covers all of them::
 
   pip install -e . "jax[cuda12]"
-  python -m sparsejax.pretrain --config configs/gpt_small_srste_2to4.py \
+  python -m sparsejax.pretrain --config gpt_small_srste_2to4 \
       --config.mesh.data=-1 --config.mesh.tensor=2 --workdir /ckpt/run1
 
 TPU pod slice
@@ -63,10 +66,10 @@ The workdir must be one folder every host sees (an NFS or ``gcsfuse`` mount);
 process 0 writes the metrics, plots and export, and every process takes part
 in saving and restoring the sharded checkpoints::
 
-  python -m sparsejax.pretrain --config configs/tpu_pod_progressive_1to8.py \
+  python -m sparsejax.pretrain --config tpu_pod_progressive_1to8 \
       --config.data.paths=/data/text --workdir /mnt/shared/runs/pod-1to8
 
-(``configs/tpu_pod_*.py`` already set ``distributed=True``.)
+(The ``tpu_pod_*`` recipes already set ``distributed=True``.)
 
 In Python, the same launch is:
 
@@ -81,6 +84,8 @@ The application imports the library, never the other way round:
 
 * :mod:`~sparsejax.pretrain.cli` -- the command line, parsed and checked;
 * :mod:`~sparsejax.pretrain.config` -- the config schema;
+* :mod:`~sparsejax.pretrain.recipes` -- the packaged recipes, by name;
+* :mod:`~sparsejax.pretrain.variants` -- recipes sized for a CPU;
 * :mod:`~sparsejax.pretrain.validation` -- the checks of a config and a
   workdir, each naming the key;
 * :mod:`~sparsejax.pretrain.data` -- corpus, byte tokenizer, checkpointable

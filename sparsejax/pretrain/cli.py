@@ -2,10 +2,12 @@
 
 Arguments::
 
-  --config FILE[:VARIANT]
-                         a config file with get_config() (default: the
+  --config RECIPE[:VARIANT] or FILE[:VARIANT]
+                         a packaged recipe by name (smoke, srste,
+                         gpt_small_rigl_90, ...: sparsejax.pretrain.recipes)
+                         or a Python file with get_config() (default: the
                          embedded default, sparsejax/pretrain/config.py);
-                         FILE:cpu is a recipe sized for a 2-core CPU
+                         NAME:cpu is the recipe sized for a 2-core CPU
   --config.KEY=VALUE     override one key (e.g. --config.optim.lr=1e-3)
   --workdir DIR          output folder; a compatible run there is resumed
   --verbosity N          absl logging level (default: warnings only)
@@ -27,16 +29,19 @@ from typing import Any, Sequence
 import ml_collections
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import recipes
 from sparsejax.pretrain import validation
 
-__all__ = ["DEFAULT_CONFIG", "USAGE", "Args", "set_override", "parse_args"]
+__all__ = ["DEFAULT_CONFIG", "USAGE", "Args", "set_override", "split_variant",
+           "config_source", "parse_args"]
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "config.py")
 """Path of the embedded default config (used when no ``--config``)."""
 
-USAGE = ("usage: python -m sparsejax.pretrain [--config FILE[:VARIANT]] "
-         "[--config.KEY=VALUE ...] [--workdir DIR] [--verbosity N]")
+USAGE = ("usage: python -m sparsejax.pretrain "
+         "[--config RECIPE|FILE[:VARIANT]] [--config.KEY=VALUE ...] "
+         "[--workdir DIR] [--verbosity N]")
 
 _OPTIONS = ("--config", "--workdir", "--verbosity")
 
@@ -171,17 +176,68 @@ def help_text() -> str:
 def split_variant(spec: str) -> tuple[str, ...]:
   """``FILE`` or ``FILE:VARIANT`` -> ``(FILE,)`` or ``(FILE, VARIANT)``.
 
+  ``FILE`` may also be a recipe name; an existing file is never split.
+
   Example:
-    >>> split_variant("configs/gpt_small_rigl_90.py:cpu")
-    ('configs/gpt_small_rigl_90.py', 'cpu')
-    >>> split_variant("configs/smoke.py")
-    ('configs/smoke.py',)
+    >>> split_variant("my_recipes/rigl.py:cpu")
+    ('my_recipes/rigl.py', 'cpu')
+    >>> split_variant("smoke")
+    ('smoke',)
   """
   head, sep, tail = spec.rpartition(":")
   if not sep or not head or os.sep in tail or "/" in tail or os.path.isfile(
       spec):
     return (spec,)
   return head, tail
+
+
+def _is_recipe_name(head: str) -> bool:
+  """``head`` names a packaged recipe rather than a file."""
+  return not (os.path.isfile(head) or "/" in head or os.sep in head
+              or head.endswith(".py"))
+
+
+def config_source(spec: str) -> tuple[str, ...]:
+  """``--config``'s value -> ``(FILE,)`` or ``(FILE, VARIANT)`` to load.
+
+  A recipe name (``smoke``, ``smoke:cpu``) becomes the packaged recipe's
+  file (:mod:`sparsejax.pretrain.recipes`); a path (anything with a ``/``,
+  a ``.py`` ending or an existing file) is kept.
+
+  Args:
+    spec: ``RECIPE``, ``RECIPE:VARIANT``, ``FILE`` or ``FILE:VARIANT``.
+
+  Returns:
+    The arguments of :func:`sparsejax.pretrain.config.load_config_file`.
+
+  Raises:
+    ConfigError: An empty value, an unknown recipe name (the message lists
+      the recipes), or a missing ``.py`` file named like a recipe (the
+      message names it).
+
+  Example:
+    >>> path, variant = config_source("smoke:cpu")
+    >>> os.path.relpath(path, os.path.dirname(recipes.__file__)), variant
+    ('smoke.py', 'cpu')
+    >>> config_source("my_recipes/rigl.py:cpu")
+    ('my_recipes/rigl.py', 'cpu')
+    >>> config_source("configs/smoke.py")
+    Traceback (most recent call last):
+    ...
+    sparsejax.pretrain.config.ConfigError: config file 'configs/smoke.py' does not exist; the packaged recipe of that name is --config smoke.
+  """
+  head, *variant = split_variant(spec)
+  if not head.strip():
+    raise config_lib.ConfigError(
+        f"--config needs a recipe name or a file; got {spec!r}.")
+  if _is_recipe_name(head):
+    return (recipes.recipe_path(head), *variant)
+  stem, ext = os.path.splitext(os.path.basename(head))
+  if ext == ".py" and not os.path.isfile(head) and stem in recipes.names():
+    raise config_lib.ConfigError(
+        f"config file {head!r} does not exist; the packaged recipe of that "
+        f"name is --config {stem}.")
+  return (head, *variant)
 
 
 def parse_args(argv: Sequence[str]) -> Args:
@@ -191,7 +247,7 @@ def parse_args(argv: Sequence[str]) -> Args:
   validated and the workdir checked; nothing is written.
 
   Args:
-    argv: The arguments, e.g. ``["--config", "configs/smoke.py"]``.
+    argv: The arguments, e.g. ``["--config", "smoke:cpu"]``.
 
   Returns:
     The :class:`Args`.
@@ -231,7 +287,7 @@ def parse_args(argv: Sequence[str]) -> Args:
       raise config_lib.ConfigError(
           f"unknown option {name!r}" +
           (f"; did you mean {near!r}?" if near else f"; {USAGE}."))
-  config = config_lib.load_config_file(*split_variant(path))
+  config = config_lib.load_config_file(*config_source(path))
   for key, value in overrides:
     set_override(config, key, value)
   validation.validate(config)

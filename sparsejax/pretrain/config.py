@@ -2,9 +2,9 @@
 
 A run is described by one ``ml_collections.ConfigDict``. :func:`get_config`
 is the schema: every key a run may set, with the values of the embedded
-default run. Config files in ``configs/`` (``configs/smoke.py``,
-``configs/gpt_small_srste_2to4.py``, ...) start from it, or from another
-config file (:func:`load_config_file`), and change what their recipe needs;
+default run. The recipes in :mod:`sparsejax.pretrain.recipes` (``smoke``,
+``gpt_small_srste_2to4``, ...) and config files of your own start from it,
+or from another config (:func:`load_config_file`), and change what they need;
 :func:`validate` rejects unknown keys and bad values with a message naming
 the key, before any compute.
 
@@ -252,9 +252,11 @@ def load_config_file(path: str | os.PathLike, *args: Any
   """Calls ``get_config(*args)`` of a config file, as ``--config`` does.
 
   ``--config FILE:VARIANT`` passes ``VARIANT`` (e.g. ``cpu``, see
-  :mod:`sparsejax.pretrain.variants`).
+  :mod:`sparsejax.pretrain.variants`); ``--config NAME[:VARIANT]`` loads the
+  packaged recipe's file (:mod:`sparsejax.pretrain.recipes`).
 
-  Config files build on each other with it, e.g. a recipe on its scale:
+  Config files of your own build on each other with it (the packaged
+  recipes import each other), e.g. a recipe on its scale:
   ``load_config_file(os.path.join(os.path.dirname(__file__), "gpt_small.py"))``.
 
   Args:

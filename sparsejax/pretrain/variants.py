@@ -1,21 +1,21 @@
 """Recipe variants: every recipe as written, or shrunk to fit a laptop CPU.
 
-A recipe in ``configs/`` is written for the machine it targets (GPT-small on
-a GPU box, a 1.2B model on a TPU pod slice). Its ``cpu`` variant keeps what
-the recipe is about -- the method, the rules and the method's own knobs --
-and takes everything that sizes the run from the embedded default: the
-model's width and depth, the ``pydoc_data`` corpus, the batch, the optimizer
-schedule, the number of steps and the evaluation sizes, on one process. Knobs
-counted in steps (``sparsity.frequency``, ``sparsity.delta_t``) and a mask-
-decay rate (``sparsity.c``, per step) are rescaled with the run length, so
-the schedule keeps its shape. It runs in a few minutes on a 2-core CPU with
-no override::
+A recipe in :mod:`sparsejax.pretrain.recipes` is written for the machine it
+targets (GPT-small on a GPU box, a 1.2B model on a TPU pod slice). Its
+``cpu`` variant keeps what the recipe is about -- the method, the rules and
+the method's own knobs -- and takes everything that sizes the run from the
+embedded default: the model's width and depth, the ``pydoc_data`` corpus, the
+batch, the optimizer schedule, the number of steps and the evaluation sizes,
+on one process. Knobs counted in steps (``sparsity.frequency``,
+``sparsity.delta_t``) and a mask-decay rate (``sparsity.c``, per step) are
+rescaled with the run length, so the schedule keeps its shape. It runs in a
+few minutes on a 2-core CPU with no override::
 
-  python -m sparsejax.pretrain --config configs/gpt_small_rigl_90.py:cpu
+  python -m sparsejax.pretrain --config gpt_small_rigl_90:cpu
 
-(``FILE:VARIANT`` passes ``VARIANT`` to the file's ``get_config``, the
-``ml_collections`` convention.) A recipe supports the variants by ending with
-``return variants.sized(c, variant)``.
+(``NAME:VARIANT`` or ``FILE:VARIANT`` passes ``VARIANT`` to the recipe's
+``get_config``, the ``ml_collections`` convention.) A recipe supports the
+variants by ending with ``return variants.sized(c, variant)``.
 """
 from __future__ import annotations
 

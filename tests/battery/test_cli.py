@@ -136,6 +136,10 @@ CASES = [
     # Config files.
     case("config-file-missing", _argv("--config", "/nonexistent/c.py"), E,
          "config file", "does not exist"),
+    case("config-empty", _argv("--config", ""), E,
+         "--config needs a recipe name or a file"),
+    case("config-unknown-recipe", _argv("--config", "smok:cpu"), E,
+         "unknown recipe 'smok'", "did you mean 'smoke'", "gpt_small_rigl_90"),
     case("config-file-syntax-error",
          _config_file("broken.py", "def get_config(:\n"), E,
          "config file", "broken.py", "SyntaxError"),

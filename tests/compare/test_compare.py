@@ -294,8 +294,7 @@ def test_an_unreadable_result_file_names_its_path(tmp_path):
 @pytest.mark.system
 def test_a_tiny_grid_end_to_end_and_its_rerun(tmp_path, capsys):
   out = tmp_path / "cmp"
-  argv = ["--config", os.path.join(os.path.dirname(__file__), "..", "..",
-                                   "configs", "smoke.py"),
+  argv = ["--config", "smoke",
           "--set", "train.steps=8", "--set", "checkpoint.every=8",
           "--set", "eval.every=8", "--methods", "srste", "--seeds", "0,1",
           "--out", str(out)]

@@ -9,7 +9,6 @@ step it resumed from, its validation loss and the logged training losses.
 
 import json
 import os
-import pathlib
 import sys
 
 from sparsejax.pretrain import cluster
@@ -20,9 +19,7 @@ import jax  # noqa: E402
 
 from sparsejax.pretrain import cli, loop, metrics  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-ARGS = ["--config", str(ROOT / "configs" / "smoke.py"),
-        "--config.sparsity.baseline=False"]
+ARGS = ["--config", "smoke", "--config.sparsity.baseline=False"]
 
 
 def main(workdir, stop_at):

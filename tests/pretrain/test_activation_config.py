@@ -1,6 +1,5 @@
 """Activation sparsity in a pretraining run: config, plan check, metrics."""
 
-import os
 
 import jax
 import numpy as np
@@ -9,10 +8,10 @@ import pytest
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import recipes
 from sparsejax.pretrain import step as step_lib
 
-SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs", "smoke.py")
+SMOKE = recipes.recipe_path("smoke")
 
 
 def _smoke(rules=""):

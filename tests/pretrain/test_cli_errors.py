@@ -28,8 +28,7 @@ def _cli(*args):
 ], ids=["misspelled-key", "invalid-regex"])
 def test_a_mistake_is_one_error_line_and_exit_2(tmp_path, args, names):
   workdir = tmp_path / "run"
-  proc = _cli("--config", "configs/smoke.py", "--workdir", str(workdir),
-              *args)
+  proc = _cli("--config", "smoke", "--workdir", str(workdir), *args)
   assert proc.returncode == main_lib.EXIT_CONFIG == 2
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -43,8 +42,7 @@ def test_a_mistake_is_one_error_line_and_exit_2(tmp_path, args, names):
 def test_an_unusable_workdir_is_refused(tmp_path):
   blocker = tmp_path / "a-file"
   blocker.write_text("")
-  proc = _cli("--config", "configs/smoke.py", "--workdir",
-              str(blocker / "run"))
+  proc = _cli("--config", "smoke", "--workdir", str(blocker / "run"))
   assert proc.returncode == 2
   assert proc.stderr.startswith("error: --workdir ")
   assert "cannot be created" in proc.stderr and "Traceback" not in proc.stderr
@@ -61,7 +59,7 @@ def test_an_incomplete_cluster_setting_is_refused(tmp_path, monkeypatch,
   monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
   monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
   monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
-  status = main_lib.main(["--config", "configs/smoke.py",
+  status = main_lib.main(["--config", "smoke",
                           "--config.distributed=True",
                           "--workdir", str(tmp_path / "run")])
   assert status == main_lib.EXIT_CONFIG

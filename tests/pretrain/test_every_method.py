@@ -1,16 +1,15 @@
 """The pretraining loop trains every kind of method end to end: straight-
 through N:M (STE, SR-STE, S-STE), progressive N:M and drop-and-grow (RigL)."""
 import math
-import os
 
 import jax
 import pytest
 
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import loop
+from sparsejax.pretrain import recipes
 
-SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs", "smoke.py")
+SMOKE = recipes.recipe_path("smoke")
 
 
 @pytest.mark.system

@@ -153,7 +153,7 @@ def _cli(workdir, *flags):
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   return subprocess.Popen(
       [sys.executable, "-m", "sparsejax.pretrain",
-       "--config=configs/smoke.py", "--config.sparsity.baseline=False",
+       "--config=smoke", "--config.sparsity.baseline=False",
        "--config.outputs.export=False", "--config.progress=False",
        f"--workdir={workdir}", *flags], cwd=ROOT, env=env,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -16,11 +16,12 @@ from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import export as export_lib
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import recipes
 from sparsejax.pretrain import step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-SMOKE = os.path.join(ROOT, "configs", "smoke.py")
+SMOKE = recipes.recipe_path("smoke")
 
 
 def _leaves(tree):

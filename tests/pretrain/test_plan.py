@@ -1,6 +1,5 @@
 """Every registered training method plans on the smoke model."""
 
-import os
 
 import jax
 import pytest
@@ -8,9 +7,9 @@ import pytest
 from sparsejax.methods import registry
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import recipes
 
-SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs", "smoke.py")
+SMOKE = recipes.recipe_path("smoke")
 
 
 @pytest.mark.parametrize("method", registry.names("train"))

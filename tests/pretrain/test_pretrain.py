@@ -1,6 +1,5 @@
 """`python -m sparsejax.pretrain`: the command line, outputs, bad input."""
 
-import glob
 import json
 import os
 import subprocess
@@ -14,13 +13,12 @@ from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import loop
 from sparsejax.pretrain import metrics as metrics_lib
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import recipes
 from sparsejax.pretrain import report as report_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-SMOKE = os.path.join(ROOT, "configs", "smoke.py")
-CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if not p.endswith("__init__.py"))
+SMOKE = recipes.recipe_path("smoke")
 
 
 def _cli(*args, timeout=240):
@@ -39,7 +37,7 @@ def _load(path):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("cli")
-  proc = _cli("--config", "configs/smoke.py", "--workdir",
+  proc = _cli("--config", "smoke", "--workdir",
               str(workdir), "--config.outputs.plots=True")
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc
@@ -113,7 +111,7 @@ def test_exported_weights_decompress_to_the_evaluated_model(smoke_run):
 
 
 def test_cli_rejects_unknown_key_before_compute(tmp_path):
-  proc = _cli("--config", "configs/smoke.py", "--workdir",
+  proc = _cli("--config", "smoke", "--workdir",
               str(tmp_path / "w"), "--config.model.widht=3", timeout=120)
   assert proc.returncode != 0
   assert "widht" in proc.stderr
@@ -189,10 +187,10 @@ def test_missing_data_files(tmp_path):
   _refused(cfg, tmp_path, "nope.txt")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_every_config_file_plans(path, tmp_path):
+@pytest.mark.parametrize("name", recipes.names())
+def test_every_recipe_plans(name, tmp_path):
   """Recipes validate and fit their model (abstractly, no compute)."""
-  cfg = _load(path)
+  cfg = _load(recipes.recipe_path(name))
   text = tmp_path / "data.txt"
   text.write_bytes(bytes(range(32, 127)) * 400)
   cfg.data.source, cfg.data.paths = "files", str(text)

@@ -20,10 +20,9 @@ from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import loop
 from sparsejax.pretrain import metrics as metrics_lib
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import recipes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-SMOKE = os.path.join(ROOT, "configs", "smoke.py")
+SMOKE = recipes.recipe_path("smoke")
 
 COLLECTIVES = re.compile(
     r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)"

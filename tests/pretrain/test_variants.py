@@ -1,29 +1,25 @@
-"""Every recipe in configs/ has a CPU-sized variant (``FILE:cpu``) that keeps
+"""Every packaged recipe has a CPU-sized variant (``NAME:cpu``) that keeps
 the recipe's method and knobs and runs on the embedded corpus as it is."""
-import glob
-import os
-
 import jax
 import pytest
 
 from sparsejax.pretrain import cli
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import recipes
 from sparsejax.pretrain import variants
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-RECIPES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if not p.endswith("__init__.py"))
+RECIPES = recipes.names()
 
 
 def test_every_recipe_is_listed():
   assert len(RECIPES) >= 12
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
-def test_cpu_variant_runs_as_is(path, tmp_path):
-  full = config_lib.load_config_file(path)
-  small = cli.parse_args(["--config", f"{path}:cpu", "--workdir",
+@pytest.mark.parametrize("name", RECIPES)
+def test_cpu_variant_runs_as_is(name, tmp_path):
+  full = config_lib.load_config_file(recipes.recipe_path(name))
+  small = cli.parse_args(["--config", f"{name}:cpu", "--workdir",
                           str(tmp_path / "run")]).config
   base = config_lib.get_config()
   # What the recipe is about is kept ...
@@ -50,16 +46,15 @@ def test_cpu_variant_runs_as_is(path, tmp_path):
   assert arms[-1].config.sparsity.method == full.sparsity.method
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
-def test_progress_is_on_in_every_recipe(path):
-  assert config_lib.load_config_file(path).progress
+@pytest.mark.parametrize("name", RECIPES)
+def test_progress_is_on_in_every_recipe(name):
+  assert config_lib.load_config_file(recipes.recipe_path(name)).progress
 
 
 def test_unknown_variant_and_variant_of_a_plain_file(tmp_path):
-  recipe = os.path.join(ROOT, "configs", "gpt_small_rigl_90.py")
   with pytest.raises(config_lib.ConfigError, match="unknown config variant "
                      "'gpu'; a recipe takes ':cpu'"):
-    cli.parse_args(["--config", f"{recipe}:gpu"])
+    cli.parse_args(["--config", "gpt_small_rigl_90:gpu"])
   plain = tmp_path / "plain.py"
   plain.write_text("from sparsejax.pretrain import config\n"
                    "def get_config():\n  return config.get_config()\n")

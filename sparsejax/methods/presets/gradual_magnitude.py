@@ -34,6 +34,10 @@ def gradual_magnitude(rules: Any, *, end_step: int, begin_step: int = 0,
   Returns:
     A hard `Method`.
 
+  References:
+    * Zhu, M. and Gupta, S. "To prune, or not to prune: exploring the efficacy
+      of pruning for model compression." arXiv:1710.01878, 2017.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.gradual_magnitude(sj.Unstructured(0.75), end_step=2,
   ...                                   frequency=1)

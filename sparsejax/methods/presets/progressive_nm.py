@@ -46,6 +46,11 @@ def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
   Returns:
     A `Method`.
 
+  References:
+    * Bambhaniya, A. R., Yazdanbakhsh, A., Subramanian, S., Kao, S.-C.,
+      Agrawal, S., Evci, U. and Krishna, T. "Progressive Gradient Flow for
+      Robust N:M Sparsity Training in Transformers." arXiv:2402.04744, 2024.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.progressive_nm(target=sj.NM(1, 8), total_steps=100,
   ...                                structure="stepwise", decay="linear",

@@ -34,6 +34,14 @@ def prune_once(rules: Any, *, score: str | Callable[..., Any] = "magnitude",
   Returns:
     A hard `Method`.
 
+  References:
+    * Han, S., Pool, J., Tran, J. and Dally, W. J. "Learning both Weights and
+      Connections for Efficient Neural Networks." NeurIPS 2015.
+      arXiv:1506.02626.
+    * Lee, N., Ajanthan, T. and Torr, P. H. S. "SNIP: Single-shot Network
+      Pruning based on Connection Sensitivity." ICLR 2019. arXiv:1810.02340.
+      (The saliency score.)
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.prune_once(sj.Unstructured(0.5))
   >>> sp.init({"w": jnp.array([[1., -3.], [2., 0.5]])}).masks["w"].astype(int)

@@ -30,6 +30,10 @@ def rigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
   Returns:
     A hard `Method`.
 
+  References:
+    * Evci, U., Gale, T., Menick, J., Castro, P. S. and Elsen, E. "Rigging the
+      Lottery: Making All Tickets Winners." ICML 2020. arXiv:1911.11134.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.rigl(sj.Unstructured(0.5), distribution=None, t_end=10,
   ...                      delta_t=1)

@@ -34,6 +34,12 @@ def set_sparse(rules: Any, *, t_end: int, alpha: float = 0.3,
   Returns:
     A hard `Method`.
 
+  References:
+    * Mocanu, D. C., Mocanu, E., Stone, P., Nguyen, P. H., Gibescu, M. and
+      Liotta, A. "Scalable training of artificial neural networks with adaptive
+      sparse connectivity inspired by network science." Nature Communications
+      9, 2383 (2018). doi:10.1038/s41467-018-04316-3.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.set_sparse(sj.Unstructured(0.5), sparsity=0.5,
   ...                            t_end=10, delta_t=2)

@@ -118,6 +118,10 @@ def srigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
   Returns:
     A hard `Method`.
 
+  References:
+    * Lasby, M., Golubeva, A., Evci, U., Nica, M. and Ioannou, Y. "Dynamic
+      Sparse Training with Structured Sparsity." ICLR 2024. arXiv:2305.02299.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.srigl(sj.Unstructured(0.5), distribution=None,
   ...                       t_end=10, delta_t=1)

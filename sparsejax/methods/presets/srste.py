@@ -24,6 +24,14 @@ def srste(rules: Any, *, decay: float | Callable[[Any], Any] = 2e-4,
   Returns:
     A `Method`.
 
+  References:
+    * Zhou, A., Ma, Y., Zhu, J., Liu, J., Zhang, Z., Yuan, K., Sun, W. and Li,
+      H. "Learning N:M Fine-grained Structured Sparse Neural Networks From
+      Scratch." ICLR 2021. arXiv:2102.04010.
+    * Hu, Y., Zhao, K., Huang, W., Chen, J. and Zhu, J. "Accelerating
+      Transformer Pre-training with 2:4 Sparsity." ICML 2024. arXiv:2404.01847.
+      (The decay applied to gradients under AdamW, as the GPT recipes use it.)
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.srste(sj.NM(1, 2), decay=0.5)
   >>> params = {"w": jnp.array([[1.], [-3.]])}

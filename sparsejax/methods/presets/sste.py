@@ -18,6 +18,10 @@ def sste(rules: Any, *, on_unused: str = "warn") -> method_lib.Method:
   Returns:
     A `Method` whose state keeps the scales in `extra.forward`.
 
+  References:
+    * Hu, Y., Zhu, J. and Chen, J. "S-STE: Continuous Pruning Function for
+      Efficient 2:4 Sparse Pre-training." NeurIPS 2024. arXiv:2409.09099.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.sste(sj.NM(2, 4))
   >>> params = {"w": jnp.array([[4.], [-3.], [2.], [1.]])}

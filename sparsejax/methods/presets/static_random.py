@@ -23,6 +23,12 @@ def static_random(rules: Any, *, seed: int = 0,
   Returns:
     A hard `Method`.
 
+  References:
+    * Liu, S., Chen, T., Chen, X., Shen, L., Mocanu, D. C., Wang, Z. and
+      Pechenizkiy, M. "The Unreasonable Effectiveness of Random Pruning: Return
+      of the Most Naive Baseline for Sparse Training." ICLR 2022.
+      arXiv:2202.02643.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.static_random(sj.Unstructured(0.75))
   >>> int(sp.init({"w": jnp.ones((8, 8))}).masks["w"].sum())

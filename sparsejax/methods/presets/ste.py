@@ -21,6 +21,11 @@ def ste(rules: Any, *, score: Callable[..., Any] = scores.magnitude,
   Returns:
     A `Method`: dense shadow weights, forward `W * m(W)`, `dL/dW = g`.
 
+  References:
+    * Bengio, Y., Léonard, N. and Courville, A. "Estimating or Propagating
+      Gradients Through Stochastic Neurons for Conditional Computation."
+      arXiv:1308.3432, 2013.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.ste(sj.NM(2, 4))
   >>> params = {"w": jnp.array([[1.], [-3.], [2.], [0.5]])}

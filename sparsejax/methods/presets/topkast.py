@@ -180,6 +180,10 @@ def topkast(rules: Any, *, backward_extra: float = 0.1,
   Returns:
     A `Method` (not hard: weights outside A keep their values).
 
+  References:
+    * Jayakumar, S. M., Pascanu, R., Rae, J. W., Osindero, S. and Elsen, E.
+      "Top-KAST: Top-K Always Sparse Training." NeurIPS 2020. arXiv:2106.03517.
+
   >>> import sparsejax as sj
   >>> sp = sj.methods.topkast(sj.Unstructured(0.5), backward_extra=0.25,
   ...                         penalty=0.0)

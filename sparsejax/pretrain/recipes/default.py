@@ -3,19 +3,14 @@
 Progressive 2:4 next to a dense baseline on the ``pydoc_data`` text; the
 same config as running without ``--config``.
 """
+import ml_collections
+
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
 
 
-def get_config(variant: str = ""):
-  """Returns the default config.
-
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
-
-  Returns:
-    A ``ConfigDict``.
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> get_config().sparsity.method

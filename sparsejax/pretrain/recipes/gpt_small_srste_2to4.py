@@ -3,28 +3,21 @@
 The masked-decay strength 6e-5 is the published value for GPT-2 124M with
 AdamW. Needs ``--config.data.paths=...`` (plain text files or folders).
 """
-import os
+import ml_collections
 
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
+from sparsejax.pretrain.recipes import gpt_small_dense
 
 
-def get_config(variant: str = ""):
-  """Returns the recipe.
-
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
-
-  Returns:
-    A ``ConfigDict``.
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> get_config().sparsity.rules
     'blocks?(_\\\\d+)?/(attn|mlp)/\\\\w+/kernel=2:4'
   """
-  c = config_lib.load_config_file(
-      os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
+  c = gpt_small_dense.get_config()
   c.sparsity.method = "srste"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=2:4"
   c.sparsity.srste_decay = 6e-5

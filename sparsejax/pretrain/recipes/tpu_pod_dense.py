@@ -7,29 +7,21 @@ every chip; one process per host (``distributed=True``), each loading only
 its rows. Launch on every host with ``--config.data.paths=...`` and a shared
 ``--workdir`` (see :mod:`sparsejax.pretrain`).
 """
-import os
+import ml_collections
 
-from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
+from sparsejax.pretrain.recipes import gpt_small_dense
 
 
-def get_config(variant: str = ""):
-  """Returns the recipe.
-
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
-
-  Returns:
-    A ``ConfigDict``.
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> c = get_config()
     >>> c.model.scan_layers, c.mesh.fsdp, c.distributed
     (True, 8, True)
   """
-  c = config_lib.load_config_file(
-      os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
+  c = gpt_small_dense.get_config()
   c.data.seq_len = 2048
   c.data.batch_size = 1024
   c.model.d_model = 2048

@@ -7,6 +7,8 @@ straight-through estimator); the LM head stays dense. The achieved sparsity
 is logged per layer as ``act_sparsity/<layer>``. 319 s of wall time (136 s
 of CPU time) on a shared 2-core CPU.
 """
+import ml_collections
+
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
 
@@ -14,15 +16,8 @@ BLOCK_LAYERS = r"block_\d+/(attn|mlp)/\w+"
 """Every Dense layer of the (unscanned) transformer blocks."""
 
 
-def get_config(variant: str = ""):
-  """Returns the config.
-
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
-
-  Returns:
-    A ``ConfigDict``.
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> c = get_config()

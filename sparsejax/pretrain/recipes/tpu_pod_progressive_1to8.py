@@ -4,29 +4,22 @@ Geometric frames 8:64, 4:32, 2:16, 1:8 (every group axis is a multiple of
 64). Launch on every host with ``--config.data.paths=...`` and a shared
 ``--workdir`` (see :mod:`sparsejax.pretrain`).
 """
-import os
+import ml_collections
 
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
+from sparsejax.pretrain.recipes import tpu_pod_dense
 
 
-def get_config(variant: str = ""):
-  """Returns the recipe.
-
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
-
-  Returns:
-    A ``ConfigDict``.
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> c = get_config()
     >>> c.sparsity.structure, c.distributed
     ('geometric', True)
   """
-  c = config_lib.load_config_file(
-      os.path.join(os.path.dirname(__file__), "tpu_pod_dense.py"))
+  c = tpu_pod_dense.get_config()
   c.sparsity.method = "progressive_nm"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=1:8"
   c.sparsity.dense_fraction = 0.1

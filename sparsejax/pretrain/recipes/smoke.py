@@ -1,17 +1,12 @@
 """A few steps of a tiny model: the default run shrunk for CI (seconds)."""
+import ml_collections
+
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
 
 
-def get_config(variant: str = ""):
-  """Returns the smoke config.
-
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
-
-  Returns:
-    A ``ConfigDict``.
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> c = get_config()

@@ -5,29 +5,22 @@ Dense for the first 10% of training, then the N:M pattern tightens stepwise
 decaying beta, then hard 1:8 fine-tuning for the last 10%. Needs
 ``--config.data.paths=...``.
 """
-import os
+import ml_collections
 
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
+from sparsejax.pretrain.recipes import gpt_small_dense
 
 
-def get_config(variant: str = ""):
-  """Returns the recipe.
-
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
-
-  Returns:
-    A ``ConfigDict``.
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> c = get_config()
     >>> c.sparsity.method, c.sparsity.structure, c.sparsity.decay
     ('progressive_nm', 'stepwise', 'exponential')
   """
-  c = config_lib.load_config_file(
-      os.path.join(os.path.dirname(__file__), "gpt_small_dense.py"))
+  c = gpt_small_dense.get_config()
   c.sparsity.method = "progressive_nm"
   c.sparsity.rules = f"{config_lib.ALL_BLOCK_KERNELS}=1:8"
   c.sparsity.dense_fraction = 0.1

@@ -6,19 +6,14 @@ hyper-parameters, 100k steps; data from plain text files (``data.paths``).
 The mesh is pure data parallel over every local device. Needs
 ``--config.data.paths=...``.
 """
+import ml_collections
+
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import variants
 
 
-def get_config(variant: str = ""):
-  """Returns the recipe.
-
-  Args:
-    variant: ``""`` (the recipe as written) or ``"cpu"`` (sized for a
-      2-core CPU, see :mod:`sparsejax.pretrain.variants`).
-
-  Returns:
-    A ``ConfigDict``.
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The recipe, sized by ``variant`` (see :mod:`sparsejax.pretrain.variants`).
 
   Example:
     >>> c = get_config()
