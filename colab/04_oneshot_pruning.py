@@ -59,6 +59,7 @@ import numpy as np
 import optax
 
 import sparsejax as sj
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data
 from sparsejax.pretrain import evaluate as evaluate_lib
 from sparsejax.pretrain import pipeline
@@ -103,7 +104,7 @@ def train_step(params, opt_state, batch):
 
 
 start = time.perf_counter()
-train_windows = pipeline.TokenWindows(train_tokens, SEQ)
+train_windows = corpus_lib.TokenWindows(train_tokens, SEQ)
 batches = pipeline.train_dataset(train_windows, batch_size=BATCH, seed=0)
 for step in range(STEPS):
   batch = batches[step]

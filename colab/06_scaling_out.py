@@ -72,6 +72,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import sparsejax as sj
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data
 from sparsejax.pretrain import pipeline
 from sparsejax import sharding as sj_sharding
@@ -207,7 +208,7 @@ print("unstructured top-k refresh, collectives:",
 
 # %%
 tokens = data.encode(data.pydoc_corpus())
-dataset = pipeline.train_dataset(pipeline.TokenWindows(tokens, SEQ),
+dataset = pipeline.train_dataset(corpus_lib.TokenWindows(tokens, SEQ),
                                  batch_size=BATCH, seed=0)
 
 

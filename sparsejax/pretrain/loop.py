@@ -16,6 +16,7 @@ import numpy as np
 
 import sparsejax as sj
 from sparsejax.pretrain import checkpoint as ckpt_lib
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import evaluate as evaluate_lib
 from sparsejax.pretrain import export as export_lib
@@ -96,7 +97,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                keep=cfg.checkpoint.keep,
                                async_save=cfg.checkpoint.async_save)
-  fingerprint = pipeline.data_fingerprint(
+  fingerprint = corpus_lib.data_fingerprint(
       arm.corpus, seed=cfg.seed, batch_size=cfg.data.batch_size)
   with arm.context():
     found = ckpt.restore_latest(arm.abstract_state)
@@ -106,7 +107,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
   else:
     latest, state, data_state = found
     where = os.path.join(ckpt.directory, str(latest))
-    pipeline.check_fingerprint(data_state["fingerprint"], fingerprint, where)
+    corpus_lib.check_fingerprint(data_state["fingerprint"], fingerprint, where)
     iterator_state, start = data_state["iterator"], latest
     if iterator_state["next_index"] != latest:  # one batch per step
       raise integrity.CheckpointError(
@@ -249,9 +250,9 @@ def _check_saved_data(arm: plan_lib.Arm, directory: str) -> None:
     return
   finally:
     ckpt.close()
-  pipeline.check_fingerprint(
+  corpus_lib.check_fingerprint(
       saved["fingerprint"],
-      pipeline.data_fingerprint(arm.corpus, seed=arm.config.seed,
+      corpus_lib.data_fingerprint(arm.corpus, seed=arm.config.seed,
                                 batch_size=arm.config.data.batch_size),
       os.path.join(directory, str(steps[-1])))
 
@@ -259,7 +260,7 @@ def _check_saved_data(arm: plan_lib.Arm, directory: str) -> None:
 def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
         stop_at: int | None = None, progress: bool = True,
         report: bool = True,
-        corpus: pipeline.Corpus | None = None) -> dict[str, Any]:
+        corpus: corpus_lib.Corpus | None = None) -> dict[str, Any]:
   """Plans, trains every arm, evaluates and writes the outputs.
 
   Everything that can be refused (config, mesh, patterns, data, a workdir
@@ -274,7 +275,7 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
       checkpoint), as if interrupted; later arms are not started.
     progress: Show progress bars.
     report: Print the final report.
-    corpus: One's own data (:func:`~sparsejax.pretrain.pipeline.make_corpus`)
+    corpus: One's own data (:func:`~sparsejax.pretrain.corpus.make_corpus`)
       instead of ``config.data.source``.
 
   Raises:

@@ -1,24 +1,17 @@
-"""The training input pipeline, on grain: windows, shuffling, batching.
+"""The training input pipeline, on grain: shuffling, repeating, batching.
 
-A run's data is a :class:`Corpus`: a random-access source of training
-*windows* (1-D integer arrays of ``seq_len + 1`` tokens; any grain
-``RandomAccessDataSource`` or ``grain.MapDataset``), the validation tokens,
-and a fingerprint of the source. :class:`TokenWindows` cuts a token array
-into such windows; ``data.source="array_record"`` reads them from ArrayRecord
-files (:func:`array_record_windows`); :func:`make_corpus` wraps a user's own.
-
-:func:`train_dataset` is the grain pipeline: a global shuffle (re-seeded by
-grain for each epoch), repeated forever, batched. The global batch at step
-``t`` is windows ``t * B ... t * B + B - 1`` of that stream, whatever the
-number of processes; each process loads its contiguous rows of it, so the
-global batch array is the same on any process count. The iterator's state is
-``{"next_index": t}`` on every process: a run resumed on another process
-count sees the batches an uninterrupted run would have seen.
+:func:`train_dataset` turns the training windows of a
+:class:`~sparsejax.pretrain.corpus.Corpus` into this process's batches: a
+global shuffle (re-seeded by grain for each epoch), repeated forever,
+batched. The global batch at step ``t`` is windows ``t * B ... t * B + B - 1``
+of that stream, whatever the number of processes; each process loads its
+contiguous rows of it, so the global batch array is the same on any process
+count. The iterator's state (:func:`train_iterator`) is ``{"next_index": t}``
+on every process: a run resumed on another process count sees the batches
+an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 from typing import Any
 
 import grain
@@ -27,166 +20,7 @@ import numpy as np
 
 from sparsejax.pretrain import config as config_lib
 
-__all__ = [
-    "TokenWindows",
-    "Corpus",
-    "make_corpus",
-    "array_record_windows",
-    "process_rows",
-    "train_dataset",
-    "train_iterator",
-    "data_fingerprint",
-    "check_fingerprint",
-]
-
-_HASHED_WINDOWS = 1024
-"""A fingerprint hashes at most this many evenly spaced windows."""
-
-
-class TokenWindows:
-  """Random-access source of the non-overlapping windows of a token array.
-
-  Window ``i`` is ``tokens[i * seq_len : i * seq_len + seq_len + 1]``: inputs
-  and targets of one sequence (the last token of a window is the first of
-  the next).
-
-  Args:
-    tokens: 1-D integer token array.
-    seq_len: Model sequence length.
-
-  Example:
-    >>> w = TokenWindows(np.arange(10), 3)
-    >>> len(w), w[2].tolist()
-    (3, [6, 7, 8, 9])
-  """
-
-  def __init__(self, tokens: Any, seq_len: int):
-    self.tokens = np.asarray(tokens)
-    if self.tokens.ndim != 1:
-      raise ValueError(f"tokens must be 1-D; got shape {self.tokens.shape}.")
-    if seq_len < 1:
-      raise ValueError(f"seq_len must be >= 1; got {seq_len}.")
-    self.seq_len = int(seq_len)
-
-  def __len__(self) -> int:
-    return max((len(self.tokens) - 1) // self.seq_len, 0)
-
-  def __getitem__(self, index: int) -> np.ndarray:
-    start = int(index) * self.seq_len
-    return self.tokens[start:start + self.seq_len + 1].astype(np.int32)
-
-
-@dataclasses.dataclass(frozen=True)
-class Corpus:
-  """The data of a run.
-
-  Attributes:
-    train: Random-access training windows of ``seq_len + 1`` tokens.
-    val_tokens: 1-D validation tokens.
-    kind: Name of the source (``"pydoc"``, ``"files"``, ...).
-    seq_len: Window length minus one.
-    fingerprint: ``{"source", "windows", "hash", "seq_len"}``
-      (:func:`make_corpus`).
-  """
-  train: Any
-  val_tokens: np.ndarray
-  kind: str
-  seq_len: int
-  fingerprint: dict[str, Any]
-
-
-def _window_hash(train: Any, n: int) -> str:
-  h = hashlib.blake2b(digest_size=16)
-  for i in sorted({int(i) for i in np.linspace(0, n - 1, min(n, _HASHED_WINDOWS))}):
-    h.update(np.ascontiguousarray(train[i], dtype=np.int32).tobytes())
-  return h.hexdigest()
-
-
-def make_corpus(train: Any, val_tokens: Any, *, seq_len: int,
-           kind: str = "custom", vocab_size: int | None = None) -> Corpus:
-  """Checks a training source and its validation tokens; makes a Corpus.
-
-  This is the hook for one's own data: pass the result to
-  :func:`sparsejax.pretrain.plan.plan` or ``run(..., corpus=...)``.
-
-  Args:
-    train: A grain ``MapDataset`` or random-access source (``len`` and
-      ``[i]``) whose elements are 1-D integer windows of ``seq_len + 1``
-      tokens.
-    val_tokens: 1-D validation tokens (more than ``seq_len``).
-    seq_len: The model's ``data.seq_len``.
-    kind: Name of the source, stored in the checkpoint fingerprint.
-    vocab_size: If given, tokens must lie in ``[0, vocab_size)``.
-
-  Returns:
-    The :class:`Corpus`; its fingerprint hashes up to 1024 evenly spaced
-    windows.
-
-  Raises:
-    ConfigError: An empty source, a window of the wrong shape or values, or
-      too few validation tokens.
-
-  Example:
-    >>> c = make_corpus(TokenWindows(np.arange(100), 9), np.arange(20), seq_len=9)
-    >>> c.fingerprint["windows"], c.fingerprint["source"]
-    (11, 'custom')
-    >>> make_corpus([np.arange(5)], np.arange(20), seq_len=9)
-    Traceback (most recent call last):
-    ...
-    sparsejax.pretrain.config.ConfigError: data source 'custom': window 0 has shape (5,); expected (10,) (data.seq_len + 1 tokens).
-  """
-  n = len(train)
-  if n < 1:
-    raise config_lib.ConfigError(
-        f"data source {kind!r} has no training window of {seq_len + 1} tokens "
-        f"(data.seq_len={seq_len}); it needs more data.")
-  for i in sorted({0, n - 1}):
-    w = np.asarray(train[i])
-    if w.shape != (seq_len + 1,) or not np.issubdtype(w.dtype, np.integer):
-      raise config_lib.ConfigError(
-          f"data source {kind!r}: window {i} has shape {w.shape}; expected "
-          f"({seq_len + 1},) (data.seq_len + 1 tokens).")
-    if vocab_size is not None and (w.min() < 0 or w.max() >= vocab_size):
-      raise config_lib.ConfigError(
-          f"data source {kind!r}: window {i} has tokens outside "
-          f"[0, {vocab_size}).")
-  val_tokens = np.asarray(val_tokens)
-  if val_tokens.ndim != 1 or len(val_tokens) <= seq_len:
-    raise config_lib.ConfigError(
-        f"data source {kind!r}: the validation split ({len(val_tokens)} "
-        f"tokens) is shorter than one window (data.seq_len={seq_len}); raise "
-        "data.val_fraction.")
-  fp = {"source": kind, "windows": n, "hash": _window_hash(train, n),
-        "seq_len": int(seq_len)}
-  return Corpus(train, val_tokens, kind, int(seq_len), fp)
-
-
-def array_record_windows(paths: list[str]) -> grain.MapDataset:
-  """Windows stored one per record in ArrayRecord files, as raw bytes.
-
-  Each record holds the ``seq_len + 1`` byte-level tokens of one window
-  (``window.astype(np.uint8).tobytes()``).
-
-  Args:
-    paths: ArrayRecord files, read in the order given.
-
-  Returns:
-    A ``grain.MapDataset`` of ``int32`` windows.
-
-  Example:
-    >>> import tempfile, os
-    >>> from array_record.python import array_record_module as ar
-    >>> path = os.path.join(tempfile.mkdtemp(), "w.array_record")
-    >>> writer = ar.ArrayRecordWriter(path, "group_size:1")
-    >>> for i in range(3):
-    ...   writer.write(np.arange(i, i + 5, dtype=np.uint8).tobytes())
-    >>> writer.close()
-    >>> array_record_windows([path])[2].tolist()
-    [2, 3, 4, 5, 6]
-  """
-  source = grain.sources.ArrayRecordDataSource(list(paths))
-  return grain.MapDataset.source(source).map(
-      lambda record: np.frombuffer(record, np.uint8).astype(np.int32))
+__all__ = ["process_rows", "train_dataset", "train_iterator"]
 
 
 def process_rows(batch_size: int, process_count: int, *,
@@ -242,10 +76,12 @@ def train_dataset(train: Any, *, batch_size: int, seed: int,
     shifted by one) of shape ``(batch_size // process_count, seq_len)``.
 
   Example:
+    >>> from sparsejax.pretrain.corpus import TokenWindows
     >>> ds = train_dataset(TokenWindows(np.arange(100), 4), batch_size=4,
     ...                    seed=0, process_index=0, process_count=1)
     >>> b = ds[0]
-    >>> b["inputs"].shape, bool((b["inputs"][:, 1:] == b["targets"][:, :-1]).all())
+    >>> shifted = (b["inputs"][:, 1:] == b["targets"][:, :-1]).all()
+    >>> b["inputs"].shape, bool(shifted)
     ((4, 4), True)
   """
   if process_index is None:
@@ -273,6 +109,7 @@ def train_iterator(dataset: grain.MapDataset,
     after ``t`` batches, on every process.
 
   Example:
+    >>> from sparsejax.pretrain.corpus import TokenWindows
     >>> ds = train_dataset(TokenWindows(np.arange(100), 4), batch_size=2,
     ...                    seed=0, process_index=0, process_count=1)
     >>> it = train_iterator(ds)
@@ -287,54 +124,3 @@ def train_iterator(dataset: grain.MapDataset,
   if state is not None:
     it.set_state(state)
   return it
-
-
-def data_fingerprint(corpus: Corpus, *, seed: int,
-                     batch_size: int) -> dict[str, Any]:
-  """What a saved data state must match: the source, seed and global batch.
-
-  Args:
-    corpus: The run's corpus.
-    seed: The shuffle seed.
-    batch_size: The global batch size.
-
-  Returns:
-    A JSON-compatible dict.
-
-  Example:
-    >>> c = make_corpus(TokenWindows(np.arange(100), 9), np.arange(20), seq_len=9)
-    >>> sorted(data_fingerprint(c, seed=0, batch_size=4))
-    ['batch_size', 'hash', 'seed', 'seq_len', 'source', 'windows']
-  """
-  return {**corpus.fingerprint, "seed": int(seed),
-          "batch_size": int(batch_size)}
-
-
-def check_fingerprint(saved: Any, expected: dict[str, Any],
-                      where: str) -> None:
-  """Refuses a saved data state of another data source or pipeline.
-
-  Args:
-    saved: The fingerprint stored in a checkpoint.
-    expected: The configured run's (:func:`data_fingerprint`).
-    where: The checkpoint, for the message.
-
-  Raises:
-    ConfigError: Naming each differing key with both sides.
-
-  Example:
-    >>> check_fingerprint({"seed": 1}, {"seed": 2}, "step 4")
-    Traceback (most recent call last):
-    ...
-    sparsejax.pretrain.config.ConfigError: the data state saved in step 4 does not match the configured data: seed: saved 1, configured 2. ...
-  """
-  saved = saved if isinstance(saved, dict) else {}
-  diffs = [f"{k}: saved {saved.get(k, '<missing>')!r}, configured "
-           f"{expected.get(k, '<missing>')!r}"
-           for k in sorted(set(saved) | set(expected))
-           if saved.get(k, "<missing>") != expected.get(k, "<missing>")]
-  if diffs:
-    raise config_lib.ConfigError(
-        f"the data state saved in {where} does not match the configured "
-        f"data: {'; '.join(diffs)}. Resume with the data it was trained on, "
-        "or use a new --workdir (nothing was computed).")

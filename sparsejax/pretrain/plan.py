@@ -33,10 +33,10 @@ from sparsejax.methods import registry
 from sparsejax.models import gpt
 from sparsejax.pretrain import activation_sparsity as activation_lib
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data as data_lib
-from sparsejax.pretrain import pipeline
-from sparsejax.pretrain import sources
 from sparsejax.pretrain import mesh as mesh_lib
+from sparsejax.pretrain import sources
 from sparsejax.pretrain import step as step_lib
 from sparsejax.pretrain import validation
 
@@ -220,7 +220,7 @@ class Arm:
   state_shardings: Any
   abstract_state: Any
   batch_sharding: Any
-  corpus: pipeline.Corpus
+  corpus: corpus_lib.Corpus
 
   @contextlib.contextmanager
   def context(self) -> Iterator[None]:
@@ -238,7 +238,7 @@ def _label(config: Any, rules: list[sj.Rule]) -> str:
 
 
 def _plan_arm(name: str, config: Any, devices: Sequence[Any] | None,
-              corpus: pipeline.Corpus) -> Arm:
+              corpus: corpus_lib.Corpus) -> Arm:
   model = activation_lib.activation_model(gpt.GPT(model_config(config)),
                                           config)
   sparsifier = make_sparsifier(config)
@@ -273,13 +273,13 @@ def _plan_arm(name: str, config: Any, devices: Sequence[Any] | None,
 
 
 def plan(config: Any, devices: Sequence[Any] | None = None, *,
-         corpus: pipeline.Corpus | None = None) -> list[Arm]:
+         corpus: corpus_lib.Corpus | None = None) -> list[Arm]:
   """Validates ``config`` and plans its arms without computing anything.
 
   Args:
     config: The run's ``ConfigDict``.
     devices: Devices of the mesh (default: all).
-    corpus: One's own data (:func:`~sparsejax.pretrain.pipeline.make_corpus`)
+    corpus: One's own data (:func:`~sparsejax.pretrain.corpus.make_corpus`)
       instead of ``config.data.source``.
 
   Returns:

@@ -2,9 +2,9 @@
 
 ``pydoc`` (the embedded help text) and ``files`` (the user's text files) are
 byte-level token arrays cut into windows
-(:class:`~sparsejax.pretrain.pipeline.TokenWindows`); ``array_record`` reads
+(:class:`~sparsejax.pretrain.corpus.TokenWindows`); ``array_record`` reads
 stored windows. Any other random-access source enters through
-:func:`~sparsejax.pretrain.pipeline.make_corpus` and ``plan(corpus=...)``.
+:func:`~sparsejax.pretrain.corpus.make_corpus` and ``plan(corpus=...)``.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import pipeline
 
@@ -33,12 +34,12 @@ def _joined(windows: Any, start: int) -> np.ndarray:
   return np.concatenate(parts + [np.asarray(windows[len(windows) - 1])[-1:]])
 
 
-def load_corpus(config: Any) -> pipeline.Corpus:
+def load_corpus(config: Any) -> corpus_lib.Corpus:
   """The training windows and validation tokens of ``config.data``.
 
   ``pydoc`` and ``files`` are byte-level texts split into a training head
   and a validation tail; ``array_record`` reads one window per record
-  (:func:`~sparsejax.pretrain.pipeline.array_record_windows`) and holds out
+  (:func:`~sparsejax.pretrain.corpus.array_record_windows`) and holds out
   the last ``data.val_fraction`` of the records, joined into validation
   tokens as consecutive windows of one text.
 
@@ -46,7 +47,7 @@ def load_corpus(config: Any) -> pipeline.Corpus:
     config: The run's ``ConfigDict``.
 
   Returns:
-    The :class:`~sparsejax.pretrain.pipeline.Corpus`.
+    The :class:`~sparsejax.pretrain.corpus.Corpus`.
 
   Raises:
     ConfigError: Unreadable files, or too little data for one batch.
@@ -59,23 +60,23 @@ def load_corpus(config: Any) -> pipeline.Corpus:
   d = config.data
   try:
     if d.source == "array_record":
-      windows = pipeline.array_record_windows(_paths(config))
+      windows = corpus_lib.array_record_windows(_paths(config))
       cut = len(windows) - int(round(len(windows) * d.val_fraction))
       train, val = windows[:cut], _joined(windows, cut)
     else:
       tokens = (data_lib.encode(data_lib.pydoc_corpus()) if d.source == "pydoc"
                 else data_lib.text_files(_paths(config)))
       tokens, val = data_lib.train_val_split(tokens, d.val_fraction)
-      train = pipeline.TokenWindows(tokens, d.seq_len)
+      train = corpus_lib.TokenWindows(tokens, d.seq_len)
   except (OSError, ValueError, RuntimeError) as e:
     raise config_lib.ConfigError(f"data.paths: {e}") from None
-  corpus = pipeline.make_corpus(train, val, seq_len=d.seq_len, kind=d.source,
-                                vocab_size=data_lib.VOCAB_SIZE)
+  corpus = corpus_lib.make_corpus(train, val, seq_len=d.seq_len,
+                                  kind=d.source, vocab_size=data_lib.VOCAB_SIZE)
   check_corpus(corpus, config)
   return corpus
 
 
-def check_corpus(corpus: pipeline.Corpus, config: Any) -> None:
+def check_corpus(corpus: corpus_lib.Corpus, config: Any) -> None:
   """Refuses a corpus that cannot feed ``config``'s batches.
 
   Args:
@@ -89,8 +90,8 @@ def check_corpus(corpus: pipeline.Corpus, config: Any) -> None:
 
   Example:
     >>> cfg = config_lib.get_config()
-    >>> small = pipeline.make_corpus(pipeline.TokenWindows(np.arange(200), 64),
-    ...                              np.arange(100), seq_len=64)
+    >>> windows = corpus_lib.TokenWindows(np.arange(200), 64)
+    >>> small = corpus_lib.make_corpus(windows, np.arange(100), seq_len=64)
     >>> check_corpus(small, cfg)
     Traceback (most recent call last):
     ...

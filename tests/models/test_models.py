@@ -14,9 +14,10 @@ from sparsejax.models import cnn
 from sparsejax.models import gpt
 from sparsejax.models import mlp
 from sparsejax.models import vit
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data
-from sparsejax.pretrain import pipeline
 from sparsejax.pretrain import evaluate as evaluate_lib
+from sparsejax.pretrain import pipeline
 
 
 def _paths(tree):
@@ -312,7 +313,7 @@ def test_gpt_loss_decreases_on_pydoc_corpus():
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  batches = pipeline.train_dataset(pipeline.TokenWindows(train, 32),
+  batches = pipeline.train_dataset(corpus_lib.TokenWindows(train, 32),
                                    batch_size=16, seed=0)
   losses = []
   for t in range(30):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sparsejax.pretrain import config as config_lib
-from sparsejax.pretrain import data
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import pipeline
 
 SEQ = 16
@@ -11,7 +11,7 @@ TOKENS = np.arange(400 * SEQ + 1)  # unique values reveal each window: 400
 
 
 def _windows():
-  return pipeline.TokenWindows(TOKENS, SEQ)
+  return corpus_lib.TokenWindows(TOKENS, SEQ)
 
 
 def _batches(steps, *, batch_size=8, seed=0, process_index=0,
@@ -25,16 +25,6 @@ def _batches(steps, *, batch_size=8, seed=0, process_index=0,
 
 def _starts(batches):
   return np.concatenate([b["inputs"][:, 0] for b in batches])
-
-
-def test_windows_cut_the_token_array_on_a_grid():
-  w = _windows()
-  assert len(w) == 400
-  np.testing.assert_array_equal(w[3], TOKENS[3 * SEQ:4 * SEQ + 1])
-  assert w[3].dtype == np.int32
-  assert len(pipeline.TokenWindows(np.arange(SEQ), SEQ)) == 0
-  with pytest.raises(ValueError, match="1-D"):
-    pipeline.TokenWindows(np.zeros((2, 3)), 2)
 
 
 def test_batches_are_lm_windows_of_the_corpus():
@@ -105,35 +95,6 @@ def test_batch_that_does_not_divide_over_processes_is_refused():
                            process_index=0, process_count=4)
 
 
-def test_make_corpus_checks_the_source():
-  c = pipeline.make_corpus(_windows(), np.arange(100), seq_len=SEQ)
-  assert c.fingerprint["windows"] == 400
-  same = pipeline.make_corpus(_windows(), np.arange(100), seq_len=SEQ)
-  assert same.fingerprint == c.fingerprint
-  other = pipeline.make_corpus(pipeline.TokenWindows(TOKENS[::-1].copy(), SEQ),
-                               np.arange(100), seq_len=SEQ)
-  assert other.fingerprint["hash"] != c.fingerprint["hash"]
-  with pytest.raises(config_lib.ConfigError, match="no training window"):
-    pipeline.make_corpus(pipeline.TokenWindows(np.arange(5), SEQ),
-                         np.arange(100), seq_len=SEQ)
-  with pytest.raises(config_lib.ConfigError, match="validation split"):
-    pipeline.make_corpus(_windows(), np.arange(SEQ), seq_len=SEQ)
-  with pytest.raises(config_lib.ConfigError, match=r"outside \[0, 256\)"):
-    pipeline.make_corpus(_windows(), np.arange(100), seq_len=SEQ,
-                         vocab_size=data.VOCAB_SIZE)
-
-
-def test_fingerprint_mismatch_names_both_sides():
-  c = pipeline.make_corpus(_windows(), np.arange(100), seq_len=SEQ)
-  fp = pipeline.data_fingerprint(c, seed=1, batch_size=8)
-  pipeline.check_fingerprint(dict(fp), fp, "step 3")
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"step 3 .*batch_size: saved 4, configured 8.*"
-                           r"seed: saved 2, configured 1"):
-    pipeline.check_fingerprint({**fp, "seed": 2, "batch_size": 4}, fp,
-                               "step 3")
-
-
 def test_array_record_windows_train_like_token_windows(tmp_path):
   ar = pytest.importorskip("array_record.python.array_record_module")
   path = str(tmp_path / "w.array_record")
@@ -141,7 +102,7 @@ def test_array_record_windows_train_like_token_windows(tmp_path):
   for i in range(len(_windows())):
     writer.write(_windows()[i].astype(np.uint8).tobytes())
   writer.close()
-  records = pipeline.array_record_windows([path])
+  records = corpus_lib.array_record_windows([path])
   ds = pipeline.train_dataset(records, batch_size=8, seed=0,
                               process_index=0, process_count=1)
   expected, _ = _batches(2)

@@ -7,9 +7,9 @@ import pytest
 
 from sparsejax.pretrain import checkpoint as ckpt_lib
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data
 from sparsejax.pretrain import loop
-from sparsejax.pretrain import pipeline
 from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import sources
 
@@ -42,9 +42,10 @@ def test_batch_that_does_not_divide_over_the_processes(monkeypatch):
 
 
 def test_too_short_and_empty_corpora_are_refused(tmp_path):
-  short = _smoke(source="files", paths=_text_file(tmp_path, TEXT[:400]))
+  short = _smoke(source="files", paths=_text_file(tmp_path, TEXT[:400]),
+                 val_fraction=0.5)
   with pytest.raises(config_lib.ConfigError,
-                     match=r"gives only 11 windows of 33 tokens; "
+                     match=r"gives only 6 windows of 33 tokens; "
                            r"data.batch_size=8"):
     sources.load_corpus(short)
   empty = _smoke(source="files", paths=_text_file(tmp_path, ""))
@@ -55,7 +56,7 @@ def test_too_short_and_empty_corpora_are_refused(tmp_path):
 def test_array_record_source_is_planned_from_the_config(tmp_path):
   ar = pytest.importorskip("array_record.python.array_record_module")
   tokens = data.encode(TEXT)
-  windows = pipeline.TokenWindows(tokens, 32)
+  windows = corpus_lib.TokenWindows(tokens, 32)
   path = str(tmp_path / "windows.array_record")
   writer = ar.ArrayRecordWriter(path, "group_size:1")
   for i in range(len(windows)):
@@ -77,8 +78,8 @@ def test_array_record_source_is_planned_from_the_config(tmp_path):
 
 
 def test_own_corpus_must_fit_the_config():
-  corpus = pipeline.make_corpus(
-      pipeline.TokenWindows(np.arange(2000) % 256, 16), np.arange(100),
+  corpus = corpus_lib.make_corpus(
+      corpus_lib.TokenWindows(np.arange(2000) % 256, 16), np.arange(100),
       seq_len=16)
   with pytest.raises(config_lib.ConfigError,
                      match=r"windows of 17 tokens but data.seq_len=32"):
