@@ -1,4 +1,5 @@
 """The configured data sources, one's own corpus, and data-state checks."""
+import json
 import os
 
 import jax
@@ -9,9 +10,11 @@ from sparsejax.pretrain import checkpoint as ckpt_lib
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data
+from sparsejax.pretrain import integrity
 from sparsejax.pretrain import loop
 from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import sources
+from tests import checkpoint_damage as damage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -113,3 +116,22 @@ def test_damaged_data_state_is_damage(tmp_path):
   with pytest.raises(ValueError, match=r"data state of step 1 is damaged"):
     ckpt.save(1, {"x": jax.numpy.zeros(2)}, {"iterator": {}})
   ckpt.close()
+  # Checksums that verify, over a data state that is not one: step 3 is
+  # reported as damaged and the run falls back to step 2.
+  directory = damage.save_tiny(tmp_path / "ckpt")
+  step_dir = os.path.join(directory, "3")
+  meta_file = os.path.join(step_dir, "meta", "metadata")
+  with open(meta_file) as f:
+    meta = json.load(f)
+  meta["data_state"]["iterator"] = {"next_index": "thirty"}
+  with open(meta_file, "w") as f:
+    json.dump(meta, f)
+  integrity.write_manifest(step_dir)
+  ckpt = ckpt_lib.Checkpointer(directory, keep=4, async_save=False)
+  target = jax.eval_shape(lambda: damage.tiny_state(0))
+  with pytest.warns(integrity.DamagedCheckpointWarning,
+                    match=r"step 3 is damaged: .*the data state of step 3 is "
+                          r"damaged.*'thirty'"):
+    step, _, data_state = ckpt.restore_latest(target)
+  ckpt.close()
+  assert step == 2 and data_state == damage.data_state(2)
