@@ -115,8 +115,9 @@ def make_corpus(train: Any, val_tokens: Any, *, seq_len: int,
     windows.
 
   Raises:
-    ConfigError: An empty source, a window of the wrong shape or values, or
-      too few validation tokens.
+    ConfigError: An empty source, a first or last window of the wrong shape
+      or values (the windows between are first read in training), or too few
+      validation tokens.
 
   Example:
     >>> windows = TokenWindows(np.arange(100), 9)
