@@ -102,9 +102,9 @@ def compare(name, loss_fn, params, layers, model, calib, heldout, patterns,
 def gpt_comparison(args, outdir):
   arm, params = dense_params(os.path.abspath(args.workdir))
   model, seq_len = arm.model, arm.config.data.seq_len
-  calib = calibration_batches(arm.train_tokens, args.windows, seq_len,
+  calib = calibration_batches(arm.corpus.train, args.windows,
                               args.batch_size, args.seed)
-  windows = data_lib.sequential_windows(arm.val_tokens, seq_len)
+  windows = data_lib.sequential_windows(arm.corpus.val_tokens, seq_len)
   n = min(len(windows["inputs"]), 2 * args.heldout_batches * args.batch_size)
   heldout = [{k: jnp.asarray(v[i:i + args.batch_size])
               for k, v in windows.items()}

@@ -35,7 +35,7 @@ from sparsejax.patterns import NM
 from sparsejax.patterns import Unstructured
 from sparsejax.pretrain import checkpoint as ckpt_lib
 from sparsejax.pretrain import config as config_lib
-from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import pipeline
 from sparsejax.pretrain import evaluate as evaluate_lib
 from sparsejax.pretrain import loop
 from sparsejax.pretrain import plan as plan_lib
@@ -115,11 +115,10 @@ def dense_params(workdir):
   return arm, jax.device_get(state.params)
 
 
-def calibration_batches(train_tokens, windows, seq_len, batch_size, seed):
+def calibration_batches(train, windows, batch_size, seed):
   """``windows`` random windows of the training split, in batches."""
-  batch, _ = data_lib.next_batch(train_tokens, data_lib.DataState(seed=seed),
-                                 windows, seq_len)
-  inputs = batch["inputs"]
+  inputs = pipeline.train_dataset(train, batch_size=windows, seed=seed,
+                                  process_index=0, process_count=1)[0]["inputs"]
   return [inputs[i:i + batch_size] for i in range(0, len(inputs), batch_size)]
 
 
@@ -135,11 +134,12 @@ def main():
   arm, params = dense_params(workdir)
   model, config = arm.model, arm.config
   seq_len = config.data.seq_len
-  batches = calibration_batches(arm.train_tokens, args.windows, seq_len,
+  batches = calibration_batches(arm.corpus.train, args.windows,
                                 args.batch_size, args.seed)
 
   def evaluate(p):
-    return evaluate_lib.evaluate(model, p, arm.val_tokens, seq_len=seq_len,
+    return evaluate_lib.evaluate(model, p, arm.corpus.val_tokens,
+                                 seq_len=seq_len,
                                  batch_size=config.eval.batch_size)
 
   dense = evaluate(params)

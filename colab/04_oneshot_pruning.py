@@ -59,8 +59,10 @@ import numpy as np
 import optax
 
 import sparsejax as sj
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data
 from sparsejax.pretrain import evaluate as evaluate_lib
+from sparsejax.pretrain import pipeline
 from sparsejax import oneshot
 from sparsejax.models import gpt
 
@@ -102,9 +104,10 @@ def train_step(params, opt_state, batch):
 
 
 start = time.perf_counter()
-data_state = data.DataState(seed=0)
+train_windows = corpus_lib.TokenWindows(train_tokens, SEQ)
+batches = pipeline.train_dataset(train_windows, batch_size=BATCH, seed=0)
 for step in range(STEPS):
-  batch, data_state = data.next_batch(train_tokens, data_state, BATCH, SEQ)
+  batch = batches[step]
   params, opt_state, loss = train_step(params, opt_state, batch)
   if step % 100 == 0 or step == STEPS - 1:
     print(f"step {step:3d}  train loss {float(loss):.3f}")
@@ -132,11 +135,8 @@ print(f"dense: validation loss {dense_eval['loss']:.4f}, perplexity "
 KERNELS = r"params/block_\d+/(attn|mlp)/\w+/kernel"
 variables = {"params": params}
 
-calib_state = data.DataState(seed=1)
-calibration = []
-for _ in range(4):
-  batch, calib_state = data.next_batch(train_tokens, calib_state, 16, SEQ)
-  calibration.append(jnp.asarray(batch["inputs"]))
+calib_batches = pipeline.train_dataset(train_windows, batch_size=16, seed=1)
+calibration = [jnp.asarray(calib_batches[i]["inputs"]) for i in range(4)]
 
 stats = oneshot.collect_stats(model, variables, calibration,
                               sj.Rule(KERNELS, sj.NM(2, 4)))

@@ -72,7 +72,9 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import sparsejax as sj
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data
+from sparsejax.pretrain import pipeline
 from sparsejax import sharding as sj_sharding
 from sparsejax.models import gpt
 
@@ -198,13 +200,16 @@ print("unstructured top-k refresh, collectives:",
 # The same step as on one device: the loss sees
 # `sparsifier.view(params, sj.sparsity_state(opt_state))`. Only the `jit`
 # call changes: it names the shardings of its inputs and outputs, so params,
-# optimizer state and masks never move. Batches come from
-# `sparsejax.pretrain.data.next_batch` (byte-level text of Python's built-in help,
-# shipped with Python: nothing is downloaded) at an explicit `DataState`
-# position that goes into the checkpoint.
+# optimizer state and masks never move. Batches come from the grain pipeline
+# `sparsejax.pretrain.pipeline` (byte-level text of Python's built-in help,
+# shipped with Python: nothing is downloaded): windows shuffled anew each
+# epoch, batched by grain; the iterator's state, `{"next_index": step}`, goes
+# into the checkpoint.
 
 # %%
 tokens = data.encode(data.pydoc_corpus())
+dataset = pipeline.train_dataset(corpus_lib.TokenWindows(tokens, SEQ),
+                                 batch_size=BATCH, seed=0)
 
 
 def loss_fn(p, batch):
@@ -227,20 +232,20 @@ step_fn = jax.jit(train_step,
                   donate_argnums=(0, 1))
 
 
-def train(params, opt_state, data_state, steps):
+def train(params, opt_state, batches, steps):
   for _ in range(steps):
-    batch, data_state = data.next_batch(tokens, data_state, BATCH, SEQ)
+    batch = next(batches)
     batch = jax.device_put(batch, batch_sharding)
     params, opt_state, loss = step_fn(params, opt_state, batch)
     print(f"  step {int(sj.sparsity_state(opt_state).step):2d}  "
           f"loss {float(loss):.4f}")
-  return params, opt_state, data_state
+  return params, opt_state, batches
 
 
 def fresh_state():
   p = jax.device_put(gpt.init_params(model, jax.random.key(0)),
                      param_shardings)
-  return p, init_opt_state(p), data.DataState()
+  return p, init_opt_state(p), pipeline.train_iterator(dataset)
 
 
 print("uninterrupted run:")
@@ -252,7 +257,7 @@ ref_params, ref_opt_state, _ = train(*fresh_state(), TOTAL_STEPS)
 
 # %%
 p0, s0, _ = fresh_state()
-batch0, _ = data.next_batch(tokens, data.DataState(), BATCH, SEQ)
+batch0 = dataset[0]
 step_hlo = step_fn.lower(p0, s0, jax.device_put(batch0, batch_sharding)
                          ).compile().as_text()
 kinds = {}
@@ -264,7 +269,7 @@ print("collectives in the whole training step:", kinds)
 # ## Checkpoint, restore onto the mesh, continue
 #
 # Now the interrupted run: 6 steps, save params + optimizer state (which
-# holds the masks and the sparsifier's step) + the data position with orbax,
+# holds the masks and the sparsifier's step) + the data iterator's state with orbax,
 # drop everything, restore, and run the remaining 6 steps.
 #
 # Restoring takes a *target*: a pytree of `jax.ShapeDtypeStruct` carrying the
@@ -274,7 +279,7 @@ print("collectives in the whole training step:", kinds)
 # %%
 HALF = TOTAL_STEPS // 2
 print("first half:")
-params, opt_state, data_state = train(*fresh_state(), HALF)
+params, opt_state, batches = train(*fresh_state(), HALF)
 
 ckpt_dir = os.path.join(tempfile.mkdtemp(), "step_6")
 checkpointer = ocp.StandardCheckpointer()
@@ -282,7 +287,7 @@ checkpointer.save(ckpt_dir, {
     "params": params,
     "opt_state": opt_state,
     "data_state": {k: np.asarray(v, np.int64)
-                   for k, v in data_state._asdict().items()},
+                   for k, v in batches.get_state().items()},
 })
 checkpointer.wait_until_finished()
 print("saved:", sorted(os.listdir(ckpt_dir)))
@@ -290,7 +295,7 @@ print("saved:", sorted(os.listdir(ckpt_dir)))
 # Forget the in-memory state, as after a preemption.
 abstract_params = jax.eval_shape(lambda: params)
 abstract_opt_state = jax.eval_shape(lambda: opt_state)
-del params, opt_state, data_state
+del params, opt_state, batches
 
 # %%
 def with_shardings(abstract, shardings):
@@ -302,14 +307,14 @@ def with_shardings(abstract, shardings):
 target = {
     "params": with_shardings(abstract_params, param_shardings),
     "opt_state": with_shardings(abstract_opt_state, state_shardings),
-    "data_state": {k: np.zeros((), np.int64) for k in data.DataState._fields},
+    "data_state": {"next_index": np.zeros((), np.int64)},
 }
 restored = checkpointer.restore(ckpt_dir, target)
 params, opt_state = restored["params"], restored["opt_state"]
-data_state = data.DataState(**{k: int(v) for k, v in
-                               restored["data_state"].items()})
+data_state = {k: int(v) for k, v in restored["data_state"].items()}
+batches = pipeline.train_iterator(dataset, data_state)
 print("restored step:", int(sj.sparsity_state(opt_state).step),
-      "| data position:", data_state)
+      "| data iterator state:", data_state)
 print("restored optimizer state has the same structure:",
       jax.tree.structure(opt_state) == jax.tree.structure(abstract_opt_state))
 restored_mask = sj.sparsity_state(opt_state).masks["block_0"]["mlp"]["fc1"][
@@ -317,8 +322,8 @@ restored_mask = sj.sparsity_state(opt_state).masks["block_0"]["mlp"]["fc1"][
 print("restored mask sharding:", restored_mask.sharding.spec)
 
 print("second half:")
-params, opt_state, data_state = train(params, opt_state, data_state,
-                                      TOTAL_STEPS - HALF)
+params, opt_state, batches = train(params, opt_state, batches,
+                                   TOTAL_STEPS - HALF)
 
 # %% [markdown]
 # ## Bit for bit

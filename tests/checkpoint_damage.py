@@ -8,7 +8,6 @@ import shutil
 import jax.numpy as jnp
 
 from sparsejax.pretrain import checkpoint as ckpt_lib
-from sparsejax.pretrain import data as data_lib
 
 STEPS = (1, 2, 3)
 
@@ -19,12 +18,18 @@ def tiny_state(step):
           "bias": jnp.arange(8.0) + step}
 
 
+def data_state(step):
+  """The data state saved at `step`: the iterator past `10 * step` batches."""
+  return {"iterator": {"next_index": 10 * step},
+          "fingerprint": {"source": "tiny", "seed": 0}}
+
+
 def save_tiny(directory, steps=STEPS):
   """Saves `tiny_state(step)` for each step (asynchronously, keep all)."""
   ckpt = ckpt_lib.Checkpointer(directory, keep=len(steps) + 1,
                                async_save=True)
   for step in steps:
-    ckpt.save(step, tiny_state(step), data_lib.DataState(index=10 * step))
+    ckpt.save(step, tiny_state(step), data_state(step))
   ckpt.close()
   return os.fspath(directory)
 

@@ -31,7 +31,9 @@ names the closest valid key);
 ``--workdir`` holds checkpoints, ``metrics.jsonl``, plots, the exported
 weights and ``summary.json`` (default: a new folder under ``runs/``). Your
 own data: ``--config.data.source=files --config.data.paths=a.txt,dir/`` (plain
-text, byte-level tokens).
+text, byte-level tokens), ``--config.data.source=array_record`` (one window
+per record), or any grain random-access source through
+:func:`~sparsejax.pretrain.corpus.make_corpus` and ``loop.run(corpus=...)``.
 
 Exit status: 0 when the run finished; 2 for any config, command-line or
 workdir mistake, refused with one ``error:`` line before any compute; 3 when
@@ -88,8 +90,13 @@ The application imports the library, never the other way round:
 * :mod:`~sparsejax.pretrain.variants` -- recipes sized for a CPU;
 * :mod:`~sparsejax.pretrain.validation` -- the checks of a config and a
   workdir, each naming the key;
-* :mod:`~sparsejax.pretrain.data` -- corpus, byte tokenizer, checkpointable
-  batches;
+* :mod:`~sparsejax.pretrain.data` -- corpus, byte tokenizer, evaluation
+  windows;
+* :mod:`~sparsejax.pretrain.corpus` -- training windows, validation tokens
+  and the data fingerprint;
+* :mod:`~sparsejax.pretrain.pipeline` -- the grain input pipeline: per-epoch
+  shuffling, per-process batches, checkpointable iterator state;
+* :mod:`~sparsejax.pretrain.sources` -- ``data.source`` as a corpus;
 * :mod:`~sparsejax.pretrain.plan` -- model, optimizer, sparsifier, mesh and
   shardings from a config, checked before any compute;
 * :mod:`~sparsejax.pretrain.mesh` -- the ``(data, fsdp, tensor)`` mesh;

@@ -2,8 +2,9 @@
 
 A checkpoint holds the whole :class:`~sparsejax.pretrain.step.TrainState`
 (step, params, optimizer state -- which carries the masks and the sparsifier
-state -- and the PRNG key) plus a small JSON item with the data position and
-the step. Restoring both and running on gives exactly the params of a run
+state -- and the PRNG key) plus a small JSON item with the step and the data
+state: the grain iterator's state and the fingerprint of the data it reads
+(:func:`~sparsejax.pretrain.pipeline.data_fingerprint`). Restoring both and running on gives exactly the params of a run
 that was never interrupted.
 
 Saves are asynchronous (training continues while a checkpoint is written)
@@ -34,7 +35,6 @@ import jax
 import orbax.checkpoint as ocp
 
 from sparsejax.pretrain import config as config_lib
-from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import integrity
 
 __all__ = [
@@ -221,8 +221,23 @@ def write_config(workdir: str | os.PathLike, config: Any) -> None:
   os.replace(tmp, path)
 
 
+def _checked_data(data_state: Any, step: int) -> dict[str, Any]:
+  """``data_state`` if it has the saved structure, else a ValueError."""
+  ok = (isinstance(data_state, dict)
+        and isinstance(data_state.get("fingerprint"), dict)
+        and isinstance(data_state.get("iterator"), dict)
+        and isinstance(data_state["iterator"].get("next_index"), int)
+        and data_state["iterator"]["next_index"] >= 0)
+  if not ok:
+    raise ValueError(
+        f"the data state of step {step} is damaged: expected {{'iterator': "
+        f"{{'next_index': int >= 0, ...}}, 'fingerprint': {{...}}}}, got "
+        f"{data_state!r:.200}")
+  return data_state
+
+
 class Checkpointer:
-  """Saves and restores a train state and its data position.
+  """Saves and restores a train state and its data state.
 
   Args:
     directory: Checkpoint folder (created on first use).
@@ -234,12 +249,15 @@ class Checkpointer:
     >>> ckpt = Checkpointer(tempfile.mkdtemp(), keep=2, async_save=False)
     >>> state = {"w": jnp.arange(3.0)}
     >>> for step in (1, 2, 3):
-    ...   ckpt.save(step, state, data_lib.DataState(index=step))
+    ...   ckpt.save(step, state, {"iterator": {"next_index": step},
+    ...                           "fingerprint": {"seed": 0}})
     >>> ckpt.steps()
     [2, 3]
     >>> restored, data_state = ckpt.restore(3, jax.eval_shape(lambda: state))
-    >>> restored["w"].tolist(), data_state.index
-    ([0.0, 1.0, 2.0], 3)
+    >>> restored["w"].tolist(), data_state["iterator"]
+    ([0.0, 1.0, 2.0], {'next_index': 3})
+    >>> ckpt.saved_data(3)["fingerprint"]
+    {'seed': 0}
     >>> import warnings
     >>> os.remove(os.path.join(ckpt.directory, "3", "meta", "metadata"))
     >>> with warnings.catch_warnings(record=True) as seen:
@@ -280,17 +298,18 @@ class Checkpointer:
     """The newest complete checkpoint's step, or ``None``."""
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, data_state: data_lib.DataState,
+  def save(self, step: int, state: Any, data_state: dict[str, Any],
            *, extra: dict[str, Any] | None = None) -> None:
-    """Starts saving ``state`` and the data position as checkpoint ``step``.
+    """Starts saving ``state`` and the data state as checkpoint ``step``.
 
     Args:
       step: The number of completed training steps.
       state: A pytree of ``jax.Array``.
-      data_state: The data position after ``step`` batches.
+      data_state: ``{"iterator": grain iterator state, "fingerprint": ...}``
+        after ``step`` batches (JSON-compatible).
       extra: More JSON-compatible metadata.
     """
-    meta = {"step": int(step), "data_state": data_state._asdict()}
+    meta = {"step": int(step), "data_state": _checked_data(data_state, step)}
     meta.update(extra or {})
     self._manager.wait_until_finished()  # As orbax would: one save at a time.
     self._pending = int(step)
@@ -301,8 +320,7 @@ class Checkpointer:
     if not self._async:
       self._write_manifest()
 
-  def restore(self, step: int, target: Any
-              ) -> tuple[Any, data_lib.DataState]:
+  def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
     """Restores checkpoint ``step`` onto ``target``'s shapes and shardings.
 
     Args:
@@ -312,16 +330,28 @@ class Checkpointer:
 
     Returns:
       ``(state, data_state)``.
+
+    Raises:
+      ValueError: The data state is damaged (not the saved structure).
     """
     out = self._manager.restore(
         int(step),
         args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                 meta=ocp.args.JsonRestore()))
-    meta = out["meta"]
-    return out["state"], data_lib.DataState(**meta["data_state"])
+    return out["state"], _checked_data(out["meta"].get("data_state"), step)
+
+  def saved_data(self, step: int) -> dict[str, Any]:
+    """The data state of checkpoint ``step`` alone (no arrays are read).
+
+    Raises:
+      ValueError: The data state is damaged.
+    """
+    out = self._manager.restore(
+        int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return _checked_data(out["meta"].get("data_state"), step)
 
   def restore_latest(self, target: Any
-                     ) -> tuple[int, Any, data_lib.DataState] | None:
+                     ) -> tuple[int, Any, dict[str, Any]] | None:
     """Restores the newest intact checkpoint (checksums verified).
 
     Damaged newer steps are skipped with a warning naming the step and the

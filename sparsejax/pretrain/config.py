@@ -78,8 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "pydoc"        # "pydoc" or "files"
-  c.data.paths = ""              # comma-separated text files or folders
+  c.data.source = "pydoc"        # "pydoc", "files" or "array_record"
+  c.data.paths = ""              # comma-separated files (or text folders)
   c.data.val_fraction = 0.1
   c.data.seq_len = 64
   c.data.batch_size = 32         # global batch size

@@ -9,37 +9,29 @@ Everything here is deterministic and offline:
 * :func:`encode` / :func:`decode` are the byte-level tokenizer (vocabulary 256).
 * :func:`text_files` reads the user's own plain-text files with the same
   tokenizer.
-* :func:`next_batch` draws language-model batches from a token array at an
-  explicit position :class:`DataState`. The position is a small pytree of ints
-  that is stored in checkpoints, so a resumed run sees exactly the batches it
-  would have seen without the interruption. With several processes each one
-  builds only its rows of the global batch, and :func:`global_batch` assembles
-  the sharded global array.
+* :func:`sequential_windows` cuts evaluation windows in order, and
+  :func:`global_batch` assembles the processes' rows into sharded global
+  arrays. Training batches come from the grain pipeline in
+  :mod:`sparsejax.pretrain.pipeline`.
 * :func:`synthetic_regression` and :func:`synthetic_classification` generate
   small seeded datasets.
 """
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 __all__ = [
     "VOCAB_SIZE",
-    "DataState",
     "pydoc_corpus",
     "encode",
     "decode",
     "train_val_split",
     "text_files",
-    "local_batch_slice",
-    "num_windows",
-    "next_batch",
-    "iterate_batches",
     "sequential_windows",
     "global_batch",
     "synthetic_regression",
@@ -186,174 +178,8 @@ def text_files(paths: str | os.PathLike | Sequence[str | os.PathLike],
 
 
 # --------------------------------------------------------------------------
-# Batching with an explicit, checkpointable position
+# Evaluation windows and global arrays
 # --------------------------------------------------------------------------
-
-
-class DataState(NamedTuple):
-  """Position of a batch iterator; a pytree of ints, safe to checkpoint.
-
-  Attributes:
-    epoch: Number of completed passes over the data.
-    index: Index of the next window within the current epoch's permutation.
-    seed: Seed of the per-epoch shuffling.
-
-  Example:
-    >>> DataState(seed=3)
-    DataState(epoch=0, index=0, seed=3)
-  """
-  epoch: int = 0
-  index: int = 0
-  seed: int = 0
-
-
-def local_batch_slice(batch_size: int, process_index: int,
-                      process_count: int) -> slice:
-  """Rows of the global batch that one process loads.
-
-  Args:
-    batch_size: Global batch size; must be divisible by ``process_count``.
-    process_index: This process, in ``[0, process_count)``.
-    process_count: Number of processes.
-
-  Returns:
-    A ``slice`` into the global batch.
-
-  Example:
-    >>> local_batch_slice(8, 1, 4)
-    slice(2, 4, None)
-  """
-  if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(
-        f"Invalid process_index={process_index}, "
-        f"process_count={process_count}.")
-  if batch_size % process_count:
-    raise ValueError(
-        f"Global batch size {batch_size} is not divisible by the number of "
-        f"processes {process_count}.")
-  per = batch_size // process_count
-  return slice(process_index * per, (process_index + 1) * per)
-
-
-def num_windows(num_tokens: int, seq_len: int) -> int:
-  """Number of training windows of ``seq_len + 1`` tokens per epoch.
-
-  Each epoch shifts the window grid by a random offset below ``seq_len``, so
-  one window is kept in reserve for the shift.
-
-  Args:
-    num_tokens: Length of the token array.
-    seq_len: Model sequence length.
-
-  Returns:
-    Windows per epoch (may be 0 for a very short array).
-
-  Example:
-    >>> num_windows(1000, 99)
-    9
-  """
-  return max((num_tokens - 1) // seq_len - 1, 0)
-
-
-@functools.lru_cache(maxsize=4)
-def _epoch_plan(seed: int, epoch: int, num_tokens: int,
-                seq_len: int) -> tuple[int, np.ndarray]:
-  """The window offset and order of one epoch (pure function of its inputs).
-
-  Cached because every batch of an epoch needs the same permutation; the
-  returned array is never modified.
-  """
-  n = num_windows(num_tokens, seq_len)
-  rng = np.random.default_rng([int(seed), int(epoch)])
-  offset = int(rng.integers(0, seq_len))
-  return offset, rng.permutation(n)
-
-
-def next_batch(tokens: np.ndarray,
-               state: DataState,
-               batch_size: int,
-               seq_len: int,
-               *,
-               process_index: int | None = None,
-               process_count: int | None = None,
-               ) -> tuple[dict[str, np.ndarray], DataState]:
-  """Draws the next language-model batch at ``state``; a pure function.
-
-  Each epoch cuts ``tokens`` into non-overlapping windows of ``seq_len + 1``
-  tokens on a grid shifted by a random offset, in a random order; both depend
-  only on ``(state.seed, state.epoch)``. A batch takes the next ``batch_size``
-  windows; when fewer than ``batch_size`` are left, the epoch ends (the
-  remainder is dropped) and the next epoch starts.
-
-  With several processes, ``batch_size`` is the *global* batch size and the
-  returned arrays hold only this process's rows (see
-  :func:`local_batch_slice`); every process advances ``state`` identically.
-
-  Args:
-    tokens: 1-D token array.
-    state: Current position.
-    batch_size: Global batch size.
-    seq_len: Sequence length of inputs and targets.
-    process_index: Defaults to ``jax.process_index()``.
-    process_count: Defaults to ``jax.process_count()``.
-
-  Returns:
-    ``(batch, new_state)`` where ``batch`` has ``int32`` arrays ``"inputs"``
-    and ``"targets"`` of shape ``(local_batch, seq_len)``, targets being the
-    inputs shifted by one token.
-
-  Example:
-    >>> tokens = np.arange(1000) % 256
-    >>> batch, state = next_batch(tokens, DataState(), 4, 16)
-    >>> batch["inputs"].shape, state
-    ((4, 16), DataState(epoch=0, index=4, seed=0))
-    >>> bool((batch["inputs"][:, 1:] == batch["targets"][:, :-1]).all())
-    True
-  """
-  if process_index is None:
-    process_index = jax.process_index()
-  if process_count is None:
-    process_count = jax.process_count()
-  rows = local_batch_slice(batch_size, process_index, process_count)
-  tokens = np.asarray(tokens)
-  n = num_windows(len(tokens), seq_len)
-  if n < batch_size:
-    raise ValueError(
-        f"{len(tokens)} tokens give only {n} windows of length {seq_len + 1}; "
-        f"need at least batch_size={batch_size}.")
-  epoch, index, seed = (int(v) for v in state)
-  if index + batch_size > n:
-    epoch, index = epoch + 1, 0
-  offset, perm = _epoch_plan(seed, epoch, len(tokens), seq_len)
-  starts = offset + perm[index:index + batch_size][rows] * seq_len
-  windows = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
-  batch = {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
-  return batch, DataState(epoch, index + batch_size, seed)
-
-
-def iterate_batches(tokens: np.ndarray, state: DataState, batch_size: int,
-                    seq_len: int, **kwargs
-                    ) -> Iterator[tuple[dict[str, np.ndarray], DataState]]:
-  """Endless generator over :func:`next_batch`.
-
-  Args:
-    tokens: 1-D token array.
-    state: Starting position.
-    batch_size: Global batch size.
-    seq_len: Sequence length.
-    **kwargs: Passed to :func:`next_batch`.
-
-  Yields:
-    ``(batch, state_after_batch)``; store the state to resume after the batch.
-
-  Example:
-    >>> it = iterate_batches(np.arange(500) % 256, DataState(), 2, 8)
-    >>> [s.index for _, s in (next(it), next(it))]
-    [2, 4]
-  """
-  while True:
-    batch, state = next_batch(tokens, state, batch_size, seq_len, **kwargs)
-    yield batch, state
 
 
 def sequential_windows(tokens: np.ndarray, seq_len: int
@@ -384,7 +210,7 @@ def sequential_windows(tokens: np.ndarray, seq_len: int
 def global_batch(local_batch: Any, sharding: Any) -> Any:
   """Assembles process-local batches into global sharded ``jax.Array``\\ s.
 
-  Every process calls this with its own rows (from :func:`next_batch`); the
+  Every process calls this with its own rows; the
   global shape is the local shape times ``jax.process_count()`` along axis 0.
 
   Args:
@@ -398,7 +224,7 @@ def global_batch(local_batch: Any, sharding: Any) -> Any:
   Example:
     >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     >>> mesh = Mesh(np.array(jax.devices()), ("data",))
-    >>> batch, _ = next_batch(np.arange(2000) % 256, DataState(), 8, 16)
+    >>> batch = sequential_windows(np.arange(129), 16)
     >>> out = global_batch(batch, NamedSharding(mesh, P("data")))
     >>> out["inputs"].shape, len(out["inputs"].addressable_shards)
     ((8, 16), 8)

@@ -20,6 +20,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import pipeline
 
 __all__ = ["loss_sum_fn", "evaluate"]
 
@@ -93,8 +94,9 @@ def evaluate(model: nn.Module, params: Any, tokens: Any, *, seq_len: int,
     loss_sum = loss_sum_fn(model, None, batch_sharding)
   rows = slice(None)
   if batch_sharding is not None:
-    rows = data_lib.local_batch_slice(batch_size, jax.process_index(),
-                                      jax.process_count())
+    per = pipeline.process_rows(batch_size, jax.process_count(),
+                                name="eval.batch_size")
+    rows = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
   total = 0.0
   for start in range(0, n, batch_size):
     k = min(batch_size, n - start)

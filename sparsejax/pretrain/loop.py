@@ -16,10 +16,13 @@ import numpy as np
 
 import sparsejax as sj
 from sparsejax.pretrain import checkpoint as ckpt_lib
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import evaluate as evaluate_lib
 from sparsejax.pretrain import export as export_lib
+from sparsejax.pretrain import integrity
 from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import pipeline
 from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import progress as progress_lib
 from sparsejax.pretrain import plots as plots_lib
@@ -43,7 +46,7 @@ class _Evaluator:
     cfg, params = self.arm.config, self.params_of(state)
     with self.arm.context():
       result = evaluate_lib.evaluate(
-          self.arm.model, params, self.arm.val_tokens,
+          self.arm.model, params, self.arm.corpus.val_tokens,
           seq_len=cfg.data.seq_len, batch_size=cfg.eval.batch_size,
           max_windows=cfg.eval.max_windows,
           batch_sharding=self.arm.batch_sharding, loss_sum=self.loss_sum)
@@ -94,14 +97,26 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                keep=cfg.checkpoint.keep,
                                async_save=cfg.checkpoint.async_save)
+  fingerprint = corpus_lib.data_fingerprint(
+      arm.corpus, seed=cfg.seed, batch_size=cfg.data.batch_size)
   with arm.context():
     found = ckpt.restore_latest(arm.abstract_state)
   if found is None:
-    latest, state, data_state, start = (None, step_lib.init_state(arm),
-                                        data_lib.DataState(seed=cfg.seed), 0)
+    latest, state, iterator_state, start = (None, step_lib.init_state(arm),
+                                            None, 0)
   else:
     latest, state, data_state = found
-    start = latest
+    where = os.path.join(ckpt.directory, str(latest))
+    corpus_lib.check_fingerprint(data_state["fingerprint"], fingerprint, where)
+    iterator_state, start = data_state["iterator"], latest
+    if iterator_state["next_index"] != latest:  # one batch per step
+      raise integrity.CheckpointError(
+          f"{where}: the data state says {iterator_state['next_index']} "
+          f"batches were drawn in {latest} steps; the checkpoint is damaged.")
+  batches = pipeline.train_iterator(
+      pipeline.train_dataset(arm.corpus.train,
+                             batch_size=cfg.data.batch_size, seed=cfg.seed),
+      iterator_state)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   writer = metrics_lib.MetricsWriter(
       metrics_path, resume_step=latest,
@@ -119,9 +134,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
   diverged = None
   try:
     for step in range(start, end):
-      local, data_state = data_lib.next_batch(
-          arm.train_tokens, data_state, cfg.data.batch_size, cfg.data.seq_len)
-      batch = data_lib.global_batch(local, arm.batch_sharding)
+      batch = data_lib.global_batch(next(batches), arm.batch_sharding)
       with arm.context():
         state, metrics = step_fn(state, batch)
       s = step + 1
@@ -159,7 +172,8 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
         paused += dt
         timed_s -= dt
       if s % cfg.checkpoint.every == 0 or s == end:
-        ckpt.save(s, state, data_state)
+        ckpt.save(s, state, {"iterator": batches.get_state(),
+                             "fingerprint": fingerprint})
   finally:
     bar.close()
     ckpt.close()
@@ -223,9 +237,30 @@ def _write_outputs(arms: list[plan_lib.Arm], workdir: str,
   return layers
 
 
+def _check_saved_data(arm: plan_lib.Arm, directory: str) -> None:
+  """Refuses checkpoints whose data state is of other data (before any
+  compute); a damaged one is left to the restore's fallback."""
+  steps = ckpt_lib.finished_steps(directory)
+  if not steps:
+    return
+  ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
+  try:
+    saved = ckpt.saved_data(steps[-1])
+  except Exception:  # pylint: disable=broad-except
+    return
+  finally:
+    ckpt.close()
+  corpus_lib.check_fingerprint(
+      saved["fingerprint"],
+      corpus_lib.data_fingerprint(arm.corpus, seed=arm.config.seed,
+                                batch_size=arm.config.data.batch_size),
+      os.path.join(directory, str(steps[-1])))
+
+
 def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
         stop_at: int | None = None, progress: bool = True,
-        report: bool = True) -> dict[str, Any]:
+        report: bool = True,
+        corpus: corpus_lib.Corpus | None = None) -> dict[str, Any]:
   """Plans, trains every arm, evaluates and writes the outputs.
 
   Everything that can be refused (config, mesh, patterns, data, a workdir
@@ -240,6 +275,8 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
       checkpoint), as if interrupted; later arms are not started.
     progress: Show progress bars.
     report: Print the final report.
+    corpus: One's own data (:func:`~sparsejax.pretrain.corpus.make_corpus`)
+      instead of ``config.data.source``.
 
   Raises:
     ConfigError: The config or workdir cannot be run (nothing computed).
@@ -265,8 +302,10 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
   """
   workdir = os.path.abspath(os.fspath(workdir))
   validation.check_workdir_path(workdir)
-  arms = plan_lib.plan(config, devices)
+  arms = plan_lib.plan(config, devices, corpus=corpus)
   ckpt_lib.check_workdir(workdir, config)
+  for arm in arms:
+    _check_saved_data(arm, os.path.join(workdir, arm.name, "checkpoints"))
   ckpt_lib.write_config(workdir, config)
   final, results = {}, {}
   for arm in arms:

@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import sparsejax as sj
@@ -34,13 +33,15 @@ from sparsejax.methods import registry
 from sparsejax.models import gpt
 from sparsejax.pretrain import activation_sparsity as activation_lib
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import mesh as mesh_lib
+from sparsejax.pretrain import sources
 from sparsejax.pretrain import step as step_lib
 from sparsejax.pretrain import validation
 
 __all__ = ["Arm", "model_config", "learning_rate",
-           "make_optimizer", "make_sparsifier", "load_tokens", "plan"]
+           "make_optimizer", "make_sparsifier", "plan"]
 
 
 def _steps(fraction: float, total: int) -> int:
@@ -188,46 +189,6 @@ def make_optimizer(config: Any, sparsifier: Any = None
   return tx if sparsifier is None else sj.wrap(tx, sparsifier)
 
 
-def load_tokens(config: Any) -> tuple[np.ndarray, np.ndarray]:
-  """The training and validation token splits of ``config.data``.
-
-  Args:
-    config: The run's ``ConfigDict``.
-
-  Returns:
-    ``(train, val)`` byte-level token arrays.
-
-  Raises:
-    ConfigError: Unreadable files, or too little data for one batch.
-
-  Example:
-    >>> train, val = load_tokens(config_lib.get_config())
-    >>> len(val) / (len(train) + len(val))
-    0.1...
-  """
-  d = config.data
-  if d.source == "pydoc":
-    tokens = data_lib.encode(data_lib.pydoc_corpus())
-  else:
-    paths = [p.strip() for p in d.paths.split(",") if p.strip()]
-    try:
-      tokens = data_lib.text_files(paths)
-    except (OSError, ValueError) as e:
-      raise config_lib.ConfigError(f"data.paths: {e}") from None
-  train, val = data_lib.train_val_split(tokens, d.val_fraction)
-  n = data_lib.num_windows(len(train), d.seq_len)
-  if n < d.batch_size:
-    raise config_lib.ConfigError(
-        f"the training split ({len(train)} tokens) gives only {n} windows of "
-        f"{d.seq_len + 1} tokens; data.batch_size={d.batch_size} needs more "
-        "data or a shorter data.seq_len.")
-  if len(val) <= d.seq_len:
-    raise config_lib.ConfigError(
-        f"the validation split ({len(val)} tokens) is shorter than one window "
-        f"(data.seq_len={d.seq_len}); raise data.val_fraction.")
-  return train, val
-
-
 @dataclasses.dataclass
 class Arm:
   """One arm of a run, fully planned (no arrays allocated yet).
@@ -245,8 +206,7 @@ class Arm:
     state_shardings: Shardings of the :class:`~.step.TrainState`.
     abstract_state: Shapes, dtypes and shardings of the ``TrainState``.
     batch_sharding: Sharding of token batches.
-    train_tokens: Training split.
-    val_tokens: Validation split.
+    corpus: The training windows and validation tokens.
   """
   name: str
   config: Any
@@ -260,8 +220,7 @@ class Arm:
   state_shardings: Any
   abstract_state: Any
   batch_sharding: Any
-  train_tokens: np.ndarray
-  val_tokens: np.ndarray
+  corpus: corpus_lib.Corpus
 
   @contextlib.contextmanager
   def context(self) -> Iterator[None]:
@@ -279,7 +238,7 @@ def _label(config: Any, rules: list[sj.Rule]) -> str:
 
 
 def _plan_arm(name: str, config: Any, devices: Sequence[Any] | None,
-              tokens: tuple[np.ndarray, np.ndarray]) -> Arm:
+              corpus: corpus_lib.Corpus) -> Arm:
   model = activation_lib.activation_model(gpt.GPT(model_config(config)),
                                           config)
   sparsifier = make_sparsifier(config)
@@ -310,15 +269,18 @@ def _plan_arm(name: str, config: Any, devices: Sequence[Any] | None,
       sparsifier=sparsifier, tx=tx, rules=rules, mesh=mesh,
       param_shardings=param_sh, state_shardings=state_sh,
       abstract_state=abstract, batch_sharding=mesh_lib.batch_sharding(mesh),
-      train_tokens=tokens[0], val_tokens=tokens[1])
+      corpus=corpus)
 
 
-def plan(config: Any, devices: Sequence[Any] | None = None) -> list[Arm]:
+def plan(config: Any, devices: Sequence[Any] | None = None, *,
+         corpus: corpus_lib.Corpus | None = None) -> list[Arm]:
   """Validates ``config`` and plans its arms without computing anything.
 
   Args:
     config: The run's ``ConfigDict``.
     devices: Devices of the mesh (default: all).
+    corpus: One's own data (:func:`~sparsejax.pretrain.corpus.make_corpus`)
+      instead of ``config.data.source``.
 
   Returns:
     The arms in training order (dense baseline first).
@@ -333,13 +295,16 @@ def plan(config: Any, devices: Sequence[Any] | None = None) -> list[Arm]:
   """
   config_lib.validate(config)
   make_sparsifier(config)  # an unknown method fails before the data loads
-  tokens = load_tokens(config)
+  if corpus is None:
+    corpus = sources.load_corpus(config)
+  else:
+    sources.check_corpus(corpus, config)
   if config.sparsity.method == "none":
-    return [_plan_arm("dense", config, devices, tokens)]
+    return [_plan_arm("dense", config, devices, corpus)]
   arms = []
   if config.sparsity.baseline:
     dense = copy.deepcopy(config)
     dense.sparsity.method = "none"
-    arms.append(_plan_arm("dense", dense, devices, tokens))
-  arms.append(_plan_arm("sparse", config, devices, tokens))
+    arms.append(_plan_arm("dense", dense, devices, corpus))
+  arms.append(_plan_arm("sparse", config, devices, corpus))
   return arms

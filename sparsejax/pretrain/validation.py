@@ -200,10 +200,11 @@ def _finite_positive(value: Any, name: str) -> None:
 
 def _check_data_model(d: Any, m: Any) -> None:
   _as_config_error(_checks.check_choice, d.source, "data.source",
-                   ("pydoc", "files"))
-  if d.source == "files" and not d.paths.strip():
-    raise ConfigError("data.source='files' needs data.paths (comma-separated "
-                      "text files or folders).")
+                   ("pydoc", "files", "array_record"))
+  if d.source != "pydoc" and not d.paths.strip():
+    raise ConfigError(f"data.source={d.source!r} needs data.paths "
+                      "(comma-separated text files or folders for 'files', "
+                      "ArrayRecord files for 'array_record').")
   if not 0.0 < d.val_fraction < 1.0:
     raise ConfigError(f"data.val_fraction must be in (0, 1); got "
                       f"{d.val_fraction!r}.")
@@ -289,6 +290,10 @@ def _check_run(config: Any) -> None:
   _ints(config.eval, "eval", ("every", "batch_size"), 1)
   _ints(config.eval, "eval", ("max_windows",), 0)
   _ints(config, "", ("log_every",), 1)
+  _ints(config, "", ("seed",), 0)
+  if config.seed >= 2**32:
+    raise ConfigError(f"seed must be < 2**32 (the data shuffle's range); got "
+                      f"{config.seed}.")
 
 
 def validate(config: Any) -> None:

@@ -14,8 +14,10 @@ from sparsejax.models import cnn
 from sparsejax.models import gpt
 from sparsejax.models import mlp
 from sparsejax.models import vit
+from sparsejax.pretrain import corpus as corpus_lib
 from sparsejax.pretrain import data
 from sparsejax.pretrain import evaluate as evaluate_lib
+from sparsejax.pretrain import pipeline
 
 
 def _paths(tree):
@@ -311,10 +313,11 @@ def test_gpt_loss_decreases_on_pydoc_corpus():
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  state = data.DataState(seed=0)
+  batches = pipeline.train_dataset(corpus_lib.TokenWindows(train, 32),
+                                   batch_size=16, seed=0)
   losses = []
-  for _ in range(30):
-    batch, state = data.next_batch(train, state, 16, 32)
+  for t in range(30):
+    batch = batches[t]
     params, opt_state, loss = step(params, opt_state, batch)
     losses.append(float(loss))
   assert losses[0] > 5.0  # about log(256) at initialisation

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparsejax.pretrain import config as config_lib
-from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import pipeline
 from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import recipes
 from sparsejax.pretrain import step as step_lib
@@ -56,9 +56,8 @@ def test_plan_checks_the_rules_against_the_model(rules, match):
 def test_train_step_logs_the_achieved_sparsity_per_layer():
   (arm,) = plan_lib.plan(
       _smoke(r"block_0/mlp/fc2=1:4;block_0/attn/\w+=0.75"), jax.devices()[:1])
-  batch, _ = data_lib.next_batch(arm.train_tokens, data_lib.DataState(seed=0),
-                                 arm.config.data.batch_size,
-                                 arm.config.data.seq_len)
+  batch = pipeline.train_dataset(
+      arm.corpus.train, batch_size=arm.config.data.batch_size, seed=0)[0]
   state = step_lib.init_state(arm)
   with arm.context():
     state, metrics = step_lib.make_train_step(

@@ -17,7 +17,6 @@ import pytest
 
 from sparsejax.pretrain import checkpoint as ckpt_lib
 from sparsejax.pretrain import config as config_lib
-from sparsejax.pretrain import data as data_lib
 from sparsejax.pretrain import integrity
 from sparsejax.pretrain import metrics as metrics_lib
 from tests import checkpoint_damage as damage
@@ -55,7 +54,7 @@ def test_saves_record_checksums_that_verify(saved):
     assert any("/d/" in rel for rel in files)  # the array data is covered
     assert integrity.verify(step_dir) == []
   step, state, data_state = _restore(saved)
-  assert step == 3 and data_state.index == 30
+  assert step == 3 and data_state == damage.data_state(3)
   assert np.array_equal(state["fc1"]["kernel"], np.full((16, 8), 3.0))
 
 
@@ -76,14 +75,14 @@ def test_damaged_latest_falls_back_to_the_newest_intact(ckpt_dir, how, what,
                     r".*; resuming from step 2") as seen:
     step, state, data_state = _restore(ckpt_dir)
   assert len(seen) == 1
-  assert step == 2 and data_state.index == 20
+  assert step == 2 and data_state == damage.data_state(2)
   assert np.array_equal(state["bias"], np.arange(8.0) + 2)
   # Kept, renamed out of the way: a new save of step 3 works and verifies.
   assert ckpt_lib.finished_steps(ckpt_dir) == [1, 2]
   assert os.path.isdir(os.path.join(ckpt_dir, "3.damaged"))
   ckpt = ckpt_lib.Checkpointer(ckpt_dir, keep=4, async_save=True)
   assert ckpt.steps() == [1, 2]
-  ckpt.save(3, damage.tiny_state(3), data_lib.DataState(index=30))
+  ckpt.save(3, damage.tiny_state(3), damage.data_state(3))
   ckpt.close()
   assert integrity.verify(os.path.join(ckpt_dir, "3")) == []
   assert _restore(ckpt_dir)[0] == 3

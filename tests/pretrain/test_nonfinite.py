@@ -14,6 +14,7 @@ import pytest
 from sparsejax.pretrain import checkpoint as ckpt_lib
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import data as data_lib
+from sparsejax.pretrain import pipeline
 from sparsejax.pretrain import export as export_lib
 from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import recipes
@@ -39,13 +40,11 @@ def test_a_nan_batch_is_skipped_and_training_continues():
   (arm,) = plan_lib.plan(cfg, jax.devices()[:1])
   step_fn = step_lib.make_train_step(arm, plan_lib.learning_rate(cfg))
   state = step_lib.init_state(arm)
-  data_state = data_lib.DataState(seed=cfg.seed)
+  batches = pipeline.train_iterator(pipeline.train_dataset(
+      arm.corpus.train, batch_size=cfg.data.batch_size, seed=cfg.seed))
 
   def batch():
-    nonlocal data_state
-    local, data_state = data_lib.next_batch(
-        arm.train_tokens, data_state, cfg.data.batch_size, cfg.data.seq_len)
-    return local
+    return next(batches)
 
   def run(state, local):
     with arm.context():

@@ -210,7 +210,9 @@ def test_text_files_are_a_data_source(tmp_path):
   cfg = _load(SMOKE)
   cfg.data.source, cfg.data.paths = "files", str(text)
   arm = plan_lib.plan(cfg, jax.devices()[:1])[-1]
-  assert len(arm.train_tokens) + len(arm.val_tokens) == text.stat().st_size
+  assert (len(arm.corpus.train.tokens) + len(arm.corpus.val_tokens)
+          == text.stat().st_size)
+  assert arm.corpus.fingerprint["source"] == "files"
 
 
 def test_default_config_is_progressive_with_baseline():
