@@ -13,12 +13,11 @@ from sparsejax.pretrain import data
 from sparsejax.pretrain import integrity
 from sparsejax.pretrain import loop
 from sparsejax.pretrain import plan as plan_lib
+from sparsejax.pretrain import recipes
 from sparsejax.pretrain import sources
 from tests import checkpoint_damage as damage
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-SMOKE = os.path.join(ROOT, "configs", "smoke.py")
+SMOKE = recipes.recipe_path("smoke")
 TEXT = "the quick brown fox jumps over the lazy dog. " * 100  # 4500 bytes
 
 
