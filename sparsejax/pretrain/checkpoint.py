@@ -4,8 +4,8 @@ A checkpoint holds the whole :class:`~sparsejax.pretrain.step.TrainState`
 (step, params, optimizer state -- which carries the masks and the sparsifier
 state -- and the PRNG key) plus a small JSON item with the step and the data
 state: the grain iterator's state and the fingerprint of the data it reads
-(:func:`~sparsejax.pretrain.pipeline.data_fingerprint`). Restoring both and running on gives exactly the params of a run
-that was never interrupted.
+(:func:`~sparsejax.pretrain.corpus.data_fingerprint`). Restoring both and
+running on gives exactly the params of a run that was never interrupted.
 
 Saves are asynchronous (training continues while a checkpoint is written)
 and atomic: orbax writes into ``<step>.orbax-checkpoint-tmp-*`` and renames
