@@ -59,10 +59,8 @@ def _operand_spec(block, contract, tt, lines):
   reads; idle slots hold the last tile of the last stored block."""
   def index_map(s, t, rows, cols, live):
     idx = (rows, cols)[lines]
-    last = jnp.maximum(live[0] - 1, 0)
-    here = s < live[0]
-    blk = jnp.where(here, idx[jnp.minimum(s, last)], idx[last])
-    tile = jnp.where(here, t, pl.num_programs(1) - 1)
+    blk = idx[jnp.minimum(s, jnp.maximum(live[0] - 1, 0))]
+    tile = jnp.where(s < live[0], t, pl.num_programs(1) - 1)
     return (tile, blk) if contract == 0 else (blk, tile)
 
   shape = (tt, block) if contract == 0 else (block, tt)
@@ -73,19 +71,11 @@ def block_list_sddmm_tpu(a, b, rows, cols, live, *, block_shape, contract: int,
                          tt: int, out_dtype, interpret=False) -> jax.Array:
   """The stored blocks of ``a.T @ b`` (``contract=0``) or ``a @ b.T`` (1).
 
-  Args:
-    a: ``(T, R)`` (``contract=0``) or ``(R, T)`` dense operand, ``T`` a
-      multiple of ``tt``.
-    b: ``(T, C)`` or ``(C, T)`` dense operand.
-    rows: ``(capacity,)`` int32 block row of each stored block.
-    cols: ``(capacity,)`` int32 block column of each stored block.
-    live: ``(1,)`` int32 number of stored blocks (slots from it on are zero).
-    block_shape: ``(bh, bw)``.
-    contract: the axis of ``a`` and ``b`` that is summed over (0 or 1).
-    tt: tile of the summed axis.
-    out_dtype: result dtype.
-    interpret: run in the Pallas interpreter (``True`` or
-      ``pltpu.InterpretParams``).
+  The arguments are those of
+  :func:`~pallas_kernels.block_sparse.kernel_sddmm_gpu.block_list_sddmm_gpu`
+  (``block_shape`` any multiples of 128 when lowered, ``tt`` a multiple of 16
+  for ``contract=0`` or of 128 for ``contract=1``), except that ``interpret``
+  may also be a ``pltpu.InterpretParams`` and there are no Triton options.
 
   Returns:
     ``(capacity, bh, bw)``: the stored blocks of the product.
