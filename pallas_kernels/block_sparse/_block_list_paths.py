@@ -40,7 +40,7 @@ _HI = jax.lax.Precision.HIGHEST
 @dataclasses.dataclass(frozen=True)
 class Cfg:
   """How a product runs: op, implementation and the kernels' options."""
-  op: str            # "dsd" (x @ W) or "sdd" (A @ X)
+  op: str            # "dsd" (x @ W), "sdd" (A @ X) or "sddmm"
   impl: str
   interpret: Any
   odt: Any

@@ -39,7 +39,9 @@ def _xla(a, b, struct, contract):
     ar = a.reshape(nr, bh, a.shape[1])[struct.rows]
     bc = b.reshape(nc, bw, b.shape[1])[struct.cols]
     eq = "cit,cjt->cij"
-  return jnp.einsum(eq, ar, bc, preferred_element_type=jnp.float32,
+  # Exact f32 operands: XLA's CPU runtime has no bf16 x bf16 -> f32 dot
+  # for this layout under jit (JAX 0.10), and the sum is f32 anyway.
+  return jnp.einsum(eq, ar.astype(jnp.float32), bc.astype(jnp.float32),
                     precision=_HI)
 
 
