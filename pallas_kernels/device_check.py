@@ -15,10 +15,13 @@ On the device it
      bf16, for ``xla`` and every kernel native to the device, then how far
      each pattern is from its target;
    * ``block_list``: dense x block-sparse (:func:`~pallas_kernels.block_sparse.
-     block_list_api.block_list_matmul`) at block density 0.1 and 0.25,
-     128x128 and 64x64 blocks (and 256x256 on TPU), K=N=4096 and 8192, batch
-     1, 16 and 2048, bf16, for every block-list kernel native to the device
-     (a layout it cannot take is skipped, saying so);
+     block_list_api.block_list_matmul`, op ``block_list_dsd``) and its
+     weight-gradient SDDMM (:func:`~pallas_kernels.block_sparse.
+     block_list_sddmm.block_list_sddmm`, op ``block_list_sddmm``) at block
+     density 0.1 and 0.25, 128x128 and 64x64 blocks (and 256x256 on TPU),
+     K=N=4096 and 8192, batch 1, 16 and 2048, bf16, for every block-list
+     kernel native to the device (a layout it cannot take is skipped, saying
+     so); rows are keyed as the dispatch looks them up;
 
    every row gives device time, the ratio to dense and to the masked dense
    matmul, achieved GB/s (and its fraction of the device's peak) and
@@ -35,7 +38,8 @@ a measurement: the tests take at most ``--tests-timeout-s`` = 150 s; no
 table case starts later than ``--budget-s`` = 330 s after the start, the time
 left after the tests being split evenly between the suites, a suite's unused
 share passing to the next; the N:M table is 18 cases of five compiled
-chains, the block-list table 24 cases of three on GPU, each chain of 32
+chains, the block-list table 24 cases of three for each of the two ops on
+GPU, each chain of 32
 calls timed 20 times). A suite out of time skips its remaining cases, saying
 so.
 ``--dry`` runs the same code path on small shapes, on CPU, with the kernels
@@ -154,50 +158,51 @@ def _run_tests(p: Plan, timeout_s: float, emit) -> bool:
   return out.returncode == 0
 
 
+def _run_cases(cases, run, impls, emit, deadline) -> list[dict[str, Any]]:
+  """``run(names, case)`` for each ``(where, case)`` until ``deadline``,
+  failures isolated per implementation (:func:`_isolating_failures`)."""
+  rows = []
+  for where, case in cases:
+    if time.perf_counter() > deadline:
+      emit(f"# {where}: skipped (time budget)")
+      continue
+    rows += _isolating_failures(lambda names, case=case: run(names, case),
+                                impls, where, emit)
+  return rows
+
+
 def _nm_suite(p: Plan, emit, deadline: float) -> list[dict[str, Any]]:
   from pallas_kernels.nm import bench as nm_bench  # pylint: disable=g-import-not-at-top
   emit(nm_bench.HEADER)
-  rows = []
   impls = list(p.implementations or nm_bench.default_implementations())
-  for shape in p.shapes:
-    for pattern in p.patterns:
-      where = f"nm {pattern[0]}:{pattern[1]} {shape[0]}x{shape[1]}"
-      if time.perf_counter() > deadline:
-        emit(f"# {where}: skipped (time budget)")
-        continue
+  cases = [(f"nm {n}:{m} {shape[0]}x{shape[1]}", (shape, (n, m)))
+           for shape in p.shapes for (n, m) in p.patterns]
 
-      def run(names, shape=shape, pattern=pattern):
-        return nm_bench.run([shape], p.batches, [pattern], jnp.dtype(p.dtype),
-                            names, p.reps, emit, p.chain)
+  def run(names, case):
+    return nm_bench.run([case[0]], p.batches, [case[1]], jnp.dtype(p.dtype),
+                        names, p.reps, emit, p.chain)
 
-      rows += _isolating_failures(run, impls, where, emit)
-  return rows
+  return _run_cases(cases, run, impls, emit, deadline)
 
 
 def _block_list_suite(p: Plan, emit, deadline: float) -> list[dict[str, Any]]:
   from pallas_kernels.block_sparse import bench_block_list as bl_bench  # pylint: disable=g-import-not-at-top
   emit(bl_bench.HEADER)
-  rows = []
   impls = list(p.block_implementations or
                bl_bench.default_implementations())
   if not impls:
     emit("# block_list: no block-list kernel is native to this backend")
-    return rows
-  for shape in p.shapes:
-    for bs in p.block_sizes:
-      for density in p.densities:
-        where = f"block_list b{bs}x{bs} d{density} {shape[0]}x{shape[1]}"
-        if time.perf_counter() > deadline:
-          emit(f"# {where}: skipped (time budget)")
-          continue
+    return []
+  cases = [(f"block_list b{bs}x{bs} d{d} {shape[0]}x{shape[1]}",
+            (shape, bs, d))
+           for shape in p.shapes for bs in p.block_sizes for d in p.densities]
 
-        def run(names, shape=shape, bs=bs, density=density):
-          return bl_bench.run([shape], p.block_batches, [bs], [density],
-                              jnp.dtype(p.dtype), names, p.reps, emit,
-                              p.chain)
+  def run(names, case):
+    shape, bs, density = case
+    return bl_bench.run([shape], p.block_batches, [bs], [density],
+                        jnp.dtype(p.dtype), names, p.reps, emit, p.chain)
 
-        rows += _isolating_failures(run, impls, where, emit)
-  return rows
+  return _run_cases(cases, run, impls, emit, deadline)
 
 
 def _isolating_failures(run, impls, where, emit):

@@ -11,7 +11,8 @@ runs on it:
 * ``"tpu"`` -- Mosaic TPU, one grid step per stored block.
 
 The input gradient runs the transposed product on the same implementation;
-the weight gradient is computed for the stored blocks only.
+the weight gradient is computed for the stored blocks only, by the SDDMM of
+:mod:`pallas_kernels.block_sparse._sddmm_paths` on ``Cfg.dw_impl``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ import jax.numpy as jnp
 
 from pallas_kernels.block_sparse import kernel_gpu
 from pallas_kernels.block_sparse import kernel_tpu
+from pallas_kernels.block_sparse._padding import pad_to
+from pallas_kernels.block_sparse._padding import pow2_at_least
+from pallas_kernels.block_sparse._padding import round_up
+from pallas_kernels.block_sparse._sddmm_paths import sampled_product
 from pallas_kernels.formats._block_list import decompress_block_list
 
 # About two programs per SM on an H100/H200 (132 SMs).
@@ -32,31 +37,17 @@ GPU_TARGET_PROGRAMS = 264
 _HI = jax.lax.Precision.HIGHEST
 
 
-def _round_up(a, b):
-  return -(-a // b) * b
-
-
-def _pad_to(x, axis, tile):
-  """``x`` zero-padded at the end of ``axis`` to a multiple of ``tile``."""
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (0, _round_up(x.shape[axis], tile) - x.shape[axis])
-  return jnp.pad(x, pad)
-
-
-def _pow2_at_least(v, lo):
-  return max(lo, 1 << max(0, (v - 1).bit_length()))
-
-
 @dataclasses.dataclass(frozen=True)
 class Cfg:
   """How a product runs: op, implementation and the kernels' options."""
-  op: str            # "dsd" (x @ W) or "sdd" (A @ X)
+  op: str            # "dsd" (x @ W), "sdd" (A @ X) or "sddmm"
   impl: str
   interpret: Any
   odt: Any
   split: int | None
   stages: int
   name: str | None
+  dw_impl: str = "xla"   # the weight gradient's SDDMM (see _sddmm_paths)
 
 
 def _walk(struct, op, transpose):
@@ -162,59 +153,47 @@ def _gpu_segmented(run, order, struct, lines, nred, programs, kout, axis,
   return out.reshape(lines * kout, n)
 
 
-def _gpu_dsd(x, values, struct, transpose, cfg):
-  order, _, _, lines, nred = _walk(struct, "dsd", transpose)
+def _tile(cfg, free):
+  """The kernel's tile of the dense operand's free axis (``free`` long)."""
+  if cfg.impl == "triton":
+    return min(64 if cfg.op == "dsd" else 128, pow2_at_least(free, 16))
+  if cfg.op == "dsd":
+    return min(256, round_up(free, 16))
+  return min(512, round_up(free, 128))
+
+
+def _kernel(a, values, struct, transpose, cfg):
+  """One product on a Pallas kernel (``cfg.impl`` "triton" or "tpu").
+
+  The dense operand's free axis (rows of ``x`` for ``x @ W``, columns of
+  ``X`` for ``A @ X``) is padded to the kernel's tile and cut back after.
+  """
+  order, _, _, lines, nred = _walk(struct, cfg.op, transpose)
   bh, bw = struct.block_shape
-  b = x.shape[0]
-  tb = min(64, _pow2_at_least(b, 16))
-  xp = _pad_to(x, 0, tb)
+  axis = 0 if cfg.op == "dsd" else 1
+  free = a.shape[axis]
+  tile = _tile(cfg, free)
+  ap = pad_to(a, axis, tile)
+  kw = dict(transpose=transpose, interpret=cfg.interpret)
+  if cfg.impl == "tpu":
+    kw.update(lines=lines, out_dtype=cfg.odt, stages=cfg.stages)
+    out = (kernel_tpu.block_list_dsd_tpu(ap, values, order, tb=tile, **kw)
+           if cfg.op == "dsd" else
+           kernel_tpu.block_list_sdd_tpu(values, order, ap, tn=tile, **kw))
+  else:
+    def run(start, length, out_dtype):
+      if cfg.op == "dsd":
+        return kernel_gpu.block_list_dsd_gpu(ap, values, order, start, length,
+                                             tb=tile, out_dtype=out_dtype,
+                                             **kw)
+      return kernel_gpu.block_list_sdd_gpu(values, order, start, length, ap,
+                                           tn=tile, out_dtype=out_dtype, **kw)
 
-  def run(start, length, out_dtype):
-    return kernel_gpu.block_list_dsd_gpu(
-        xp, values, order, start, length, transpose=transpose, tb=tb,
-        out_dtype=out_dtype, interpret=cfg.interpret)[:b]
-
-  return _gpu_segmented(run, order, struct, lines, nred, xp.shape[0] // tb,
-                        bh if transpose else bw, 1, cfg)
-
-
-def _gpu_sdd(values, struct, x, transpose, cfg):
-  order, _, _, lines, nred = _walk(struct, "sdd", transpose)
-  bh, bw = struct.block_shape
-  n = x.shape[1]
-  tn = min(128, _pow2_at_least(n, 16))
-  xp = _pad_to(x, 1, tn)
-
-  def run(start, length, out_dtype):
-    return kernel_gpu.block_list_sdd_gpu(
-        values, order, start, length, xp, transpose=transpose, tn=tn,
-        out_dtype=out_dtype, interpret=cfg.interpret)[:, :n]
-
-  return _gpu_segmented(run, order, struct, lines, nred, xp.shape[1] // tn,
-                        bw if transpose else bh, 0, cfg)
-
-
-# ------------------------------------------------------------------ TPU path
-
-
-def _tpu_dsd(x, values, struct, transpose, cfg):
-  order, _, _, lines, _ = _walk(struct, "dsd", transpose)
-  b = x.shape[0]
-  tb = min(256, _round_up(b, 16))
-  xp = _pad_to(x, 0, tb)
-  return kernel_tpu.block_list_dsd_tpu(
-      xp, values, order, lines=lines, transpose=transpose, tb=tb,
-      out_dtype=cfg.odt, interpret=cfg.interpret, stages=cfg.stages)[:b]
-
-
-def _tpu_sdd(values, struct, x, transpose, cfg):
-  order, _, _, lines, _ = _walk(struct, "sdd", transpose)
-  n = x.shape[1]
-  tn = min(512, _round_up(n, 128))
-  xp = _pad_to(x, 1, tn)
-  return kernel_tpu.block_list_sdd_tpu(
-      values, order, xp, lines=lines, transpose=transpose, tn=tn,
-      out_dtype=cfg.odt, interpret=cfg.interpret, stages=cfg.stages)[:, :n]
+    kout = (bh if transpose else bw) if cfg.op == "dsd" else (
+        bw if transpose else bh)
+    out = _gpu_segmented(run, order, struct, lines, nred,
+                         ap.shape[axis] // tile, kout, 1 - axis, cfg)
+  return jax.lax.slice_in_dim(out, 0, free, axis=axis)
 
 
 def _apply(cfg, a, values, struct, transpose):
@@ -224,12 +203,8 @@ def _apply(cfg, a, values, struct, transpose):
   elif cfg.impl == "xla_blocks":
     out = (_xla_dsd(a, values, struct, transpose) if cfg.op == "dsd" else
            _xla_sdd(values, struct, a, transpose))
-  elif cfg.op == "dsd":
-    fn = {"triton": _gpu_dsd, "tpu": _tpu_dsd}[cfg.impl]
-    out = fn(a, values, struct, transpose, cfg)
   else:
-    fn = {"triton": _gpu_sdd, "tpu": _tpu_sdd}[cfg.impl]
-    out = fn(values, struct, a, transpose, cfg)
+    out = _kernel(a, values, struct, transpose, cfg)
   return out.astype(cfg.odt)
 
 
@@ -248,26 +223,16 @@ def _product_fwd(a, values, struct, cfg):
 
 def _product_bwd(cfg, res, g):
   a, values, struct = res
-  bh, bw = struct.block_shape
-  nr, nc = struct.grid
-  valid = struct.valid[:, None, None]
   gcfg = dataclasses.replace(cfg, odt=a.dtype)
   # Input gradient: the transposed walk, on the same implementation.
   da = _apply(gcfg, g, values, struct, True)
-  # Weight gradient for the stored blocks only.
-  if cfg.op == "dsd":   # y = x @ W: dW[r, c] = x[:, r].T @ g[:, c]
-    xr = a.reshape(a.shape[0], nr, bh)[:, struct.rows]
-    gc = g.reshape(g.shape[0], nc, bw)[:, struct.cols]
-    dv = jnp.einsum("bci,bcj->cij", xr, gc,
-                    preferred_element_type=jnp.float32, precision=_HI)
-  else:                 # y = A @ X: dA[r, c] = g[r] @ X[c].T
-    gr = g.reshape(nr, bh, g.shape[1])[struct.rows]
-    xc = a.reshape(nc, bw, a.shape[1])[struct.cols]
-    dv = jnp.einsum("cin,cjn->cij", gr, xc,
-                    preferred_element_type=jnp.float32, precision=_HI)
-  dv = jnp.where(valid, dv, 0).astype(values.dtype)
+  # Weight gradient: the stored blocks only (SDDMM on cfg.dw_impl).
+  # y = x @ W: dW[r, c] = x[:, r].T @ g[:, c];  y = A @ X: dA[r, c] = g[r] @ X[c].T
+  ops = (a, g, 0) if cfg.op == "dsd" else (g, a, 1)
+  dv = sampled_product(ops[0], ops[1], struct, contract=ops[2],
+                       impl=cfg.dw_impl, interpret=cfg.interpret,
+                       out_dtype=values.dtype)
   return da.astype(a.dtype), dv, None
 
 
 product.defvjp(_product_fwd, _product_bwd)
-

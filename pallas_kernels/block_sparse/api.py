@@ -31,11 +31,14 @@ from pallas_kernels.formats import PaddedBlockSparse
 from pallas_kernels.dispatch import Choice
 
 __all__ = ["block_sparse_matmul", "sparse_dense_matmul",
-           "choose_implementation", "Choice", "IMPLEMENTATIONS", "KERNELS"]
+           "choose_implementation", "pattern", "Choice", "IMPLEMENTATIONS",
+           "KERNELS", "OPS"]
 
 # Pallas implementations and the platform each runs natively on.
 KERNELS = {"pallas_tpu": "tpu", "pallas_gpu": "gpu"}
 IMPLEMENTATIONS = ("xla", *KERNELS, "pallas")
+# The dispatch op name of each product.
+OPS = {"dsd": "block_dsd", "sdd": "block_sdd"}
 _DTYPES = ("bfloat16", "float16", "float32")
 _HI = jax.lax.Precision.HIGHEST
 # Above this stored-block density skipping work no longer pays.
@@ -58,6 +61,17 @@ def _stored_density(w) -> float:
   if isinstance(w, PaddedBlockSparse):
     return w.indices.size / total
   return w.values.shape[0] / total
+
+
+def pattern(w: BSR | PaddedBlockSparse) -> str:
+  """The dispatch pattern of a BSR / padded operand: blocks and stored density.
+
+  >>> from pallas_kernels.formats import compress_padded_block
+  >>> pattern(compress_padded_block(jnp.ones((64, 64)), jnp.eye(4, dtype=bool), (16, 16)))
+  'b16x16/d0.25'
+  """
+  bh, bw = w.block_shape
+  return f"b{bh}x{bw}/d{_stored_density(w):.2f}"
 
 
 def _pow2(v):
@@ -184,10 +198,8 @@ def choose_implementation(w, op: str = "dsd",
   why: list[str] = []
   if implementation is None:
     kernels, why = _suitable(w, op, platform)
-  bh, bw = w.block_shape
   choice = dispatch.choose(
-      op=f"block_{op}", candidates=kernels,
-      pattern=f"b{bh}x{bw}/d{_stored_density(w):.2f}", dtype=w.values.dtype,
+      op=OPS[op], candidates=kernels, pattern=pattern(w), dtype=w.values.dtype,
       shape=tuple(w.shape), batch=max(int(batch), 1),
       implementation=implementation, platform=platform,
       measure=_measure(w, op, max(int(batch), 1), dtype or w.values.dtype),

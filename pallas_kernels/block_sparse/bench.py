@@ -5,15 +5,16 @@ N:M bench (chains of dependent calls, interleaved with dense baselines).
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
 import jax.numpy as jnp
 
 from pallas_kernels import _timing
-from pallas_kernels.block_sparse.api import block_sparse_matmul
-from pallas_kernels.block_sparse.api import choose_implementation
-from pallas_kernels.block_sparse.api import KERNELS
+from pallas_kernels.block_sparse import api
+from pallas_kernels.block_sparse._bench_cases import bench_row
+from pallas_kernels.block_sparse._bench_cases import block_cases
 from pallas_kernels.formats import compress_padded_block
 from pallas_kernels.nm.bench import format_row
 
@@ -25,66 +26,41 @@ def run(shapes, batches, blocks, densities, dtype=jnp.bfloat16,
   """Times dense vs block-sparse ``x @ W`` (``W`` grouped by block column).
 
   The bound is ``1 / density`` (work skipped). Columns as in
-  :func:`pallas_kernels.nm.bench.run`. Returns result dicts.
+  :func:`pallas_kernels.nm.bench.run`; each row's ``op`` and ``pattern`` are
+  the dispatch's (``block_dsd``, :func:`~pallas_kernels.block_sparse.api.pattern`).
+  Returns result dicts.
 
   >>> rows = run([(64, 64)], [1], [32], [0.5], jnp.float32, reps=2,
   ...            emit=lambda s: None, length=2)
-  >>> rows[0]["bound"], rows[0]["impl"]
-  (2.0, 'xla')
+  >>> rows[0]["bound"], rows[0]["impl"], rows[0]["op"], rows[0]["pattern"]
+  (2.0, 'xla', 'block_dsd', 'b32x32/d0.50')
   """
   platform = jax.default_backend()
   impls = list(implementations or
-               ["xla"] + [k for k, p in KERNELS.items() if p == platform])
-  kind = jax.devices()[0].device_kind
-  peak = _timing.peak_gbps(kind)
+               ["xla"] + [k for k, p in api.KERNELS.items() if p == platform])
   results = []
   itemsize = jnp.dtype(dtype).itemsize
-  for (k, cols) in shapes:
-    w = jax.random.normal(jax.random.key(0), (k, cols),
-                          jnp.float32).astype(dtype)
-    for bs in blocks:
-      if k % bs or cols % bs:
-        continue
-      grid = (k // bs, cols // bs)
-      for density in densities:
-        keep = max(1, round(density * grid[0] * grid[1]))
-        order = jax.random.permutation(jax.random.key(1),
-                                       grid[0] * grid[1])
-        bmask = jnp.zeros(grid[0] * grid[1], bool).at[order[:keep]].set(True)
-        bmask = bmask.reshape(grid)
-        dens = keep / (grid[0] * grid[1])
-        t0 = time.perf_counter()
-        p = jax.block_until_ready(
-            compress_padded_block(w, bmask, (bs, bs), major="col"))
-        convert_s = time.perf_counter() - t0
-        wm = jnp.repeat(jnp.repeat(bmask, bs, 0), bs, 1)
-        wm = jnp.where(wm, w, jnp.zeros((), dtype))
-        for b in batches:
-          x = jax.random.normal(jax.random.key(b), (b, k),
-                                jnp.float32).astype(dtype)
-          choices = {i: choose_implementation(p, "dsd", i, batch=b)
-                     for i in impls}
-          fns = {i: _call(i) for i in impls}
-          res = _timing.against_dense(fns, p, x, w, wm, reps=reps,
-                                      length=length)
-          bound = 1.0 / dens
-          stored = keep * bs * bs * itemsize
-          for impl in impls:
-            row = dict(
-                op="blk", pattern=f"b{bs}/d{dens:.2f}", shape=f"{k}x{cols}",
-                k=k, n=cols, batch=b, dtype=jnp.dtype(dtype).name,
-                device_kind=kind,
-                **_timing.row_timings(
-                    res, impl, choices[impl], bound=bound,
-                    nbytes=stored + (b * k + b * cols) * itemsize,
-                    flops=2 * b * keep * bs * bs, peak=peak,
-                    convert_s=convert_s))
-            results.append(row)
-            emit(format_row(row))
+  for case in block_cases(shapes, blocks, densities, dtype):
+    bs = case.block
+    t0 = time.perf_counter()
+    p = jax.block_until_ready(
+        compress_padded_block(case.w, case.mask, (bs, bs), major="col"))
+    convert_s = time.perf_counter() - t0
+    for b in batches:
+      x = jax.random.normal(jax.random.key(b), (b, case.k),
+                            jnp.float32).astype(dtype)
+      choices = {i: api.choose_implementation(p, "dsd", i, batch=b)
+                 for i in impls}
+      fns = {i: functools.partial(api._dsd_call, impl=i) for i in impls}  # pylint: disable=protected-access
+      res = _timing.against_dense(fns, p, x, case.w, case.masked, reps=reps,
+                                  length=length)
+      for impl in impls:
+        row = bench_row(
+            op=api.OPS["dsd"], pattern=api.pattern(p), case=case, batch=b,
+            res=res, impl=impl, choice=choices[impl],
+            nbytes=(case.keep * bs * bs * itemsize
+                    + (b * case.k + b * case.n) * itemsize),
+            convert_s=convert_s)
+        results.append(row)
+        emit(format_row(row))
   return results
-
-
-def _call(impl):
-  def fn(x, p):
-    return block_sparse_matmul(x, p, implementation=impl)
-  return fn

@@ -8,8 +8,11 @@
 Both have custom VJPs that stay block-sparse: the input gradient walks the
 transposed block order (``g @ W.T`` through ``by_row``, ``A.T @ g`` through
 ``by_col``) on the same implementation, and the weight gradient is computed
-for the stored blocks only (a batched gather-matmul over the ``capacity``
-blocks, in XLA). Build the block list once with
+for the stored blocks only, by an SDDMM
+(:func:`~pallas_kernels.block_sparse.block_list_sddmm.block_list_sddmm`): on
+the forward's kernel when that kernel was requested or forced, else as the
+dispatch chooses for op ``block_list_sddmm`` (the XLA gather-matmul over the
+``capacity`` blocks unless a kernel was measured faster). Build the block list once with
 :func:`~pallas_kernels.formats.to_block_list` (from BSR / padded) or, for a
 mask that changes during training, inside the jitted step with
 :func:`~pallas_kernels.formats.block_list_from_mask` and a fixed capacity: the
@@ -75,7 +78,8 @@ __all__ = ["block_list_matmul", "block_list_sparse_dense_matmul",
 KERNELS = {"triton": "gpu", "tpu": "tpu", "xla_blocks": "any"}
 IMPLEMENTATIONS = ("xla", *KERNELS, "pallas", "pallas_gpu", "pallas_tpu")
 # The dispatch op name of each product.
-OPS = {"dsd": "block_list_dsd", "sdd": "block_list_sdd"}
+OPS = {"dsd": "block_list_dsd", "sdd": "block_list_sdd",
+       "sddmm": "block_list_sddmm"}
 
 # Scalar memory is 1 MiB per core on TPU v4 and later (16 KiB on v2/v3); half
 # is left to Mosaic and other operands.
@@ -164,9 +168,12 @@ def _measure(bl, op: str, batch: int, dtype, smem_budget: int):
           (nr, nc), keep), bl.block_shape)
       call = functools.partial(_timed_call, op=op, smem_budget=smem_budget)
       fns = {i: functools.partial(call, impl=i) for i in impls}
-      if op == "dsd":
+      if op in ("dsd", "sddmm"):
         x = jax.random.normal(jax.random.key(1), (batch, rows),
                               jnp.float32).astype(dtype)
+        if op == "sddmm":   # x.T @ g sampled, against x @ W of equal FLOPs
+          w = (w, jax.random.normal(jax.random.key(2), (batch, cols),
+                                    jnp.float32).astype(dtype))
         return _timing.against_dense(fns, w, x, dense, None)["seconds"]
       x = jax.random.normal(jax.random.key(1), (batch, cols),
                             jnp.float32).astype(dtype)
@@ -177,7 +184,13 @@ def _measure(bl, op: str, batch: int, dtype, smem_budget: int):
 
 def _timed_call(x, w, *, op, impl, smem_budget):
   """One call as :mod:`pallas_kernels._timing` chains it (rows of ``x``
-  feed back); ``A @ x`` is timed as ``(A @ x.T).T``."""
+  feed back); ``A @ x`` is timed as ``(A @ x.T).T``, the SDDMM of ``x`` and
+  ``g`` (``w`` is ``(block list, g)``) with the sum of its blocks fed back."""
+  if op == "sddmm":
+    from pallas_kernels.block_sparse.block_list_sddmm import block_list_sddmm  # pylint: disable=g-import-not-at-top
+    out = block_list_sddmm(x, w[1], w[0], implementation=impl,
+                           smem_budget=smem_budget)
+    return jnp.broadcast_to(out.sum(dtype=jnp.float32), (x.shape[0], 1))
   if op == "dsd":
     return block_list_matmul(x, w, implementation=impl,
                              smem_budget=smem_budget)
@@ -194,18 +207,21 @@ def choose_implementation(w: BlockList, op: str = "dsd",
   """Returns the implementation a block-list product uses, and why.
 
   The automatic choice is measured (:mod:`pallas_kernels.dispatch`, op
-  ``block_list_dsd`` or ``block_list_sdd``, pattern :func:`pattern`): a
+  ``block_list_dsd``, ``block_list_sdd`` or ``block_list_sddmm``, pattern
+  :func:`pattern`): a
   kernel runs only where a measurement on this device kind found it faster
   than XLA dense; otherwise, and always on CPU, the dense XLA path runs.
 
   Args:
     w: the block list.
-    op: ``"dsd"`` (:func:`block_list_matmul`) or ``"sdd"``
-      (:func:`block_list_sparse_dense_matmul`).
+    op: ``"dsd"`` (:func:`block_list_matmul`), ``"sdd"``
+      (:func:`block_list_sparse_dense_matmul`) or ``"sddmm"`` (the weight
+      gradient, :func:`~pallas_kernels.block_sparse.block_list_sddmm.block_list_sddmm`).
     implementation: ``None`` (automatic) or one of :data:`IMPLEMENTATIONS`.
     platform: backend to decide for; defaults to ``jax.default_backend()``.
     batch: rows of the dense operand for ``"dsd"``, its columns for
-      ``"sdd"`` (part of the measured case).
+      ``"sdd"``, the summed length for ``"sddmm"`` (part of the measured
+      case).
     dtype: the dense operand's dtype, for autotuning (default: ``w``'s).
     name: layer name used in error messages.
     autotune: measure at first use (overrides ``PALLAS_KERNELS_AUTOTUNE``).
@@ -263,7 +279,26 @@ def _configure(bl, op, dense_dtype, batch, implementation, interpret, name,
   if reason is not None:
     raise ValueError(f"{_where(name)}{reason}.")
   odt = jnp.result_type(dense_dtype, bl.values.dtype)
-  return Cfg(op, impl, interp, odt, split, stages, name)
+  return Cfg(op, impl, interp, odt, split, stages, name,
+             _weight_gradient(bl, op, choice, batch, dense_dtype, name,
+                              smem_budget))
+
+
+def _weight_gradient(bl, op, choice, batch, dense_dtype, name, smem_budget):
+  """The SDDMM implementation of a product's weight gradient.
+
+  A requested or forced kernel computes it too; an automatic choice asks
+  the dispatch (op ``block_list_sddmm``), which picks a kernel only where one
+  was measured faster, else the XLA gather-matmul.
+  """
+  if op == "sddmm":
+    return "xla"
+  if choice.source in ("requested", "forced"):
+    return choice.implementation if choice.implementation in (
+        "triton", "tpu") else "xla"
+  return choose_implementation(bl, "sddmm", None, batch=batch,
+                               dtype=dense_dtype, name=name,
+                               smem_budget=smem_budget).implementation
 
 
 _CONVERTED: dict[int, tuple[Any, BlockList]] = {}

@@ -1,7 +1,8 @@
 """The block-list kernels lower for TPU (Mosaic) and CUDA (Triton) from CPU.
 
 Forward and backward (``value_and_grad``) of both products go through
-``jax.export``; interpret mode passing does not mean a kernel lowers.
+``jax.export``, the weight gradient's SDDMM kernel included; interpret mode
+passing does not mean a kernel lowers.
 """
 import dataclasses
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from pallas_kernels import _compat
+from pallas_kernels.block_sparse import _sddmm_paths
 from pallas_kernels.block_sparse.block_list_api import block_list_matmul
 from pallas_kernels.block_sparse.block_list_api import \
     block_list_sparse_dense_matmul
@@ -32,10 +34,10 @@ def _block_list(bs, dtype, shape=(512, 768)):
   return block_list_from_mask(w, m, bs, capacity=int(m.sum()) + 3)
 
 
-def _export(fn, platform, *args, calls=2):
+def _export(fn, platform, *args, calls=3):
   exp = _compat.export(fn, platform, *args)
   text = exp.mlir_module()
-  # The products (and the input gradients) run on the kernel.
+  # The products, the input and the weight gradients run on kernels.
   assert text.count(CUSTOM_CALL[platform]) >= calls, text[:2000]
   return exp
 
@@ -74,6 +76,27 @@ def test_block_list_times_dense_lowers_with_gradient(platform, bs, dtype):
                 bl.values, y, bl)
   _, dv, dy = exp.out_avals
   assert dy.shape == (768, 8) and dv.shape == bl.values.shape
+
+
+@pytest.mark.parametrize("platform,bs", CASES)
+@pytest.mark.parametrize("contract", [0, 1])
+def test_sddmm_lowers(platform, bs, contract):
+  """Both operand layouts, with the summed axis over several tiles."""
+  bl = _block_list(bs, "bfloat16")
+  rows, cols = bl.shape
+  t = 600
+  a = jax.ShapeDtypeStruct((t, rows) if contract == 0 else (rows, t),
+                           jnp.bfloat16)
+  b = jax.ShapeDtypeStruct((t, cols) if contract == 0 else (cols, t),
+                           jnp.bfloat16)
+
+  def sddmm(a, b, bl):
+    return _sddmm_paths.sampled_product(
+        a, b, bl, contract=contract, impl=IMPL[platform], interpret=False,
+        out_dtype=jnp.bfloat16)
+
+  exp = _export(sddmm, platform, a, b, bl, calls=1)
+  assert exp.out_avals[0].shape == bl.values.shape
 
 
 @pytest.mark.parametrize("platform", ["tpu", "cuda"])

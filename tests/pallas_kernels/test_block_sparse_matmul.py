@@ -14,9 +14,10 @@ from pallas_kernels.formats import compress_bsr
 from pallas_kernels.formats import compress_padded_block
 from pallas_kernels.formats import decompress
 
+from block_list_cases import close
+
 SETTINGS = settings(max_examples=4, deadline=None, derandomize=True,
                     database=None)
-TOL = {"float32": 2e-5, "bfloat16": 2e-2}
 
 
 def make(seed, shape, bs, density, dtype, major, fmt="padded"):
@@ -31,13 +32,6 @@ def make(seed, shape, bs, density, dtype, major, fmt="padded"):
   if fmt == "bsr":
     return compress_bsr(w, bm, bs, major=major), rng
   return compress_padded_block(w, bm, bs, major=major), rng
-
-
-def close(out, ref, dtype, k):
-  np.testing.assert_allclose(np.asarray(out, np.float32),
-                             np.asarray(ref, np.float32),
-                             atol=TOL[dtype] * max(1.0, np.sqrt(k)),
-                             rtol=TOL[dtype])
 
 
 @st.composite

@@ -1,6 +1,7 @@
 """The one-command device check: its dry mode, its table rows, the native switch."""
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -10,9 +11,13 @@ import pytest
 from pallas_kernels import _testing
 from pallas_kernels import device_check
 from pallas_kernels import dispatch
+from pallas_kernels.block_sparse import api as blk_api
+from pallas_kernels.block_sparse import bench as blk_bench
 from pallas_kernels.block_sparse import bench_block_list as bl_bench
 from pallas_kernels.block_sparse import block_list_api as bl_api
+from pallas_kernels.block_sparse._bench_cases import block_cases
 from pallas_kernels.formats import block_list_from_mask
+from pallas_kernels.formats import compress_padded_block
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -42,16 +47,18 @@ def test_dry_run_prints_the_table_and_writes_rows(tmp_path):
   assert "tests: PASSED" in text
   for impl in ("xla", "tpu*", "triton*", "triton_gather*"):
     assert f"bfloat16 {impl} " in text
-  for impl in ("xla", "xla_blocks", "tpu*", "triton*"):
-    assert f"block_list_dsd b64x64/d0.25   256x256     1     bfloat16 {impl} " \
-        in text
+  for op in ("block_list_dsd", "block_list_sddmm"):
+    for impl in ("xla", "xla_blocks", "tpu*", "triton*"):
+      assert re.search(rf"{op}\s+b64x64/d0.25\s+256x256\s+1\s+bfloat16 "
+                       rf"{re.escape(impl)} ", text), (op, impl)
   assert "2:4: target >= 1.3x (bound 1.78x)" in text
   assert "1:16: target >= 6.0x (bound 12.80x)" in text
   rows = dispatch.load_table(table)
   # Only natively run rows are kept: on CPU those of the XLA paths.
   nm = [r for r in rows if r["op"] == "nm"]
-  blk = [r for r in rows if r["op"] == "block_list_dsd"]
+  blk = [r for r in rows if r["op"].startswith("block_list_")]
   assert len(nm) + len(blk) == len(rows)
+  assert {r["op"] for r in blk} == {"block_list_dsd", "block_list_sddmm"}
   assert nm and {r["implementation"] for r in nm} == {"xla"}
   assert {r["implementation"] for r in blk} == {"xla", "xla_blocks"}
   assert {r["batch"] for r in rows} == {1}
@@ -111,24 +118,39 @@ def test_a_failing_implementation_is_isolated_and_reported():
   device_check._FAILURES.clear()
 
 
-def test_block_list_rows_reach_the_dispatch(tmp_path, monkeypatch):
-  """A measured block-list row, written as --write-table writes it, is the
-  case the op looks up."""
-  grid = (8192 // 128, 8192 // 128)
-  keep = bl_bench.keep_count(grid, 0.1)
-  bl = block_list_from_mask(jnp.zeros((8192, 8192), jnp.bfloat16),
-                            _testing.random_block_mask(grid, keep), (128, 128))
-  bench_row = dict(device_kind="NVIDIA H200", op=bl_api.OPS["dsd"],
-                   pattern=bl_api.pattern(bl), dtype="bfloat16", k=8192,
-                   n=8192, batch=2048, implementation="triton",
-                   interpret=False, sparse_us=300.0, dense_us=450.0)
+@pytest.mark.parametrize("bench", ["padded", "block_list"])
+def test_bench_rows_reach_the_dispatch(bench, tmp_path, monkeypatch):
+  """Rows a bench writes (kept as --write-table keeps them) are the cases the
+  ops look up: padded ``block_dsd``; block-list ``block_list_dsd`` and
+  ``block_list_sddmm``."""
+  shape, bs, density, batch = (64, 64), 16, 0.25, 4
+  quiet = dict(reps=1, emit=lambda s: None, length=1)
+  if bench == "padded":
+    rows = blk_bench.run([shape], [batch], [bs], [density], jnp.float32,
+                         ["pallas_gpu"], **quiet)
+  else:
+    rows = bl_bench.run([shape], [batch], [bs], [density], jnp.float32,
+                        ["triton"], **quiet)
+  # This host can only interpret the kernels; keep the rows as if native.
   table = tmp_path / "table.json"
-  dispatch.write_rows(table, device_check.table_rows([bench_row]))
+  dispatch.write_rows(table, device_check.table_rows(
+      [dict(r, interpret=False) for r in rows]))
   monkeypatch.setattr(dispatch, "device_kind",
-                      lambda platform=None: "NVIDIA H200")
+                      lambda platform=None: rows[0]["device_kind"])
   monkeypatch.setattr(dispatch, "table_path", lambda: table)
   monkeypatch.setenv(dispatch.ENV_CACHE_DIR, str(tmp_path / "cache"))
   monkeypatch.delenv(dispatch.ENV_FORCE, raising=False)
-  c = bl_api.choose_implementation(bl, "dsd", platform="gpu", batch=2048)
-  assert (c.implementation, c.source) == ("triton", "table")
-  assert bl_api.pattern(bl) == "b128x128/d0.10"
+  case = next(block_cases([shape], [bs], [density], jnp.float32))
+  if bench == "padded":
+    p = compress_padded_block(case.w, case.mask, (bs, bs), major="col")
+    choices = [blk_api.choose_implementation(p, "dsd", platform="gpu",
+                                             batch=batch)]
+  else:
+    bl = block_list_from_mask(case.w, case.mask, (bs, bs))
+    choices = [bl_api.choose_implementation(bl, op, platform="gpu",
+                                            batch=batch)
+               for op in ("dsd", "sddmm")]
+  assert [r["op"] for r in rows] == (
+      ["block_dsd"] if bench == "padded" else
+      ["block_list_dsd", "block_list_sddmm"])
+  assert all(c.source == "table" for c in choices), choices

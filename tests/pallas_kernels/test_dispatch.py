@@ -329,7 +329,8 @@ def ran(monkeypatch):
 def test_block_list_pattern_and_op_name_the_case():
   assert bl_api.pattern(_block_list()) == "b128x128/d0.25"
   assert bl_api.pattern(_block_list(3)) == "b128x128/d1.00"
-  assert bl_api.OPS == {"dsd": "block_list_dsd", "sdd": "block_list_sdd"}
+  assert bl_api.OPS == {"dsd": "block_list_dsd", "sdd": "block_list_sdd",
+                        "sddmm": "block_list_sddmm"}
   assert dispatch.density_bucket(0.0999) == 0.1
   assert dispatch.density_bucket(0.1001) == 0.25
   with pytest.raises(ValueError, match="density"):
@@ -349,7 +350,7 @@ def test_block_list_on_cpu_without_measurement_runs_dense(ran):
                              np.asarray(want, np.float32), rtol=2e-2)
 
 
-@pytest.mark.parametrize("op,batch", [("dsd", 8), ("sdd", 8)])
+@pytest.mark.parametrize("op,batch", [("dsd", 8), ("sdd", 8), ("sddmm", 8)])
 def test_block_list_table_decides(device, op, batch):
   bl = _block_list()
   pick_bl = functools.partial(bl_api.choose_implementation, bl, op,
@@ -390,7 +391,29 @@ def test_block_list_measured_choice_runs_eagerly_and_under_jit(
   assert both() == ["xla", "xla"]                  # measured slower
 
 
-@pytest.mark.parametrize("op", ["dsd", "sdd"])
+def test_weight_gradient_follows_the_sddmm_measurement(device, monkeypatch):
+  """Chosen automatically, the weight gradient runs on a kernel only where
+  the SDDMM was measured faster; a requested kernel computes it too."""
+  monkeypatch.setattr(bl_api._compat, "backend", lambda: "tpu")
+  bl = _block_list()
+
+  def cfg(implementation=None):
+    return bl_api._configure(bl, "dsd", jnp.bfloat16, 8, implementation,
+                             True, None, None, 2,
+                             bl_api.TPU_SMEM_BUDGET_BYTES)
+
+  dispatch.write_rows(device, [blrow(us=10.0, dense_us=30.0)])
+  assert (cfg().impl, cfg().dw_impl) == ("tpu", "xla")  # SDDMM unmeasured
+  dispatch.write_rows(device, [blrow(us=10.0, dense_us=30.0,
+                                     op="block_list_sddmm")])
+  assert (cfg().impl, cfg().dw_impl) == ("tpu", "tpu")
+  dispatch.write_rows(device, [blrow(us=40.0, dense_us=30.0)])
+  assert (cfg().impl, cfg().dw_impl) == ("xla", "tpu")  # each op measured
+  assert cfg("triton").dw_impl == "triton"
+  assert cfg("xla_blocks").dw_impl == "xla"
+
+
+@pytest.mark.parametrize("op", ["dsd", "sdd", "sddmm"])
 def test_block_list_autotune_measure_times_dense_and_each_implementation(op):
   bl = block_list_from_mask(jnp.ones((64, 32)), jnp.eye(4, 2, dtype=bool),
                             (16, 16))
