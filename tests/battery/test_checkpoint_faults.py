@@ -2,6 +2,7 @@
 tiny saved checkpoint folder (or a metrics file) and resumes; the warning or
 error must name the step and the damage."""
 
+import atexit
 import functools
 import os
 import shutil
@@ -23,26 +24,30 @@ FALLBACK = r"resuming from step 2"
 
 @functools.lru_cache(maxsize=None)
 def _saved() -> str:
-  """Steps 1, 2, 3 of a tiny state, saved once per test session."""
-  return damage.save_tiny(tempfile.mkdtemp(prefix="battery-ckpt-"))
+  """Steps 1, 2, 3 of a tiny state, saved once per test session (removed
+  when the session ends)."""
+  directory = tempfile.mkdtemp(prefix="battery-ckpt-")
+  atexit.register(shutil.rmtree, directory, True)
+  return damage.save_tiny(directory)
 
 
 def _resume(*damages):
   """Copies the saved folder, applies `(how, step, path)` damages (path
   relative to the step folder; "data" is its largest data file), and
-  restores the newest intact step."""
-  directory = os.path.join(tempfile.mkdtemp(prefix="battery-damaged-"), "c")
-  shutil.copytree(_saved(), directory)
-  for how, step, rel in damages:
-    step_dir = os.path.join(directory, str(step))
-    path = (damage.data_files(step_dir)[0] if rel == "data"
-            else os.path.join(step_dir, rel))
-    how(path)
-  ckpt = ckpt_lib.Checkpointer(directory, keep=4, async_save=False)
-  try:
-    return ckpt.restore_latest(jax.eval_shape(lambda: damage.tiny_state(0)))
-  finally:
-    ckpt.close()
+  restores the newest intact step (the copy is removed afterwards)."""
+  with tempfile.TemporaryDirectory(prefix="battery-damaged-") as parent:
+    directory = os.path.join(parent, "c")
+    shutil.copytree(_saved(), directory)
+    for how, step, rel in damages:
+      step_dir = os.path.join(directory, str(step))
+      path = (damage.data_files(step_dir)[0] if rel == "data"
+              else os.path.join(step_dir, rel))
+      how(path)
+    ckpt = ckpt_lib.Checkpointer(directory, keep=4, async_save=False)
+    try:
+      return ckpt.restore_latest(jax.eval_shape(lambda: damage.tiny_state(0)))
+    finally:
+      ckpt.close()
 
 
 def _garbage(path):
@@ -62,11 +67,11 @@ def _new_empty_step(path):
 
 
 def _metrics(text, resume_step=6):
-  path = os.path.join(tempfile.mkdtemp(prefix="battery-metrics-"),
-                      "metrics.jsonl")
-  with open(path, "w") as f:
-    f.write(text)
-  metrics_lib.MetricsWriter(path, resume_step=resume_step).close()
+  with tempfile.TemporaryDirectory(prefix="battery-metrics-") as parent:
+    path = os.path.join(parent, "metrics.jsonl")
+    with open(path, "w") as f:
+      f.write(text)
+    metrics_lib.MetricsWriter(path, resume_step=resume_step).close()
 
 
 LINES = '{"step": 2}\n{"step": 4}\n{"step": 6}\n'

@@ -39,10 +39,11 @@ def _set(key, value, *names):
 def _config_file(name, text):
   """A thunk parsing `--config FILE`, FILE holding `text`."""
   def call():
-    path = os.path.join(tempfile.mkdtemp(), name)
-    with open(path, "w") as f:
-      f.write(text)
-    return cli.parse_args(["--config", path, "--workdir", _WORKDIR])
+    with tempfile.TemporaryDirectory() as parent:
+      path = os.path.join(parent, name)
+      with open(path, "w") as f:
+        f.write(text)
+      return cli.parse_args(["--config", path, "--workdir", _WORKDIR])
   return call
 
 
