@@ -2,8 +2,8 @@
 
 A leaf is named by its '/'-joined path (`params/Dense_0/kernel`, `layers/0/w`,
 `block/mlp/fc1/kernel` for a Flax NNX `State`). Rules are tried in order; the
-first whose regex `re.fullmatch`es the path *and* accepts the leaf wins. A leaf
-no rule accepts stays dense. Rules that accepted nothing are reported, because
+first whose regex matches the path (`re.fullmatch`) *and* accepts the leaf
+wins. A leaf no rule accepts stays dense. Rules that accepted nothing are reported, because
 a typo in a regex is the most common way for sparsity to be silently missing.
 
 By default a rule skips 1-D leaves (biases, norm scales) and embeddings

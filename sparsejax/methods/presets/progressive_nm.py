@@ -40,7 +40,7 @@ def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
       rates (linear 8e-4, exponential 1e-4) suit runs of ~10^5 steps.
     end_beta: beta at the end of the sparse phase when `c` is None (0.01).
     grad: "identity" (published reference) or "autodiff" backward.
-    score: what the mask keeps the top of (default |W|).
+    score: what the mask keeps the top of (default `|W|`).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 
   Returns:
