@@ -40,7 +40,8 @@ extensions = [
     "sphinx.ext.viewcode",
 ]
 
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "README.md"]
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "_templates", "jupyter_execute", "**.ipynb_checkpoints"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
 # -- HTML ---------------------------------------------------------------------
@@ -147,27 +148,30 @@ def public_names(module):
 def write_api_pages():
   shutil.rmtree(GENERATED, ignore_errors=True)  # stale stubs go too
   GENERATED.mkdir(parents=True)
-  documented = {}  # id of a class -> the name its page documents it under
+  documented = {}  # id of an object -> the name its page documents it under
   for title, modname in NAMESPACES:
     module = importlib.import_module(modname)
     names, seen = [], []
     for name in public_names(module):
       obj = getattr(module, name)
-      if inspect.isclass(obj) and id(obj) in documented:
-        seen.append(documented[id(obj)])  # one page per class
+      key = ((modname, name) if isinstance(obj, (int, float, str, bool))
+             or obj is None else id(obj))
+      if key in documented:
+        seen.append(documented[key])  # one page per object
         continue
-      if inspect.isclass(obj):
-        documented[id(obj)] = f"{modname}.{name}"
+      documented[key] = f"{modname}.{name}"
       names.append(name)
     lines = [f"# `{title}`", "", "```{eval-rst}",
              f".. automodule:: {modname}", "   :no-members:", "",
-             f".. currentmodule:: {modname}", "",
-             ".. autosummary::", "   :toctree: stubs", "   :nosignatures:", ""]
-    lines += [f"   {n}" for n in names]
+             f".. currentmodule:: {modname}", ""]
+    if names:
+      lines += [".. autosummary::", "   :toctree: stubs", "   :nosignatures:",
+                ""]
+      lines += [f"   {n}" for n in names]
     lines += ["```", ""]
     if seen:
       lines += ["Also here, documented on their first page: "
-                + ", ".join(f"{{class}}`{name}`" for name in seen) + ".", ""]
+                + ", ".join(f"{{py:obj}}`{name}`" for name in seen) + ".", ""]
     (GENERATED / f"{modname}.md").write_text("\n".join(lines))
 
 

@@ -303,7 +303,7 @@ def parse_pattern(text: str) -> Pattern | None:
 
 
 def parse_rules(spec: str) -> list["Rule"]:
-  """Parses `"REGEX=PATTERN;REGEX=PATTERN"` into a list of `Rule`s.
+  """Parses `"REGEX=PATTERN;REGEX=PATTERN"` into a list of `Rule` objects.
 
   Parts are separated by `;` (blank parts are skipped); each part splits at
   its last `=` into a regex and a pattern (see `parse_pattern`). The order
@@ -313,7 +313,7 @@ def parse_rules(spec: str) -> list["Rule"]:
     spec: the rules string.
 
   Returns:
-    A non-empty list of `Rule`s.
+    A non-empty list of `Rule` objects.
 
   Raises:
     ValueError: naming the rule text that is malformed, whose pattern is bad

@@ -26,8 +26,8 @@ def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
   pattern with a hard mask (beta = 0), still recomputed every step.
 
   Args:
-    rules: `Rule`s with N:M target patterns (e.g. 2:4 for attention, 1:8 for
-      the MLP), or a single N:M pattern.
+    rules: `Rule` objects with N:M target patterns (e.g. 2:4 for attention,
+      1:8 for the MLP), or a single N:M pattern.
     target: an alias for `rules` when one N:M pattern applies everywhere.
     total_steps, dense_steps, finetune_steps: the phases of the run.
     structure: SDGF frames: None, "stepwise", "geometric" or a list.
