@@ -11,7 +11,7 @@ pytree: it jits, shards and checkpoints.
 `nn.Dense` and NNX `nnx.Linear` whose kernel is compressed runs through
 `pallas_kernels` (`nm_matmul`, `block_sparse_matmul`, which choose a Pallas
 kernel only where one was measured faster than dense), so the same model code
-serves the exported params:
+serves the exported params::
 
     exported = sj.deploy.export(params, masks, rules)
     with sj.flax.serving():

@@ -2,8 +2,8 @@
 
 A leaf is named by its '/'-joined path (`params/Dense_0/kernel`, `layers/0/w`,
 `block/mlp/fc1/kernel` for a Flax NNX `State`). Rules are tried in order; the
-first whose regex `re.fullmatch`es the path *and* accepts the leaf wins. A leaf
-no rule accepts stays dense. Rules that accepted nothing are reported, because
+first whose regex matches the path (`re.fullmatch`) *and* accepts the leaf
+wins. A leaf no rule accepts stays dense. Rules that accepted nothing are reported, because
 a typo in a regex is the most common way for sparsity to be silently missing.
 
 By default a rule skips 1-D leaves (biases, norm scales) and embeddings
@@ -303,7 +303,7 @@ def parse_pattern(text: str) -> Pattern | None:
 
 
 def parse_rules(spec: str) -> list["Rule"]:
-  """Parses `"REGEX=PATTERN;REGEX=PATTERN"` into a list of `Rule`s.
+  """Parses `"REGEX=PATTERN;REGEX=PATTERN"` into a list of `Rule` objects.
 
   Parts are separated by `;` (blank parts are skipped); each part splits at
   its last `=` into a regex and a pattern (see `parse_pattern`). The order
@@ -313,7 +313,7 @@ def parse_rules(spec: str) -> list["Rule"]:
     spec: the rules string.
 
   Returns:
-    A non-empty list of `Rule`s.
+    A non-empty list of `Rule` objects.
 
   Raises:
     ValueError: naming the rule text that is malformed, whose pattern is bad

@@ -1,7 +1,9 @@
 """The Colab tutorials: each `.ipynb` and its jupytext `.py` hold the same cells.
 
-The notebooks themselves are executed top to bottom by CI with
-`python -m pytest -q --nbmake colab/` (a failing cell fails CI); this module
+The notebooks themselves are executed top to bottom by CI when it builds the
+documentation (`python -m sphinx -W -b html docs docs/_build/html`: a failing
+cell fails the build; `python -m pytest --nbmake colab/` runs them alone);
+this module
 only checks, quickly, that the pairs are in sync and follow the conventions:
 no committed outputs, an "Open in Colab" badge naming the file, and a first
 code cell that installs sparsejax only when it is missing.

@@ -206,7 +206,7 @@ class Sparse(nnx.Module):
     model: the wrapped model (the same object; its params keep their paths).
     sparsifier: the sparsifier (static).
     sparsity: the sparsity state, a pytree of NNX variables (its own
-      `SparsityVariable`s, or the optimizer's, shared).
+      `SparsityVariable` objects, or the optimizer's, shared).
   """
 
   def __init__(self, model: nnx.Module, sparsifier: Any, sparsity: Any):

@@ -137,7 +137,7 @@ class SoftThreshold(HardMask):
 
   `scale = <W, S(W)> / <S(W), S(W)>` per tensor, computed at `init` and then
   frozen in the state. Backward is identity to W; the scale gets no gradient.
-  The state's masks are the N:M support of |W| (for diagnostics).
+  The state's masks are the N:M support of `|W|` (for diagnostics).
 
   >>> import sparsejax as sj
   >>> m = sj.methods.Method(rules=sj.NM(2, 4), forward=SoftThreshold())

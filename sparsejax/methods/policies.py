@@ -8,7 +8,7 @@
 * `DropGrow(grow, ...)`: dynamic sparse training. Every `delta_t` steps while
   `t < t_end`, each leaf drops the `k = f_t * nnz` active entries of lowest
   score and grows `k` inactive ones of highest `grow` score (SET: random;
-  RigL: |gradient|); `f_t = (alpha / 2) * (1 + cos(pi * t / t_end))`.
+  RigL: `|gradient|`); `f_t = (alpha / 2) * (1 + cos(pi * t / t_end))`.
 
 A policy has `hard` (pruned weights held at exactly zero; regrown ones start
 at zero and `sparsejax.wrap` resets their optimizer moments),
@@ -197,7 +197,7 @@ class PruneAt:
 class DropGrow:
   """Dynamic sparse training: drop the lowest scores, grow by `grow`.
 
-  Drops rank active entries by the method's `score` (|W| for SET and RigL);
+  Drops rank active entries by the method's `score` (`|W|` for SET and RigL);
   growth ranks the entries left inactive by `grow`. nnz never changes; a
   weight may be dropped and regrown in the same update.
 

@@ -28,7 +28,7 @@ def gradual_magnitude(rules: Any, *, end_step: int, begin_step: int = 0,
     rules: `Rule`s, one `Rule`, or a bare pattern with a sparsity.
     end_step, begin_step, frequency, initial, power: the schedule.
     distribution, sparsity: optional global target and its distribution.
-    score: what is pruned by (default |W|).
+    score: what is pruned by (default `|W|`).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 
   Returns:

@@ -26,8 +26,8 @@ def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
   pattern with a hard mask (beta = 0), still recomputed every step.
 
   Args:
-    rules: `Rule`s with N:M target patterns (e.g. 2:4 for attention, 1:8 for
-      the MLP), or a single N:M pattern.
+    rules: `Rule` objects with N:M target patterns (e.g. 2:4 for attention,
+      1:8 for the MLP), or a single N:M pattern.
     target: an alias for `rules` when one N:M pattern applies everywhere.
     total_steps, dense_steps, finetune_steps: the phases of the run.
     structure: SDGF frames: None, "stepwise", "geometric" or a list.
@@ -40,7 +40,7 @@ def progressive_nm(rules: Any = None, *, target: Any = None, total_steps: int,
       rates (linear 8e-4, exponential 1e-4) suit runs of ~10^5 steps.
     end_beta: beta at the end of the sparse phase when `c` is None (0.01).
     grad: "identity" (published reference) or "autodiff" backward.
-    score: what the mask keeps the top of (default |W|).
+    score: what the mask keeps the top of (default `|W|`).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 
   Returns:

@@ -21,7 +21,7 @@ def prune_once(rules: Any, *, score: str | Callable[..., Any] = "magnitude",
 
   Args:
     rules: `Rule`s, one `Rule`, or a bare pattern.
-    score: "magnitude" |W|, "random", "saliency" |W * grad| or any score of
+    score: "magnitude" `|W|`, "random", "saliency" `|W * grad|` or any score of
       `sparsejax.scores`. A score that needs the gradient uses the gradient
       of `prune_step`, so it needs `prune_step >= 1`.
     prune_step: the step whose update computes the masks (0: at `init`).

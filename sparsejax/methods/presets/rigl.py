@@ -1,4 +1,4 @@
-"""RigL: drop the smallest-magnitude weights, grow by largest |gradient|."""
+"""RigL: drop the smallest-magnitude weights, grow by largest `|gradient|`."""
 
 from typing import Any, Callable
 
@@ -23,8 +23,8 @@ def rigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
     delta_t: steps between updates (100).
     seed: seeds the initial masks.
     distribution, sparsity: the global target and its distribution ("erk").
-    score: what is dropped by (default |W|; e.g. `sparsejax.scores.movement`).
-    grow: what is grown by (default |gradient| of the masked forward).
+    score: what is dropped by (default `|W|`; e.g. `sparsejax.scores.movement`).
+    grow: what is grown by (default `|gradient|` of the masked forward).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 
   Returns:

@@ -27,7 +27,7 @@ def set_sparse(rules: Any, *, t_end: int, alpha: float = 0.3,
     delta_t: steps between updates (100).
     seed: seeds the initial masks and the growth.
     distribution, sparsity: the global target and its distribution.
-    score: what is dropped by (default |W|).
+    score: what is dropped by (default `|W|`).
     grow: what is grown by (default random).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 

@@ -4,8 +4,8 @@ Every output unit (the last axis: a column of a Flax `(in, out)` kernel, an
 output channel of a convolution) keeps the same number of nonzeros, so the
 sparse layer is a structured (constant fan-in) matrix. Masks start at random
 with that fan-in; every `delta_t` steps while `t < t_end` each unit drops its
-`k = floor(f_t * fan_in)` active weights of lowest score (|W|) and grows the
-`k` inactive ones of largest growth score (|gradient|) *within the unit*, with
+`k = floor(f_t * fan_in)` active weights of lowest score (`|W|`) and grows the
+`k` inactive ones of largest growth score (`|gradient|`) *within the unit*, with
 RigL's cosine-annealed `f_t = (alpha / 2) * (1 + cos(pi * t / t_end))`.
 Pruned weights are held at zero; grown ones start at zero and `sparsejax.wrap`
 resets their optimizer moments. (The paper's optional dynamic neuron ablation
@@ -111,8 +111,8 @@ def srigl(rules: Any, *, t_end: int, alpha: float = 0.3, delta_t: int = 100,
     delta_t: steps between updates (100).
     seed: seeds the initial masks.
     distribution, sparsity: the global target and its distribution ("erk").
-    score: what is dropped by (default |W|).
-    grow: what is grown by (default |gradient|); needs `grads` in `update`.
+    score: what is dropped by (default `|W|`).
+    grow: what is grown by (default `|gradient|`); needs `grads` in `update`.
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 
   Returns:

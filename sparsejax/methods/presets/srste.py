@@ -18,7 +18,7 @@ def srste(rules: Any, *, decay: float | Callable[[Any], Any] = 2e-4,
     rules: `Rule`s, one `Rule`, or a bare pattern.
     decay: lambda, a float >= 0 or a schedule `step -> lambda` (default
       2e-4, published for SGD at lr ~0.1; retune it for Adam).
-    score: what the mask keeps the top of (default |W|).
+    score: what the mask keeps the top of (default `|W|`).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 
   Returns:

@@ -15,7 +15,7 @@ def ste(rules: Any, *, score: Callable[..., Any] = scores.magnitude,
 
   Args:
     rules: `Rule`s, one `Rule`, or a bare pattern.
-    score: what the mask keeps the top of (default |W|).
+    score: what the mask keeps the top of (default `|W|`).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 
   Returns:

@@ -1,6 +1,6 @@
 """Top-KAST (Jayakumar et al. 2020): top-K always sparse training.
 
-Two nested top-k sets of the scores (|W| by default), refreshed together every
+Two nested top-k sets of the scores (`|W|` by default), refreshed together every
 `refresh_every` steps: the forward set A (density D, from the rule's pattern)
 and a larger backward set B ⊇ A (density D + `backward_extra`). The forward
 pass sees `W * A`; gradients and optimizer updates reach only B, so weights in
@@ -174,7 +174,7 @@ def topkast(rules: Any, *, backward_extra: float = 0.1,
       1/D); tune it like weight decay, 0 disables it.
     refresh_every: steps between refreshes of A and B.
     distribution, sparsity: optional global target and its distribution.
-    score: what the sets keep the top of (default |W|).
+    score: what the sets keep the top of (default `|W|`).
     on_unused: "warn", "error" or "ignore" for rules that match no leaf.
 
   Returns:

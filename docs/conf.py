@@ -1,0 +1,201 @@
+"""Sphinx configuration of the sparsejax documentation.
+
+Build (from the repository root)::
+
+  python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+Two folders are written here at build time and never committed (see
+`.gitignore`): `docs/tutorials/` (the notebooks of `colab/`, copied so that
+`colab/` stays their only source) and `docs/api/_generated/` (one page per
+public namespace, listing its public names for autosummary). myst-nb executes
+the tutorials during the build; `SPARSEJAX_DOCS_EXECUTE=off` skips that for a
+quick look at the prose.
+"""
+
+import importlib
+import inspect
+import os
+import pathlib
+import shutil
+import sys
+
+DOCS = pathlib.Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+
+import sparsejax  # noqa: E402  (after the path is set)
+
+project = "sparsejax"
+author = "The sparsejax authors"
+copyright = "The sparsejax authors"  # noqa: A001
+release = sparsejax.__version__
+version = release
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "_templates", "jupyter_execute", "**.ipynb_checkpoints"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+
+# -- HTML ---------------------------------------------------------------------
+html_theme = "sphinx_book_theme"
+html_title = f"sparsejax {release}"
+html_theme_options = {
+    "repository_url": "https://github.com/sparsejax/sparsejax",
+    "use_repository_button": True,
+    "show_toc_level": 2,
+}
+
+# -- MyST ---------------------------------------------------------------------
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# -- autodoc / autosummary / napoleon -----------------------------------------
+autosummary_generate = True
+autosummary_imported_members = True
+autodoc_typehints = "signature"
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_custom_sections = [("References", "notes_style")]
+
+# Cross-references are not yet all resolvable: with `nitpicky = True` the
+# docstrings still hold about 50 references to private modules and to names
+# relative to their own module (see the build log), so it stays off for now.
+# The types of third-party libraries (JAX, optax, Flax, NumPy) have no
+# inventory offline and are ignored when it is on.
+nitpicky = False
+nitpick_ignore_regex = [
+    (r"py:.*", r"(jax|jnp|jaxlib|optax|flax|nn|nnx|np|numpy|chex|ml_collections|orbax|matplotlib|plt|collections|typing|types|dataclasses|enum|pathlib|os|re)(\..*)?"),
+    (r"py:.*", r"(Any|Callable|Iterable|Iterator|Sequence|Mapping|Literal|Optional|Union|NamedTuple|PyTree|Array|ArrayLike|DTypeLike|Self)"),
+    (r"py:.*", r"(int|float|str|bool|tuple|list|dict|None|object|type|bytes|callable|function|optional)"),
+]
+
+# -- Notebooks (myst-nb) --------------------------------------------------------
+nb_execution_mode = os.environ.get("SPARSEJAX_DOCS_EXECUTE", "force")
+nb_execution_raise_on_error = True
+nb_execution_timeout = 900
+nb_execution_show_tb = True
+nb_merge_streams = True
+nb_execution_excludepatterns = []
+
+suppress_warnings = [
+    "mystnb.unknown_mime_type",
+]
+
+# -- Generated inputs ----------------------------------------------------------
+TUTORIALS = DOCS / "tutorials"
+GENERATED = DOCS / "api" / "_generated"
+
+# (title, module, whether to list modules imported into it)
+NAMESPACES = [
+    ("sparsejax", "sparsejax"),
+    ("sparsejax.patterns", "sparsejax.patterns"),
+    ("sparsejax.rules", "sparsejax.rules"),
+    ("sparsejax.masks", "sparsejax.masks"),
+    ("sparsejax.scores", "sparsejax.scores"),
+    ("sparsejax.distributions", "sparsejax.distributions"),
+    ("sparsejax.packing", "sparsejax.packing"),
+    ("sparsejax.summary", "sparsejax.summary"),
+    ("sparsejax.views", "sparsejax.views"),
+    ("sparsejax.schedules", "sparsejax.schedules"),
+    ("sparsejax.decay", "sparsejax.decay"),
+    ("sparsejax.methods", "sparsejax.methods"),
+    ("sparsejax.optax_wrap", "sparsejax.optax_wrap"),
+    ("sparsejax.sharding", "sparsejax.sharding"),
+    ("sparsejax.flax", "sparsejax.flax"),
+    ("sparsejax.activations", "sparsejax.activations"),
+    ("sparsejax.oneshot", "sparsejax.oneshot"),
+    ("sparsejax.allocation", "sparsejax.allocation"),
+    ("sparsejax.deploy", "sparsejax.deploy"),
+    ("sparsejax.models", "sparsejax.models"),
+    ("sparsejax.models.minilm", "sparsejax.models.minilm"),
+    ("sparsejax.models.tokenizer", "sparsejax.models.tokenizer"),
+    ("pallas_kernels", "pallas_kernels"),
+    ("pallas_kernels.formats", "pallas_kernels.formats"),
+    ("pallas_kernels.nm", "pallas_kernels.nm"),
+    ("pallas_kernels.nm.api", "pallas_kernels.nm.api"),
+    ("pallas_kernels.block_sparse", "pallas_kernels.block_sparse"),
+    ("pallas_kernels.block_sparse.api", "pallas_kernels.block_sparse.api"),
+    ("pallas_kernels.block_sparse.block_list_api",
+     "pallas_kernels.block_sparse.block_list_api"),
+    ("pallas_kernels.dispatch", "pallas_kernels.dispatch"),
+    ("pallas_kernels.device_check", "pallas_kernels.device_check"),
+]
+
+
+def public_names(module):
+  """A namespace's public names: its `__all__`, else what it defines."""
+  names = getattr(module, "__all__", None)
+  if names is None:
+    names = []
+    for name, obj in vars(module).items():
+      if name.startswith("_") or inspect.ismodule(obj):
+        continue
+      home = getattr(obj, "__module__", None) or ""
+      if home == module.__name__ or home.startswith(module.__name__ + "."):
+        names.append(name)
+  return [n for n in names
+          if not inspect.ismodule(getattr(module, n, None))]
+
+
+def write_api_pages():
+  shutil.rmtree(GENERATED, ignore_errors=True)  # stale stubs go too
+  GENERATED.mkdir(parents=True)
+  documented = {}  # id of an object -> the name its page documents it under
+  for title, modname in NAMESPACES:
+    module = importlib.import_module(modname)
+    names, seen = [], []
+    for name in public_names(module):
+      obj = getattr(module, name)
+      key = ((modname, name) if isinstance(obj, (int, float, str, bool))
+             or obj is None else id(obj))
+      if key in documented:
+        seen.append(documented[key])  # one page per object
+        continue
+      documented[key] = f"{modname}.{name}"
+      names.append(name)
+    lines = [f"# `{title}`", "", "```{eval-rst}",
+             f".. automodule:: {modname}", "   :no-members:", "",
+             f".. currentmodule:: {modname}", ""]
+    if names:
+      lines += [".. autosummary::", "   :toctree: stubs", "   :nosignatures:",
+                ""]
+      lines += [f"   {n}" for n in names]
+    lines += ["```", ""]
+    if seen:
+      lines += ["Also here, documented on their first page: "
+                + ", ".join(f"{{py:obj}}`{name}`" for name in seen) + ".", ""]
+    (GENERATED / f"{modname}.md").write_text("\n".join(lines))
+
+
+def copy_tutorials():
+  TUTORIALS.mkdir(exist_ok=True)
+  for old in TUTORIALS.glob("*.ipynb"):
+    old.unlink()
+  for notebook in sorted((ROOT / "colab").glob("[0-9]*.ipynb")):
+    shutil.copy2(notebook, TUTORIALS / notebook.name)
+
+
+def drop_type_docstrings(app, what, name, obj, options, lines):
+  """A constant (a dict, a tuple) has no docstring of its own: show none."""
+  if what in ("data", "attribute") and lines and (
+      inspect.getdoc(type(obj)) or "").startswith(lines[0].strip()):
+    lines[:] = []
+
+
+def setup(app):
+  app.connect("autodoc-process-docstring", drop_type_docstrings)
+
+
+write_api_pages()
+copy_tutorials()
