@@ -24,13 +24,21 @@ library's one interception of dense layer calls
 (`sparsejax.flax.intercept.intercept_dense`).
 
 A batch that is a tuple is unpacked into positional arguments; anything else
-is passed as the single argument. A layer is named by the path of its kernel
+is passed as the single argument.
+
+Across processes (JAX's multi-controller runtime), each process passes its
+own rows as global arrays sharded over a data axis
+(`jax.make_array_from_process_local_data`); the statistics are summed over
+every row and held whole by every process (`stats_sharding`), so every
+process prunes to the same weights and masks as one process holding all the
+rows. A layer is named by the path of its kernel
 in the params tree (`params/Dense_0/kernel` for Linen variables,
 `layers/0/kernel` for an NNX `State`), so the same `Rule`s select it as
 everywhere else in the library.
 """
 
 import collections.abc
+import functools
 import math
 from typing import Any, Iterable, NamedTuple, Sequence
 import warnings
@@ -241,6 +249,32 @@ def accumulate(stats: "LayerStats", x: jax.Array) -> "LayerStats":
       samples=samples)
 
 
+def stats_sharding(batch: Any) -> jax.sharding.NamedSharding | None:
+  """Where calibration statistics of `batch` live: replicated over the mesh
+  of a batch spread across several devices (None for any other batch).
+
+  Rows spread over a data axis, across devices or across processes (global
+  arrays from `jax.make_array_from_process_local_data`), are summed over
+  that axis, and every device, so every process, holds the full statistics
+  of all the rows: the pruned weights and masks come out whole everywhere.
+
+  >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  >>> mesh = Mesh(np.array(jax.devices()), ("data",))
+  >>> rows = jax.device_put(jnp.ones((8, 3)), NamedSharding(mesh, P("data")))
+  >>> stats_sharding((rows,)).is_fully_replicated
+  True
+  >>> stats_sharding(jnp.ones((8, 3))) is None
+  True
+  """
+  for leaf in jax.tree.leaves(batch):
+    sharding = getattr(leaf, "sharding", None)
+    if (isinstance(sharding, jax.sharding.NamedSharding) and
+        sharding.mesh.size > 1):
+      return jax.sharding.NamedSharding(sharding.mesh,
+                                        jax.sharding.PartitionSpec())
+  return None
+
+
 def _kernel_path(module_path):
   return f"{module_path}/kernel" if module_path else "kernel"
 
@@ -406,9 +440,9 @@ class Calibrator:
           f"its kernel {tuple(self.kernels[path].shape)} expects {n_in} "
           "input features.")
 
-  def _step(self, paths, hessian):
+  def _step(self, paths, hessian, out_sharding=None):
     """Jitted step accumulating the statistics of every layer in `paths`."""
-    key = ("all", tuple(paths), hessian)
+    key = ("all", tuple(paths), hessian, out_sharding)
     if key not in self._steps:
       wanted = set(paths)
 
@@ -424,17 +458,17 @@ class Calibrator:
         self.runner.call(params, batch, on_input)
         return acc
 
-      self._steps[key] = jax.jit(step)
+      self._steps[key] = jax.jit(step, out_shardings=out_sharding)
     return self._steps[key]
 
-  def _selective_step(self, paths, hessian):
+  def _selective_step(self, paths, hessian, out_sharding=None):
     """Jitted step accumulating only layer `paths[target]` (traced index).
 
     One accumulator per distinct input width is carried, so memory stays at
     one layer's statistics per width, and one compilation serves every layer
     of a sequential pass.
     """
-    key = ("one", tuple(paths), hessian)
+    key = ("one", tuple(paths), hessian, out_sharding)
     if key not in self._steps:
       index = {p: i for i, p in enumerate(paths)}
 
@@ -453,7 +487,7 @@ class Calibrator:
         self.runner.call(params, batch, on_input)
         return acc
 
-      self._steps[key] = jax.jit(step)
+      self._steps[key] = jax.jit(step, out_shardings=out_sharding)
     return self._steps[key]
 
   def _check_paths(self, paths):
@@ -465,11 +499,12 @@ class Calibrator:
             f"(shape {None if kernel is None else tuple(jnp.shape(kernel))}); "
             "one-shot calibration covers nn.Dense / nnx.Linear kernels.")
 
-  def _run(self, step, params, batches, acc, target):
+  def _run(self, step_for, params, batches, acc, target):
+    """Accumulates over `batches`; `step_for(out_sharding)` is the step."""
     count = 0
     for index, batch in enumerate(batches):
       try:
-        acc = step(params, batch, acc, target)
+        acc = step_for(stats_sharding(batch))(params, batch, acc, target)
       except (TypeError, ValueError) as err:
         raise ValueError(
             f"calibration batch {index} (shapes {_describe(batch)}) could "
@@ -513,8 +548,8 @@ class Calibrator:
     paths = list(paths)
     self._check_paths(paths)
     acc = {p: init_stats(self.kernels[p].shape[0], hessian) for p in paths}
-    acc = self._run(self._step(paths, hessian), params, batches, acc,
-                    jnp.int32(0))
+    acc = self._run(functools.partial(self._step, paths, hessian), params,
+                    batches, acc, jnp.int32(0))
     return {path: self._validate(path, stats) for path, stats in acc.items()}
 
   def collect_one(self, batches: Iterable[Any], path: str,
@@ -541,8 +576,8 @@ class Calibrator:
     self._check_paths(paths)
     widths = sorted({self.kernels[p].shape[0] for p in paths})
     acc = {w: init_stats(w, hessian) for w in widths}
-    acc = self._run(self._selective_step(paths, hessian), params, batches,
-                    acc, jnp.int32(paths.index(path)))
+    acc = self._run(functools.partial(self._selective_step, paths, hessian),
+                    params, batches, acc, jnp.int32(paths.index(path)))
     return self._validate(path, acc[self.kernels[path].shape[0]])
 
 
