@@ -79,8 +79,8 @@ def test_two_processes_write_outputs_once_and_agree(grown):
   for name in OUTPUTS:
     assert main["writes"].get(name) == 1, (name, main["writes"])
   # Nothing else: no per-process copies.
-  assert set(main["writes"]) <= OUTPUTS | {"config.json.tmp",
-                                           "sparse/metrics.jsonl"}
+  assert set(main["writes"]) <= OUTPUTS | {
+      "config.json.tmp", "sparse/metrics.jsonl", "sparse/metrics.jsonl.tmp"}
   # Both processes return the same numbers.
   assert main["val_loss"] == other["val_loss"]
   assert main["results"] == other["results"]
