@@ -210,8 +210,7 @@ def _gram(x):
   sharding = getattr(jax.typeof(x), "sharding", None) if hasattr(
       jax, "typeof") else None
   mesh = getattr(sharding, "mesh", None)
-  explicit = (mesh is not None and not mesh.empty and any(
-      t == jax.sharding.AxisType.Explicit for t in mesh.axis_types))
+  explicit = mesh is not None and not mesh.empty and _explicit(mesh)
   kwargs = {}
   if explicit:
     kwargs["out_sharding"] = jax.sharding.NamedSharding(
@@ -257,6 +256,8 @@ def stats_sharding(batch: Any) -> jax.sharding.NamedSharding | None:
   arrays from `jax.make_array_from_process_local_data`), are summed over
   that axis, and every device, so every process, holds the full statistics
   of all the rows: the pruned weights and masks come out whole everywhere.
+  On a mesh with explicit axes (None) the statistics keep the shardings the
+  types give them; sums over the data axis are reduced there as well.
 
   >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
   >>> mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -269,10 +270,15 @@ def stats_sharding(batch: Any) -> jax.sharding.NamedSharding | None:
   for leaf in jax.tree.leaves(batch):
     sharding = getattr(leaf, "sharding", None)
     if (isinstance(sharding, jax.sharding.NamedSharding) and
-        sharding.mesh.size > 1):
+        sharding.mesh.size > 1 and not _explicit(sharding.mesh)):
       return jax.sharding.NamedSharding(sharding.mesh,
                                         jax.sharding.PartitionSpec())
   return None
+
+
+def _explicit(mesh):
+  return any(t == jax.sharding.AxisType.Explicit
+             for t in getattr(mesh, "axis_types", ()))
 
 
 def _kernel_path(module_path):
