@@ -3,13 +3,12 @@ devices gives the pruned weights and masks of 1 process x 8 holding every
 row: the statistics (Wanda's input norms, SparseGPT's Hessian) are reduced
 over the data axis across processes."""
 
-import json
 import pathlib
 
 import numpy as np
 import pytest
 
-from sparsejax.pretrain import launch
+from tests.multiprocess import launch_by_method
 
 pytestmark = pytest.mark.system
 
@@ -20,15 +19,8 @@ METHODS = ("wanda", "sparsegpt")
 @pytest.fixture(scope="module")
 def runs():
   """{method: (results of the 2 processes, result of the 1 process)}."""
-
-  def launch_all(processes, devices):
-    out = launch.launch_local([WORKER, *METHODS], processes, devices,
-                              timeout_s=600)
-    lines = [[json.loads(l) for l in r.output.splitlines()
-              if l.startswith('{"method"')] for r in out]
-    return {m: [ls[i] for ls in lines] for i, m in enumerate(METHODS)}
-
-  two, one = launch_all(2, 4), launch_all(1, 8)
+  two, one = (launch_by_method(WORKER, METHODS, 2, 4),
+              launch_by_method(WORKER, METHODS, 1, 8))
   return {m: (two[m], one[m][0]) for m in METHODS}
 
 
