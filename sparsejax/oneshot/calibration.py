@@ -46,6 +46,7 @@ import warnings
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from sparsejax import rules as rules_lib
@@ -274,6 +275,40 @@ def stats_sharding(batch: Any) -> jax.sharding.NamedSharding | None:
       return jax.sharding.NamedSharding(sharding.mesh,
                                         jax.sharding.PartitionSpec())
   return None
+
+
+def params_for(params: Any, batch: Any) -> Any:
+  """`params` ready to run with `batch`: when the batch spans several
+  devices, leaves this process holds on other devices (params built or
+  loaded on one device) are handed over as host values, which every device
+  of the batch's mesh receives; leaves already on those devices, and any
+  leaf for a batch on one device, stay as they are.
+
+  >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  >>> mesh = Mesh(np.array(jax.devices()), ("data",))
+  >>> rows = jax.device_put(jnp.ones((8, 3)), NamedSharding(mesh, P("data")))
+  >>> w = jax.device_put(jnp.ones(3), jax.devices()[0])
+  >>> type(params_for({"w": w}, rows)["w"]).__name__
+  'ndarray'
+  >>> params_for({"w": w}, jnp.ones((8, 3)))["w"] is w
+  True
+  """
+  devices = None
+  for leaf in jax.tree.leaves(batch):
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is not None and len(sharding.device_set) > 1:
+      devices = sharding.device_set
+      break
+  if devices is None:
+    return params
+
+  def hand_over(x):
+    if (isinstance(x, jax.Array) and x.is_fully_addressable and
+        x.sharding.device_set != devices):
+      return np.asarray(x)
+    return x
+
+  return jax.tree.map(hand_over, params)
 
 
 def _explicit(mesh):
@@ -509,6 +544,8 @@ class Calibrator:
     """Accumulates over `batches`; `step_for(out_sharding)` is the step."""
     count = 0
     for index, batch in enumerate(batches):
+      if index == 0:
+        params = params_for(params, batch)
       try:
         acc = step_for(stats_sharding(batch))(params, batch, acc, target)
       except (TypeError, ValueError) as err:

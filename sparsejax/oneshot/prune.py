@@ -137,6 +137,8 @@ def _prune_layer(method, kernel, stats, pattern, path, options):
   if method.needs_stats and stats is None:
     raise ValueError(f"no calibration statistics for layer {path!r}: it was "
                      "never reached by the calibration pass.")
+  if stats is not None:  # A kernel on one device, statistics on a mesh.
+    kernel = calibration.params_for(kernel, stats.sq_sum)
   return method.prune_layer(kernel, stats, pattern, path, options)
 
 
@@ -157,6 +159,8 @@ def _placed_like(new: Any, old: Any) -> Any:
   if isinstance(new, jax.Array) and new.sharding.is_equivalent_to(
       old.sharding, new.ndim):
     return new
+  if isinstance(new, jax.Array) and not new.is_fully_addressable:
+    return np.asarray(new)  # Replicated across processes: whole here.
   return jax.device_put(new, old.sharding)
 
 
