@@ -14,3 +14,11 @@ def launch_by_method(worker, methods, processes, devices):
   lines = [[json.loads(l) for l in r.output.splitlines()
             if l.startswith('{"method"')] for r in out]
   return {m: [ls[i] for ls in lines] for i, m in enumerate(methods)}
+
+
+def two_against_one(worker, methods):
+  """``{method: (the lines of 2 processes x 4 devices, the line of 1 process
+  x 8)}``: one launch per layout runs every method."""
+  two = launch_by_method(worker, methods, 2, 4)
+  one = launch_by_method(worker, methods, 1, 8)
+  return {m: (two[m], one[m][0]) for m in methods}

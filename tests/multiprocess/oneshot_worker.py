@@ -53,7 +53,8 @@ def to_host(tree):
 def main(methods):
   mesh = Mesh(np.array(jax.devices()), ("data",))
   model = gpt_lib.GPT(CFG)
-  params = jax.device_get(gpt_lib.init_params(model, jax.random.key(0)))
+  # Params as built, on one device of this process; the rows span all 8.
+  params = gpt_lib.init_params(model, jax.random.key(0))
   batches = calibration_batches(mesh)
   for method in methods:
     new, masks = sj.oneshot.prune(model, params, batches, RULES,

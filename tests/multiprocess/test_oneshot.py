@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from tests.multiprocess import launch_by_method
+from tests.multiprocess import two_against_one
 
 pytestmark = pytest.mark.system
 
@@ -19,9 +19,7 @@ METHODS = ("wanda", "sparsegpt")
 @pytest.fixture(scope="module")
 def runs():
   """{method: (results of the 2 processes, result of the 1 process)}."""
-  two, one = (launch_by_method(WORKER, METHODS, 2, 4),
-              launch_by_method(WORKER, METHODS, 1, 8))
-  return {m: (two[m], one[m][0]) for m in METHODS}
+  return two_against_one(WORKER, METHODS)
 
 
 @pytest.mark.parametrize("method", METHODS)
