@@ -24,17 +24,18 @@ library's one interception of dense layer calls
 (`sparsejax.flax.intercept.intercept_dense`).
 
 A batch that is a tuple is unpacked into positional arguments; anything else
-is passed as the single argument.
+is passed as the single argument. A layer is named by the path of its kernel
+in the params tree (`params/Dense_0/kernel` for Linen variables,
+`layers/0/kernel` for an NNX `State`), so the same `Rule`s select it as
+everywhere else in the library.
 
 Across processes (JAX's multi-controller runtime), each process passes its
 own rows as global arrays sharded over a data axis
 (`jax.make_array_from_process_local_data`); the statistics are summed over
 every row and held whole by every process (`stats_sharding`), so every
 process prunes to the same weights and masks as one process holding all the
-rows. A layer is named by the path of its kernel
-in the params tree (`params/Dense_0/kernel` for Linen variables,
-`layers/0/kernel` for an NNX `State`), so the same `Rule`s select it as
-everywhere else in the library.
+rows. Params held on one device are handed over to the batch's devices
+(`params_for`).
 """
 
 import collections.abc
