@@ -28,9 +28,18 @@ is passed as the single argument. A layer is named by the path of its kernel
 in the params tree (`params/Dense_0/kernel` for Linen variables,
 `layers/0/kernel` for an NNX `State`), so the same `Rule`s select it as
 everywhere else in the library.
+
+Across processes (JAX's multi-controller runtime), each process passes its
+own rows as global arrays sharded over a data axis
+(`jax.make_array_from_process_local_data`); the statistics are summed over
+every row and held whole by every process (`stats_sharding`), so every
+process prunes to the same weights and masks as one process holding all the
+rows. Params held on one device are handed over to the batch's devices
+(`params_for`).
 """
 
 import collections.abc
+import functools
 import math
 from typing import Any, Iterable, NamedTuple, Sequence
 import warnings
@@ -38,6 +47,7 @@ import warnings
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from sparsejax import rules as rules_lib
@@ -202,8 +212,7 @@ def _gram(x):
   sharding = getattr(jax.typeof(x), "sharding", None) if hasattr(
       jax, "typeof") else None
   mesh = getattr(sharding, "mesh", None)
-  explicit = (mesh is not None and not mesh.empty and any(
-      t == jax.sharding.AxisType.Explicit for t in mesh.axis_types))
+  explicit = mesh is not None and not mesh.empty and _explicit(mesh)
   kwargs = {}
   if explicit:
     kwargs["out_sharding"] = jax.sharding.NamedSharding(
@@ -239,6 +248,73 @@ def accumulate(stats: "LayerStats", x: jax.Array) -> "LayerStats":
       count=stats.count + tokens,
       x_sum=x_sum,
       samples=samples)
+
+
+def stats_sharding(batch: Any) -> jax.sharding.NamedSharding | None:
+  """Where calibration statistics of `batch` live: replicated over the mesh
+  of a batch spread across several devices (None for any other batch).
+
+  Rows spread over a data axis, across devices or across processes (global
+  arrays from `jax.make_array_from_process_local_data`), are summed over
+  that axis, and every device, so every process, holds the full statistics
+  of all the rows: the pruned weights and masks come out whole everywhere.
+  On a mesh with explicit axes (None) the statistics keep the shardings the
+  types give them; sums over the data axis are reduced there as well.
+
+  >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  >>> mesh = Mesh(np.array(jax.devices()), ("data",))
+  >>> rows = jax.device_put(jnp.ones((8, 3)), NamedSharding(mesh, P("data")))
+  >>> stats_sharding((rows,)).is_fully_replicated
+  True
+  >>> stats_sharding(jnp.ones((8, 3))) is None
+  True
+  """
+  for leaf in jax.tree.leaves(batch):
+    sharding = getattr(leaf, "sharding", None)
+    if (isinstance(sharding, jax.sharding.NamedSharding) and
+        sharding.mesh.size > 1 and not _explicit(sharding.mesh)):
+      return jax.sharding.NamedSharding(sharding.mesh,
+                                        jax.sharding.PartitionSpec())
+  return None
+
+
+def params_for(params: Any, batch: Any) -> Any:
+  """`params` ready to run with `batch`: when the batch spans several
+  devices, leaves this process holds on other devices (params built or
+  loaded on one device) are handed over as host values, which every device
+  of the batch's mesh receives; leaves already on those devices, and any
+  leaf for a batch on one device, stay as they are.
+
+  >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  >>> mesh = Mesh(np.array(jax.devices()), ("data",))
+  >>> rows = jax.device_put(jnp.ones((8, 3)), NamedSharding(mesh, P("data")))
+  >>> w = jax.device_put(jnp.ones(3), jax.devices()[0])
+  >>> type(params_for({"w": w}, rows)["w"]).__name__
+  'ndarray'
+  >>> params_for({"w": w}, jnp.ones((8, 3)))["w"] is w
+  True
+  """
+  devices = None
+  for leaf in jax.tree.leaves(batch):
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is not None and len(sharding.device_set) > 1:
+      devices = sharding.device_set
+      break
+  if devices is None:
+    return params
+
+  def hand_over(x):
+    if (isinstance(x, jax.Array) and x.is_fully_addressable and
+        x.sharding.device_set != devices):
+      return np.asarray(x)
+    return x
+
+  return jax.tree.map(hand_over, params)
+
+
+def _explicit(mesh):
+  return any(t == jax.sharding.AxisType.Explicit
+             for t in getattr(mesh, "axis_types", ()))
 
 
 def _kernel_path(module_path):
@@ -406,9 +482,9 @@ class Calibrator:
           f"its kernel {tuple(self.kernels[path].shape)} expects {n_in} "
           "input features.")
 
-  def _step(self, paths, hessian):
+  def _step(self, paths, hessian, out_sharding=None):
     """Jitted step accumulating the statistics of every layer in `paths`."""
-    key = ("all", tuple(paths), hessian)
+    key = ("all", tuple(paths), hessian, out_sharding)
     if key not in self._steps:
       wanted = set(paths)
 
@@ -424,17 +500,17 @@ class Calibrator:
         self.runner.call(params, batch, on_input)
         return acc
 
-      self._steps[key] = jax.jit(step)
+      self._steps[key] = jax.jit(step, out_shardings=out_sharding)
     return self._steps[key]
 
-  def _selective_step(self, paths, hessian):
+  def _selective_step(self, paths, hessian, out_sharding=None):
     """Jitted step accumulating only layer `paths[target]` (traced index).
 
     One accumulator per distinct input width is carried, so memory stays at
     one layer's statistics per width, and one compilation serves every layer
     of a sequential pass.
     """
-    key = ("one", tuple(paths), hessian)
+    key = ("one", tuple(paths), hessian, out_sharding)
     if key not in self._steps:
       index = {p: i for i, p in enumerate(paths)}
 
@@ -453,7 +529,7 @@ class Calibrator:
         self.runner.call(params, batch, on_input)
         return acc
 
-      self._steps[key] = jax.jit(step)
+      self._steps[key] = jax.jit(step, out_shardings=out_sharding)
     return self._steps[key]
 
   def _check_paths(self, paths):
@@ -465,11 +541,14 @@ class Calibrator:
             f"(shape {None if kernel is None else tuple(jnp.shape(kernel))}); "
             "one-shot calibration covers nn.Dense / nnx.Linear kernels.")
 
-  def _run(self, step, params, batches, acc, target):
+  def _run(self, step_for, params, batches, acc, target):
+    """Accumulates over `batches`; `step_for(out_sharding)` is the step."""
     count = 0
     for index, batch in enumerate(batches):
+      if index == 0:
+        params = params_for(params, batch)
       try:
-        acc = step(params, batch, acc, target)
+        acc = step_for(stats_sharding(batch))(params, batch, acc, target)
       except (TypeError, ValueError) as err:
         raise ValueError(
             f"calibration batch {index} (shapes {_describe(batch)}) could "
@@ -513,8 +592,8 @@ class Calibrator:
     paths = list(paths)
     self._check_paths(paths)
     acc = {p: init_stats(self.kernels[p].shape[0], hessian) for p in paths}
-    acc = self._run(self._step(paths, hessian), params, batches, acc,
-                    jnp.int32(0))
+    acc = self._run(functools.partial(self._step, paths, hessian), params,
+                    batches, acc, jnp.int32(0))
     return {path: self._validate(path, stats) for path, stats in acc.items()}
 
   def collect_one(self, batches: Iterable[Any], path: str,
@@ -541,8 +620,8 @@ class Calibrator:
     self._check_paths(paths)
     widths = sorted({self.kernels[p].shape[0] for p in paths})
     acc = {w: init_stats(w, hessian) for w in widths}
-    acc = self._run(self._selective_step(paths, hessian), params, batches,
-                    acc, jnp.int32(paths.index(path)))
+    acc = self._run(functools.partial(self._selective_step, paths, hessian),
+                    params, batches, acc, jnp.int32(paths.index(path)))
     return self._validate(path, acc[self.kernels[path].shape[0]])
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sparsejax import _checks
 from sparsejax import masks as masks_lib
@@ -136,7 +137,31 @@ def _prune_layer(method, kernel, stats, pattern, path, options):
   if method.needs_stats and stats is None:
     raise ValueError(f"no calibration statistics for layer {path!r}: it was "
                      "never reached by the calibration pass.")
+  if stats is not None:  # A kernel on one device, statistics on a mesh.
+    kernel = calibration.params_for(kernel, stats.sq_sum)
   return method.prune_layer(kernel, stats, pattern, path, options)
+
+
+def _placed_like(new: Any, old: Any) -> Any:
+  """`new` held the way `old` is: on its devices and sharding, or on the host
+  when `old` is a host array.
+
+  A sequential pass calibrates on partly pruned params; keeping every leaf as
+  it was keeps the calibration step's signature, so it compiles once and not
+  once per pruned layer (pruned kernels of global calibration statistics come
+  back replicated over the calibration mesh).
+
+  >>> _placed_like(jnp.ones(2), np.zeros(2))
+  array([1., 1.], dtype=float32)
+  """
+  if not isinstance(old, jax.Array):
+    return np.asarray(new)
+  if isinstance(new, jax.Array) and new.sharding.is_equivalent_to(
+      old.sharding, new.ndim):
+    return new
+  if isinstance(new, jax.Array) and not new.is_fully_addressable:
+    return np.asarray(new)  # Replicated across processes: whole here.
+  return jax.device_put(new, old.sharding)
 
 
 def _assemble(params, new_kernels, new_masks):
@@ -213,7 +238,10 @@ def prune(model: Any, params: Any, calibration_batches: Iterable[Any],
       NNX `State` of `nnx.Param` (None: the NNX model's own).
     calibration_batches: an iterable of batches (tuples are unpacked into
       positional arguments). Ignored by "magnitude". Sequential mode reads it
-      once per layer, so it is kept in a list.
+      once per layer, so it is kept in a list. Across processes, each
+      process passes its own rows as global arrays sharded over a data axis
+      (`jax.make_array_from_process_local_data`); every process gets the
+      result of all the rows (`sparsejax.oneshot.calibration`).
     rules: `Rule`s, one `Rule`, or a bare pattern; targeted leaves must be
       `nn.Dense` / `nnx.Linear` kernels for "wanda" and "sparsegpt".
     method: "sparsegpt" (weight update), "wanda", "magnitude", or
@@ -291,5 +319,6 @@ def prune(model: Any, params: Any, calibration_batches: Iterable[Any],
                                    params=current)
     new_kernels[path], new_masks[path] = _prune_layer(
         method, kernels[path], stats, targets[path], path, options)
-    current, _ = _assemble(params, new_kernels, {})
+    current, _ = _assemble(params, {
+        p: _placed_like(k, kernels[p]) for p, k in new_kernels.items()}, {})
   return _assemble(params, new_kernels, new_masks)

@@ -1,13 +1,12 @@
 """Sparse training on JAX's multi-controller runtime: 2 processes x 4 CPU
 devices against 1 process x 8, the same (data 2, model 4) mesh."""
 
-import json
 import pathlib
 
 import numpy as np
 import pytest
 
-from sparsejax.pretrain import launch
+from tests.multiprocess import two_against_one
 
 pytestmark = pytest.mark.system
 
@@ -21,16 +20,7 @@ METHODS = ("ste", "rigl")
 def runs():
   """{method: (results of the 2 processes, result of the 1 process)}; one
   launch per layout trains every method."""
-
-  def launch_all(processes, devices):
-    out = launch.launch_local([WORKER, *METHODS], processes, devices,
-                              timeout_s=600)
-    lines = [[json.loads(l) for l in r.output.splitlines()
-              if l.startswith('{"method"')] for r in out]
-    return {m: [ls[i] for ls in lines] for i, m in enumerate(METHODS)}
-
-  two, one = launch_all(2, 4), launch_all(1, 8)
-  return {m: (two[m], one[m][0]) for m in METHODS}
+  return two_against_one(WORKER, METHODS)
 
 
 @pytest.mark.parametrize("method", METHODS)
