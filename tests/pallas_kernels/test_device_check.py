@@ -33,6 +33,7 @@ def test_kernel_implementations_switch(monkeypatch):
     _testing.kernel_implementations(cands, "cpu")
 
 
+@pytest.mark.system
 def test_dry_run_prints_the_table_and_writes_rows(tmp_path):
   table = tmp_path / "table.json"
   env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -43,6 +43,7 @@ def smoke_run(tmp_path_factory):
   return workdir, proc
 
 
+@pytest.mark.system
 def test_cli_prints_dense_and_sparse_figures(smoke_run):
   _, proc = smoke_run
   out = proc.stdout
@@ -54,6 +55,7 @@ def test_cli_prints_dense_and_sparse_figures(smoke_run):
   assert "12/12" in proc.stderr  # the progress bar
 
 
+@pytest.mark.system
 def test_cli_outputs(smoke_run):
   workdir, _ = smoke_run
   summary = json.loads((workdir / "summary.json").read_text())
@@ -94,6 +96,7 @@ def test_cli_outputs(smoke_run):
   assert "block_0/mlp/fc2/kernel::values" in weights.files
 
 
+@pytest.mark.system
 def test_exported_weights_decompress_to_the_evaluated_model(smoke_run):
   from pallas_kernels import formats
   workdir, _ = smoke_run
