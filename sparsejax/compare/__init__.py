@@ -19,8 +19,8 @@ section or dotted keys: progressive gradient flow with MDGF in both gradient
 modes and with SDGF is::
 
   --methods "progressive_nm[structure=,decay=linear,grad=identity],\
-progressive_nm[structure=,decay=linear,grad=autodiff],\
-progressive_nm[structure=stepwise,decay=]"
+    progressive_nm[structure=,decay=linear,grad=autodiff],\
+    progressive_nm[structure=stepwise,decay=]"
 
 A newly registered method is an arm by its name. Runs are resumable one by
 one: a finished run keeps ``OUT/runs/<arm>_seed<k>/result.json`` and is
