@@ -62,20 +62,21 @@ autosummary_generate = True
 autosummary_imported_members = True
 autodoc_typehints = "signature"
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_custom_sections = [("References", "notes_style")]
 
-# Cross-references are not yet all resolvable: with `nitpicky = True` the
-# docstrings still hold about 50 references to private modules and to names
-# relative to their own module (see the build log), so it stays off for now.
-# The types of third-party libraries (JAX, optax, Flax, NumPy) have no
-# inventory offline and are ignored when it is on.
-nitpicky = False
+# Every cross-reference must resolve: a name that moved or a typo in a
+# docstring fails the build. A reference to an alias (a name relative to its
+# module, or a private module's path as type hints print it) resolves to the
+# page of the object it names (`resolve_alias` below). The types of
+# third-party libraries (JAX, optax, Flax, NumPy, grain) have no inventory
+# offline and are not checked; nor are private names, which have no page.
+nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(jax|jnp|jaxlib|optax|flax|nn|nnx|np|numpy|chex|ml_collections|orbax|matplotlib|plt|collections|typing|types|dataclasses|enum|pathlib|os|re)(\..*)?"),
+    (r"py:.*", r"(jax|jnp|jaxlib|optax|flax|nn|nnx|np|numpy|chex|ml_collections|orbax|grain|etils|epath|matplotlib|plt|collections|typing|types|dataclasses|enum|pathlib|os|re)(\..*)?"),
+    (r"py:.*", r"(.*\.)?_[A-Za-z]\w*"),
     (r"py:.*", r"(Any|Callable|Iterable|Iterator|Sequence|Mapping|Literal|Optional|Union|NamedTuple|PyTree|Array|ArrayLike|DTypeLike|Self)"),
     (r"py:.*", r"(int|float|str|bool|tuple|list|dict|None|object|type|bytes|callable|function|optional)"),
 ]
@@ -135,6 +136,24 @@ NAMESPACES = [
     ("sparsejax.pretrain.checkpoint", "sparsejax.pretrain.checkpoint"),
     ("sparsejax.pretrain.cluster", "sparsejax.pretrain.cluster"),
     ("sparsejax.pretrain.launch", "sparsejax.pretrain.launch"),
+    ("sparsejax.pretrain.mesh", "sparsejax.pretrain.mesh"),
+    ("sparsejax.pretrain.step", "sparsejax.pretrain.step"),
+    ("sparsejax.pretrain.validation", "sparsejax.pretrain.validation"),
+    ("sparsejax.pretrain.evaluate", "sparsejax.pretrain.evaluate"),
+    ("sparsejax.pretrain.integrity", "sparsejax.pretrain.integrity"),
+    ("sparsejax.pretrain.export", "sparsejax.pretrain.export"),
+    ("sparsejax.pretrain.metrics", "sparsejax.pretrain.metrics"),
+    ("sparsejax.pretrain.plots", "sparsejax.pretrain.plots"),
+    ("sparsejax.pretrain.report", "sparsejax.pretrain.report"),
+    ("sparsejax.pretrain.progress", "sparsejax.pretrain.progress"),
+    ("sparsejax.pretrain.activation_sparsity",
+     "sparsejax.pretrain.activation_sparsity"),
+    ("sparsejax.compare.cli", "sparsejax.compare.cli"),
+    ("sparsejax.compare.grid", "sparsejax.compare.grid"),
+    ("sparsejax.compare.running", "sparsejax.compare.running"),
+    ("sparsejax.compare.training", "sparsejax.compare.training"),
+    ("sparsejax.compare.table", "sparsejax.compare.table"),
+    ("sparsejax.compare.plot", "sparsejax.compare.plot"),
     ("pallas_kernels", "pallas_kernels"),
     ("pallas_kernels.formats", "pallas_kernels.formats"),
     ("pallas_kernels.nm", "pallas_kernels.nm"),
@@ -143,6 +162,8 @@ NAMESPACES = [
     ("pallas_kernels.block_sparse.api", "pallas_kernels.block_sparse.api"),
     ("pallas_kernels.block_sparse.block_list_api",
      "pallas_kernels.block_sparse.block_list_api"),
+    ("pallas_kernels.block_sparse.block_list_sddmm",
+     "pallas_kernels.block_sparse.block_list_sddmm"),
     ("pallas_kernels.dispatch", "pallas_kernels.dispatch"),
     ("pallas_kernels.device_check", "pallas_kernels.device_check"),
 ]
@@ -163,10 +184,14 @@ def public_names(module):
           if not inspect.ismodule(getattr(module, n, None))]
 
 
+# id of each documented object -> the full name its page documents it under.
+DOCUMENTED = {}
+
+
 def write_api_pages():
   shutil.rmtree(GENERATED, ignore_errors=True)  # stale stubs go too
   GENERATED.mkdir(parents=True)
-  documented = {}  # id of an object -> the name its page documents it under
+  documented = DOCUMENTED  # id of an object -> the name of its page
   for title, modname in NAMESPACES:
     module = importlib.import_module(modname)
     names, seen = [], []
@@ -208,8 +233,90 @@ def drop_type_docstrings(app, what, name, obj, options, lines):
     lines[:] = []
 
 
+def _locate(dotted):
+  """The object a dotted path names (a module, then attributes), or None."""
+  parts = dotted.split(".")
+  for split in range(len(parts), 0, -1):
+    try:
+      obj = importlib.import_module(".".join(parts[:split]))
+    except ImportError:
+      continue
+    try:
+      for attr in parts[split:]:
+        obj = getattr(obj, attr)
+    except AttributeError:
+      return None
+    return obj
+  return None
+
+
+def _documented_name(dotted):
+  """The documented full name of what `dotted` names, or None.
+
+  `pallas_kernels.formats._block_list.BlockList` -> `pallas_kernels.formats.
+  BlockList`; a member of a documented class keeps its attribute path.
+  """
+  parts = dotted.split(".")
+  for split in range(len(parts), 0, -1):
+    obj = _locate(".".join(parts[:split]))
+    if obj is not None and id(obj) in DOCUMENTED:
+      return ".".join([DOCUMENTED[id(obj)], *parts[split:]])
+  return None
+
+
+def resolve_alias(app, env, node, contnode):
+  """Resolves a Python reference Sphinx did not find to its object's page."""
+  if node.get("refdomain") != "py":
+    return None
+  target = node["reftarget"].lstrip(".~")
+  context = [node.get("py:module"), node.get("py:class")]
+  candidates = []
+  if context[0] and context[1]:
+    candidates.append(f"{context[0]}.{context[1]}.{target}")
+  if context[0]:
+    candidates.append(f"{context[0]}.{target}")
+  # Relative to the object whose docstring holds the reference (its class,
+  # then its module), which may differ from the page's module.
+  source = str(node.source or "")
+  if "docstring of " in source:
+    owner = source.rsplit("docstring of ", 1)[1].split(":")[0].split(".")
+    candidates += [".".join([*owner[:k], target])
+                   for k in range(len(owner) - 1, 0, -1)]
+  # Last: the name as it is, then as the package's top level exports it.
+  candidates += [target, f"{(context[0] or '').split('.')[0]}.{target}"]
+  domain = env.domains["py"]
+  for candidate in candidates:
+    name = _documented_name(candidate)
+    if name is None or name == node["reftarget"]:
+      continue
+    found = domain.resolve_xref(env, node["refdoc"], app.builder,
+                                node["reftype"], name, node, contnode)
+    if found is None and node["reftype"] != "obj":
+      found = domain.resolve_xref(env, node["refdoc"], app.builder, "obj",
+                                  name, node, contnode)
+    if found is not None:
+      return found
+  return None
+
+
+def skip_data_members(app, what, name, obj, skip, options):
+  """A class page lists its methods and properties; its fields are described
+  by the class docstring's `Attributes:` section, so autodoc skips them."""
+  if what != "class":
+    return None
+  if isinstance(obj, (property, classmethod, staticmethod)):
+    return None
+  # A method is defined in its class (`Class.method`); a function held as a
+  # field's value (a default score, say) is a field.
+  if inspect.isroutine(obj) and "." in getattr(obj, "__qualname__", ""):
+    return None
+  return True
+
+
 def setup(app):
   app.connect("autodoc-process-docstring", drop_type_docstrings)
+  app.connect("autodoc-skip-member", skip_data_members)
+  app.connect("missing-reference", resolve_alias)
 
 
 write_api_pages()

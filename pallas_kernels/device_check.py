@@ -14,10 +14,12 @@ On the device it
    * ``nm``: N:M 2:4, 1:8 and 1:16 at K=N=4096 and 8192, batch 1, 8 and 16,
      bf16, for ``xla`` and every kernel native to the device, then how far
      each pattern is from its target;
-   * ``block_list``: dense x block-sparse (:func:`~pallas_kernels.block_sparse.
-     block_list_api.block_list_matmul`, op ``block_list_dsd``) and its
-     weight-gradient SDDMM (:func:`~pallas_kernels.block_sparse.
-     block_list_sddmm.block_list_sddmm`, op ``block_list_sddmm``) at block
+   * ``block_list``: dense x block-sparse
+     (:func:`~pallas_kernels.block_sparse.block_list_api.block_list_matmul`, op
+     ``block_list_dsd``) and its weight-gradient SDDMM
+     (:func:`~pallas_kernels.block_sparse.block_list_sddmm.block_list_sddmm`,
+     op
+     ``block_list_sddmm``) at block
      density 0.1 and 0.25, 128x128 and 64x64 blocks (and 256x256 on TPU),
      K=N=4096 and 8192, batch 1, 16 and 2048, bf16, for every block-list
      kernel native to the device (a layout it cannot take is skipped, saying

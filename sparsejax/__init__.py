@@ -84,10 +84,11 @@ from sparsejax.patterns import Unstructured
 from sparsejax.rules import Rule
 from sparsejax.rules import parse_rules
 from sparsejax.summary import summarize
+from sparsejax._checks import ParamTypeError
 
 __version__ = "0.1.0"
 
-# The day-to-day names (32); namespaces follow.
+# The day-to-day names (33); namespaces follow.
 __all__ = [
     # patterns and rules
     "NM", "Unstructured", "Block", "Channel", "Pattern", "Rule",
@@ -103,6 +104,8 @@ __all__ = [
     "wrap", "sparsity_state", "masked_decay", "summarize",
     # sensitivity and budgeted allocation
     "sensitivity", "allocate",
+    # the error a parameter of the wrong type raises
+    "ParamTypeError",
     # namespaces
     "methods", "scores", "views", "activations", "schedules", "distributions",
     "decay", "flax", "oneshot", "allocation", "deploy", "formats", "masks",

@@ -59,7 +59,7 @@ _identity_grad = views._identity_grad  # pylint: disable=protected-access
 _topk_last = views._topk_last  # pylint: disable=protected-access
 
 GRADS = ("ste", "masked")
-"""The backward rules: straight-through (identity) or the masked derivative."""
+"""The backward rules, straight-through (identity) or the masked derivative."""
 
 
 def _check_input(x: Any, name: str = "x", path: str = "") -> jax.Array:

@@ -6,8 +6,8 @@
 custom VJPs of both block-list products call the same implementations.
 
 Implementations, chosen like the products' (dispatch op
-``block_list_sddmm``, pattern :func:`~pallas_kernels.block_sparse.
-block_list_api.pattern`): ``"xla"`` / ``"xla_blocks"`` -- a batched
+``block_list_sddmm``, pattern
+:func:`~pallas_kernels.block_sparse.block_list_api.pattern`): ``"xla"`` / ``"xla_blocks"`` -- a batched
 gather-matmul over the stored blocks (the automatic choice wherever no
 kernel was measured faster); ``"triton"`` -- Pallas Triton, one program per
 stored block (blocks powers of two >= 16); ``"tpu"`` -- Mosaic TPU, one

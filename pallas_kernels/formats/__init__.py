@@ -15,6 +15,7 @@ from pallas_kernels.formats._block import padded_to_bsr
 from pallas_kernels.formats._block import PaddedBlockSparse
 from pallas_kernels.formats._block_list import block_list_from_mask
 from pallas_kernels.formats._block_list import BlockList
+from pallas_kernels.formats._block_list import BlockOrder
 from pallas_kernels.formats._block_list import decompress_block_list
 from pallas_kernels.formats._block_list import to_block_list
 from pallas_kernels.formats._nm import compress_nm
@@ -44,8 +45,9 @@ def decompress(c):
 
 
 __all__ = [
-    "BSR", "NMCompressed", "block_values_like", "PaddedBlockSparse", "bsr_to_padded",
+    "BSR", "BlockList", "BlockOrder", "NMCompressed", "block_values_like", "PaddedBlockSparse", "bsr_to_padded",
     "compress_bsr", "compress_nm", "compress_padded_block", "decompress",
-    "decompress_block", "decompress_nm", "default_tile_groups", "index_bits",
+    "block_list_from_mask", "decompress_block", "decompress_block_list",
+    "decompress_nm", "to_block_list", "default_tile_groups", "index_bits",
     "nm_values_like", "padded_to_bsr", "unpack_positions", "validate_nm_mask",
 ]

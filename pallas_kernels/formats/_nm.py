@@ -143,7 +143,7 @@ class NMCompressed:
 
   @property
   def bits_per_word(self) -> int:
-    """Groups (bits) stored per index word: ``min(32, tile_groups)``."""
+    """Groups (bits) stored per index word, ``min(32, tile_groups)``."""
     return min(_WORD, self.tile_groups)
 
   def nbytes(self) -> int:

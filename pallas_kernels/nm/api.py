@@ -3,11 +3,11 @@
 Implementations (:data:`KERNELS` maps each name to its kernel, platform and
 layout check, for a dispatch to choose among):
 
-* ``"tpu"`` -- Mosaic TPU kernel (:mod:`.kernel_tpu`).
+* ``"tpu"`` -- Mosaic TPU kernel (``pallas_kernels.nm.kernel_tpu``).
 * ``"triton"`` -- split-K expand-then-MMA kernel on the Triton lowering
-  (:mod:`.kernel_gpu`).
+  (``pallas_kernels.nm.kernel_gpu``).
 * ``"triton_gather"`` -- gather-and-FMA kernel on CUDA cores for 1:8 and 1:16
-  at small batch (:mod:`.kernel_gpu_gather`).
+  at small batch (``pallas_kernels.nm.kernel_gpu_gather``).
 * ``"xla"`` -- ``jnp.dot`` on the expanded weight (always available).
 
 ``"pallas_tpu"`` and ``"pallas_gpu"`` are aliases of ``"tpu"`` and

@@ -92,7 +92,7 @@ class SensitivityScan:
 
   @property
   def labels(self) -> tuple[str, ...]:
-    """The patterns as short labels (`"2:4"`, `"unstructured 50%"`)."""
+    """The patterns as short labels (``"2:4"``, ``"unstructured 50%"``)."""
     return tuple(str(p) for p in self.patterns)
 
   def plot(self, path: Any, **kwargs: Any) -> Any:

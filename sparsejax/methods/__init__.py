@@ -25,6 +25,7 @@ from sparsejax.methods.policies import Refresh
 from sparsejax.methods.registry import get
 from sparsejax.methods.registry import names
 from sparsejax.methods.registry import register
+from sparsejax.methods.registry import UnknownMethodError
 from sparsejax.methods.schedule import Constant
 from sparsejax.methods.schedule import PolynomialSparsity
 from sparsejax.methods.schedule import ProgressiveNM

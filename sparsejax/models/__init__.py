@@ -27,6 +27,7 @@ from sparsejax.models.bert import BertEncoder
 from sparsejax.models.cnn import CNN
 from sparsejax.models.gpt import GPT
 from sparsejax.models.gpt import GPTConfig
+from sparsejax.models.gpt import default_logical_rules
 from sparsejax.models.minilm import load_minilm
 from sparsejax.models.minilm import SentenceEncoder
 from sparsejax.models.mlp import MLP
@@ -41,5 +42,6 @@ __all__ = [
     "MLP",
     "SentenceEncoder",
     "ViT",
+    "default_logical_rules",
     "load_minilm",
 ]

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 VOCAB_SIZE = 256
-"""Size of the byte-level vocabulary: one token per byte value."""
+"""Size of the byte-level vocabulary, one token per byte value."""
 
 
 # --------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from sparsejax.pretrain import config as config_lib
 __all__ = ["VARIANTS", "cpu_sized", "sized"]
 
 VARIANTS = ("", "cpu")
-"""The variant names: ``""`` (the recipe as written) and ``"cpu"``."""
+"""The variant names, ``""`` (the recipe as written) and ``"cpu"``."""
 
 # Sections taken whole from the embedded default by the cpu variant.
 _SIZE_SECTIONS = ("data", "optim", "train", "checkpoint", "eval", "mesh")
