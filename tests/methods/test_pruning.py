@@ -122,12 +122,17 @@ def test_regrown_weights_zero_and_moments_reset(name):
   params = _params()
   opt_state = tx.init(params)
   batch = _data()
-  for _ in range(3):
+
+  @jax.jit
+  def step(params, opt_state):
     state = sj.sparsity_state(opt_state)
     grads = jax.grad(lambda p: _loss(sp.view(p, state), batch))(params)
-    old_masks = state.masks
     updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    return optax.apply_updates(params, updates), opt_state
+
+  for _ in range(3):
+    old_masks = sj.sparsity_state(opt_state).masks
+    params, opt_state = step(params, opt_state)
   new_masks = sj.sparsity_state(opt_state).masks
   regrown = jax.tree.map(lambda o, n: n & ~o, old_masks, new_masks)
   r = regrown["fc1"]["kernel"]
