@@ -134,6 +134,7 @@ NAMESPACES = [
     ("sparsejax.pretrain.sources", "sparsejax.pretrain.sources"),
     ("sparsejax.pretrain.pipeline", "sparsejax.pretrain.pipeline"),
     ("sparsejax.pretrain.checkpoint", "sparsejax.pretrain.checkpoint"),
+    ("sparsejax.pretrain.paths", "sparsejax.pretrain.paths"),
     ("sparsejax.pretrain.cluster", "sparsejax.pretrain.cluster"),
     ("sparsejax.pretrain.launch", "sparsejax.pretrain.launch"),
     ("sparsejax.pretrain.mesh", "sparsejax.pretrain.mesh"),

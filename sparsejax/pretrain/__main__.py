@@ -10,7 +10,6 @@ prints one ``error:`` line on stderr, without a traceback.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -61,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr, flush=True)
     return EXIT_CONFIG
   from sparsejax.pretrain import loop
+  from sparsejax.pretrain import paths
   from sparsejax.pretrain import step as step_lib
   try:
     out = loop.run(args.config, args.workdir)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_NONFINITE
   if jax.process_index() == 0:
     state = "finished" if out["finished"] else "stopped"
-    print(f"{state}; outputs in {os.path.abspath(args.workdir)}; wall time "
+    print(f"{state}; outputs in {paths.as_path(args.workdir)}; wall time "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
   return 0
 

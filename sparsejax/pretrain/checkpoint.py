@@ -26,7 +26,6 @@ config before anything is computed or written: every key but
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 from typing import Any
@@ -36,6 +35,7 @@ import orbax.checkpoint as ocp
 
 from sparsejax.pretrain import config as config_lib
 from sparsejax.pretrain import integrity
+from sparsejax.pretrain import paths
 
 __all__ = [
     "CONFIG_FILE",
@@ -107,7 +107,8 @@ def finished_steps(directory: str | os.PathLike) -> list[int]:
   Temporary folders of an interrupted save are not counted.
 
   Args:
-    directory: A checkpoint folder (may not exist).
+    directory: A checkpoint folder (may not exist; any ``etils.epath``
+      path).
 
   Returns:
     Sorted steps.
@@ -120,11 +121,11 @@ def finished_steps(directory: str | os.PathLike) -> list[int]:
     >>> finished_steps(d)
     [4]
   """
-  directory = os.fspath(directory)
-  if not os.path.isdir(directory):
+  folder = paths.as_path(directory)
+  if not folder.is_dir():
     return []
-  return sorted(int(n) for n in os.listdir(directory)
-                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+  return sorted(int(p.name) for p in folder.iterdir()
+                if p.name.isdigit() and p.is_dir())
 
 
 def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
@@ -160,10 +161,10 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
     ...
     sparsejax.pretrain.config.ConfigError: workdir ... model.d_model: 128 -> 64...
   """
-  path = os.path.join(os.fspath(workdir), CONFIG_FILE)
-  if not os.path.exists(path):
+  path = paths.as_path(workdir) / CONFIG_FILE
+  if not path.exists():
     found = [d for d in ("dense", "sparse") if finished_steps(
-        os.path.join(os.fspath(workdir), d, "checkpoints"))]
+        path.parent / d / "checkpoints")]
     if found:
       raise config_lib.ConfigError(
           f"workdir {os.fspath(workdir)} holds checkpoints ({', '.join(found)})"
@@ -171,7 +172,7 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
           "--workdir (nothing was written).")
     return False
   try:
-    with open(path) as f:
+    with path.open() as f:
       stored = json.load(f)
   except (OSError, ValueError) as e:
     raise config_lib.ConfigError(
@@ -201,7 +202,8 @@ def write_config(workdir: str | os.PathLike, config: Any) -> None:
   """Writes ``config.json`` into ``workdir`` (process 0 only).
 
   Args:
-    workdir: The run's folder (created if needed).
+    workdir: The run's folder (created if needed; any ``etils.epath``
+      path).
     config: The run's ``ConfigDict``.
 
   Example:
@@ -213,12 +215,10 @@ def write_config(workdir: str | os.PathLike, config: Any) -> None:
   """
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(os.fspath(workdir), CONFIG_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(config_lib.to_dict(config), f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  folder = paths.as_path(workdir)
+  folder.mkdir(parents=True, exist_ok=True)
+  paths.write_text_atomic(folder / CONFIG_FILE, json.dumps(
+      config_lib.to_dict(config), indent=2, sort_keys=True))
 
 
 def _checked_data(data_state: Any, step: int) -> dict[str, Any]:
@@ -240,7 +240,9 @@ class Checkpointer:
   """Saves and restores a train state and its data state.
 
   Args:
-    directory: Checkpoint folder (created on first use).
+    directory: Checkpoint folder (created on first use): a local folder
+      (kept as its absolute path in :attr:`directory`, a ``str``) or any
+      ``etils.epath`` path such as ``gs://bucket/run/checkpoints``.
     keep: Number of most recent checkpoints to keep.
     async_save: Write checkpoints in the background.
 
@@ -270,7 +272,7 @@ class Checkpointer:
 
   def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
                async_save: bool = True):
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = os.fspath(paths.as_path(directory))
     self._async = async_save
     self._pending = None
     options = ocp.CheckpointManagerOptions(
@@ -286,9 +288,10 @@ class Checkpointer:
     its rename (asynchronous saves) or in the final folder (synchronous)."""
     if jax.process_index() != 0:
       return
-    final = os.path.join(self.directory, str(self._pending))
-    tmp = glob.glob(glob.escape(final) + ".orbax-checkpoint-tmp*")
-    integrity.write_manifest(tmp[0] if len(tmp) == 1 else final)
+    folder = paths.as_path(self.directory)
+    tmp = list(folder.glob(f"{self._pending}.orbax-checkpoint-tmp*"))
+    integrity.write_manifest(tmp[0] if len(tmp) == 1 else
+                             folder / str(self._pending))
 
   def steps(self) -> list[int]:
     """Steps of the complete checkpoints, oldest first."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 import sparsejax as sj
 from pallas_kernels import formats
@@ -122,7 +123,7 @@ def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
     params: Exactly sparse params (the hard mask applied).
     masks: The masks (dense leaves hold a 0-d ``True``).
     rules: The sparsity rules (each leaf's pattern chooses its format).
-    directory: Output folder.
+    directory: Output folder (local or any ``etils.epath`` path).
 
   Returns:
     The manifest as a dict.
@@ -173,10 +174,12 @@ def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
               "dense_bytes": int(dense_bytes),
               "stored_bytes": int(stored_bytes)}
   if metrics_lib.is_main():
-    os.makedirs(directory, exist_ok=True)
-    np.savez(os.path.join(directory, "weights.npz"), **arrays)
-    np.savez(os.path.join(directory, "masks_packed.npz"), **bits)
-    with open(os.path.join(directory, "manifest.json"), "w") as f:
-      json.dump(manifest, f, indent=2)
+    folder = epath.Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, contents in (("weights.npz", arrays),
+                           ("masks_packed.npz", bits)):
+      with (folder / name).open("wb") as f:
+        np.savez(f, **contents)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
   return manifest
 

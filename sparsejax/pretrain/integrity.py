@@ -16,6 +16,9 @@ damaged folder is renamed, never deleted (:func:`move_aside`), so that a new
 save of that step can be written. If no step is intact it raises one
 :class:`CheckpointError` listing what is wrong with each, and changes
 nothing.
+
+Every file operation goes through :mod:`etils.epath`, so a checkpoint folder
+may be local or on an object store (``gs://...``).
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ import warnings
 from typing import Any, Callable
 
 import jax
+from etils import epath
 
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import paths
 
 __all__ = [
     "MANIFEST",
@@ -57,21 +62,26 @@ class DamagedCheckpointWarning(UserWarning):
   """A damaged checkpoint was skipped in favour of an older intact one."""
 
 
-def _digest(path: str) -> str:
+def _digest(path: epath.Path) -> str:
   h = hashlib.blake2b(digest_size=32)
-  with open(path, "rb") as f:
+  with path.open("rb") as f:
     while chunk := f.read(_CHUNK):
       h.update(chunk)
   return h.hexdigest()
 
 
-def _files(step_dir: str) -> list[str]:
-  out = []
-  for root, _, names in os.walk(step_dir):
+def _files(step_dir: epath.Path) -> list[str]:
+  """Paths of the files under ``step_dir``, relative, ``/``-separated."""
+  out, depth = [], None
+  for root, _, names in step_dir.walk():  # top-down: step_dir comes first
+    # Backends may spell a root differently from step_dir (``gs:/`` for
+    # ``gs://``), so the relative part is taken from the walk's own roots.
+    parts = epath.Path(root).parts
+    depth = len(parts) if depth is None else depth
     for name in names:
-      rel = os.path.relpath(os.path.join(root, name), step_dir)
+      rel = "/".join((*parts[depth:], name))
       if rel not in (MANIFEST, MANIFEST + ".tmp"):
-        out.append(rel.replace(os.sep, "/"))
+        out.append(rel)
   return sorted(out)
 
 
@@ -97,17 +107,15 @@ def write_manifest(step_dir: str | os.PathLike) -> dict[str, Any]:
     >>> sorted(os.listdir(d))
     ['a', 'sparsejax_checksums.json']
   """
-  step_dir = os.fspath(step_dir)
+  step_dir = epath.Path(step_dir)
   names = _files(step_dir)
-  files = {rel: {"size": os.path.getsize(os.path.join(step_dir, rel)),
-                 "blake2b": _digest(os.path.join(step_dir, rel))}
+  files = {rel: {"size": step_dir.joinpath(rel).stat().length,
+                 "blake2b": _digest(step_dir.joinpath(rel))}
            for rel in names if rel not in _REWRITTEN}
   manifest = {"algorithm": "blake2b-256", "files": files,
               "json": [rel for rel in names if rel in _REWRITTEN]}
-  path = os.path.join(step_dir, MANIFEST)
-  with open(path + ".tmp", "w") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  paths.write_text_atomic(step_dir / MANIFEST,
+                          json.dumps(manifest, indent=1, sort_keys=True))
   return manifest
 
 
@@ -138,15 +146,15 @@ def verify(step_dir: str | os.PathLike) -> list[str]:
     >>> verify(d)
     ['meta is empty (2 bytes expected)', 'state/x checksum mismatch (its bytes changed)']
   """
-  step_dir = os.fspath(step_dir)
-  if not os.path.isdir(step_dir):
+  step_dir = epath.Path(step_dir)
+  if not step_dir.is_dir():
     return ["the step folder is missing"]
-  path = os.path.join(step_dir, MANIFEST)
-  if not os.path.exists(path):
+  path = step_dir / MANIFEST
+  if not path.exists():
     return [f"it has no checksum manifest {MANIFEST} (its save did not "
             "finish, or it was written before checksums were recorded)"]
   try:
-    with open(path) as f:
+    with path.open() as f:
       manifest = json.load(f)
     files, json_files = manifest["files"], manifest.get("json", [])
   except (OSError, ValueError, KeyError, TypeError) as e:
@@ -154,18 +162,18 @@ def verify(step_dir: str | os.PathLike) -> list[str]:
   problems = [p for rel in json_files if (p := _json_problem(step_dir, rel))]
   gone = set()
   for rel, want in sorted(files.items()):
-    full = os.path.join(step_dir, *rel.split("/"))
-    if not os.path.exists(full):
+    full = step_dir.joinpath(*rel.split("/"))
+    if not full.exists():
       parts = rel.split("/")
-      top = next((i for i in range(1, len(parts)) if not os.path.isdir(
-          os.path.join(step_dir, *parts[:i]))), None)
+      top = next((i for i in range(1, len(parts)) if not step_dir.joinpath(
+          *parts[:i]).is_dir()), None)
       if top is None:
         problems.append(f"{rel} is missing")
       elif "/".join(parts[:top]) not in gone:
         gone.add("/".join(parts[:top]))
         problems.append(f"folder {'/'.join(parts[:top])} is missing")
       continue
-    size = os.path.getsize(full)
+    size = full.stat().length
     if size != want["size"]:
       problems.append(
           f"{rel} is empty ({want['size']} bytes expected)" if size == 0 else
@@ -177,11 +185,10 @@ def verify(step_dir: str | os.PathLike) -> list[str]:
   return problems
 
 
-def _json_problem(step_dir: str, rel: str) -> str | None:
+def _json_problem(step_dir: epath.Path, rel: str) -> str | None:
   """What is wrong with a JSON metadata file, or ``None``."""
   try:
-    with open(os.path.join(step_dir, *rel.split("/"))) as f:
-      text = f.read()
+    text = step_dir.joinpath(*rel.split("/")).read_text()
   except OSError:
     return f"{rel} is missing"
   if not text.strip():
@@ -214,14 +221,14 @@ def move_aside(step_dir: str | os.PathLike) -> str:
     40.damaged
     40.damaged-2
   """
-  step_dir = os.fspath(step_dir).rstrip(os.sep)
-  target, k = step_dir + ".damaged", 1
-  while os.path.exists(target):
+  step_dir = epath.Path(step_dir)
+  target, k = step_dir.with_name(step_dir.name + ".damaged"), 1
+  while target.exists():
     k += 1
-    target = f"{step_dir}.damaged-{k}"
+    target = step_dir.with_name(f"{step_dir.name}.damaged-{k}")
   if jax.process_index() == 0:
-    os.rename(step_dir, target)
-  return target
+    step_dir.rename(target)
+  return os.fspath(target)
 
 
 def restore_newest_intact(directory: str | os.PathLike, steps: list[int],
@@ -264,10 +271,10 @@ def restore_newest_intact(directory: str | os.PathLike, steps: list[int],
     ...
     sparsejax.pretrain.integrity.CheckpointError: no intact checkpoint in ...: step 20: orbax could not restore it (ZeroDivisionError: division by zero). ...
   """
-  directory = os.fspath(directory)
+  directory = epath.Path(directory)
   damaged = []
   for step in sorted(steps, reverse=True):
-    problems = verify(os.path.join(directory, str(step)))
+    problems = verify(directory / str(step))
     if not problems:
       try:
         value = restore(step)
@@ -277,7 +284,7 @@ def restore_newest_intact(directory: str | os.PathLike, steps: list[int],
                     f"{first})"]
     if not problems:
       for bad, why in damaged:
-        kept = move_aside(os.path.join(directory, str(bad)))
+        kept = move_aside(directory / str(bad))
         warnings.warn(
             f"checkpoint step {bad} is damaged: {'; '.join(why)}; resuming "
             f"from step {step} (the damaged folder is kept as {kept})",

@@ -2,7 +2,8 @@
 
 Each arm lives in its own sub-folder of the workdir (checkpoints,
 ``metrics.jsonl``) and resumes on its own from its last complete checkpoint;
-see :mod:`sparsejax.pretrain.step` for why a resumed run is bit-exact.
+see :mod:`sparsejax.pretrain.step` for why a resumed run is bit-exact. The
+workdir may be local or any ``etils.epath`` path (``gs://bucket/run``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 
 import sparsejax as sj
 from sparsejax.pretrain import checkpoint as ckpt_lib
@@ -22,6 +24,7 @@ from sparsejax.pretrain import evaluate as evaluate_lib
 from sparsejax.pretrain import export as export_lib
 from sparsejax.pretrain import integrity
 from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import paths
 from sparsejax.pretrain import pipeline
 from sparsejax.pretrain import plan as plan_lib
 from sparsejax.pretrain import progress as progress_lib
@@ -54,12 +57,12 @@ class _Evaluator:
 
 
 def _nonfinite_error(arm: plan_lib.Arm, state: step_lib.TrainState,
-                     step: int, saved: list[int], workdir: str
+                     step: int, saved: list[int], workdir: epath.Path
                      ) -> step_lib.NonFiniteError:
   """The error of an arm stopped at ``step`` after too many skipped steps."""
   skips = jax.device_get(state.skips)
   kept = (f"the last good checkpoint (step {saved[-1]}) is kept in "
-          f"{os.path.join(workdir, 'checkpoints')}" if saved else
+          f"{workdir / 'checkpoints'}" if saved else
           "no checkpoint had been saved")
   return step_lib.NonFiniteError(
       f"arm {arm.name!r} stopped at step {step}: {int(skips.count)} steps had "
@@ -70,13 +73,14 @@ def _nonfinite_error(arm: plan_lib.Arm, state: step_lib.TrainState,
       f"{kept}. Lower optim.lr (now {arm.config.optim.lr}) or check the data.")
 
 
-def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
+def train_arm(arm: plan_lib.Arm, workdir: str | os.PathLike, *,
+              stop_at: int | None = None,
               progress: bool = True) -> dict[str, Any]:
   """Trains (or resumes) one arm, checkpointing and logging as configured.
 
   Args:
     arm: The planned arm.
-    workdir: The arm's folder.
+    workdir: The arm's folder (local or any ``etils.epath`` path).
     stop_at: Stop (with a checkpoint) after this many steps, as if the run
       were interrupted there.
     progress: Show the progress bar.
@@ -92,9 +96,10 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
       not finite. No checkpoint is saved past the check that fails.
   """
   cfg = arm.config
+  workdir = paths.as_path(workdir)
   total = cfg.train.steps
   end = total if stop_at is None else min(stop_at, total)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints",
                                keep=cfg.checkpoint.keep,
                                async_save=cfg.checkpoint.async_save)
   fingerprint = corpus_lib.data_fingerprint(
@@ -106,7 +111,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
                                             None, 0)
   else:
     latest, state, data_state = found
-    where = os.path.join(ckpt.directory, str(latest))
+    where = os.fspath(paths.as_path(ckpt.directory) / str(latest))
     corpus_lib.check_fingerprint(data_state["fingerprint"], fingerprint, where)
     iterator_state, start = data_state["iterator"], latest
     if iterator_state["next_index"] != latest:  # one batch per step
@@ -117,10 +122,10 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
       pipeline.train_dataset(arm.corpus.train,
                              batch_size=cfg.data.batch_size, seed=cfg.seed),
       iterator_state)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  metrics_path = workdir / "metrics.jsonl"
   writer = metrics_lib.MetricsWriter(
       metrics_path, resume_step=latest,
-      tensorboard_dir=(os.path.join(workdir, "tensorboard")
+      tensorboard_dir=(os.fspath(workdir / "tensorboard")
                        if cfg.outputs.tensorboard else None))
   table = report_lib.schedule_table(arm.sparsifier, arm.rules,
                                     np.arange(total + 1))
@@ -174,6 +179,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
       if s % cfg.checkpoint.every == 0 or s == end:
         ckpt.save(s, state, {"iterator": batches.get_state(),
                              "fingerprint": fingerprint})
+        writer.flush()  # on an object store, the file is rewritten here
   finally:
     bar.close()
     ckpt.close()
@@ -208,7 +214,7 @@ def train_arm(arm: plan_lib.Arm, workdir: str, *, stop_at: int | None = None,
   return out
 
 
-def _write_outputs(arms: list[plan_lib.Arm], workdir: str,
+def _write_outputs(arms: list[plan_lib.Arm], workdir: epath.Path,
                    results: dict[str, Any], final: dict[str, Any],
                    report: bool) -> sj.summary.Summary | None:
   """Per-layer summary, plots, export, ``summary.json`` and the report."""
@@ -221,8 +227,7 @@ def _write_outputs(arms: list[plan_lib.Arm], workdir: str,
     params = export_lib.to_host(out["eval_params"])
     layers = sj.summarize(params, masks, arm.rules, show=False)
     if cfg.outputs.export:
-      export_lib.export_weights(params, masks, arm.rules,
-                                os.path.join(workdir, "export"))
+      export_lib.export_weights(params, masks, arm.rules, workdir / "export")
   if cfg.outputs.plots:
     plots_lib.write_plots(arms, workdir)
   rows = [] if layers is None else [
@@ -230,14 +235,14 @@ def _write_outputs(arms: list[plan_lib.Arm], workdir: str,
            reached=r.reached, kept=r.kept, size=r.size, sparsity=r.sparsity)
       for r in layers.masked]
   if metrics_lib.is_main():
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump({"results": results, "layers": rows}, f, indent=2)
+    (workdir / "summary.json").write_text(
+        json.dumps({"results": results, "layers": rows}, indent=2))
     if report:
       print(report_lib.format_report(results, layers), flush=True)
   return layers
 
 
-def _check_saved_data(arm: plan_lib.Arm, directory: str) -> None:
+def _check_saved_data(arm: plan_lib.Arm, directory: epath.Path) -> None:
   """Refuses checkpoints whose data state is of other data (before any
   compute); a damaged one is left to the restore's fallback."""
   steps = ckpt_lib.finished_steps(directory)
@@ -254,10 +259,11 @@ def _check_saved_data(arm: plan_lib.Arm, directory: str) -> None:
       saved["fingerprint"],
       corpus_lib.data_fingerprint(arm.corpus, seed=arm.config.seed,
                                 batch_size=arm.config.data.batch_size),
-      os.path.join(directory, str(steps[-1])))
+      os.fspath(directory / str(steps[-1])))
 
 
-def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
+def run(config: Any, workdir: str | os.PathLike, *,
+        devices: Sequence[Any] | None = None,
         stop_at: int | None = None, progress: bool = True,
         report: bool = True,
         corpus: corpus_lib.Corpus | None = None) -> dict[str, Any]:
@@ -269,7 +275,8 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
 
   Args:
     config: The run's ``ConfigDict``.
-    workdir: Output folder; a compatible run there is resumed.
+    workdir: Output folder, local or any ``etils.epath`` path such as
+      ``gs://bucket/run``; a compatible run there is resumed.
     devices: Devices for the mesh (default: all).
     stop_at: Stop the first unfinished arm after this many steps (with a
       checkpoint), as if interrupted; later arms are not started.
@@ -300,16 +307,16 @@ def run(config: Any, workdir: str, *, devices: Sequence[Any] | None = None,
     ...
     sparsejax.pretrain.config.ConfigError: mesh {'data': 3, ...} has 3 device(s) but 1 are available; ...
   """
-  workdir = os.path.abspath(os.fspath(workdir))
+  workdir = paths.as_path(workdir)
   validation.check_workdir_path(workdir)
   arms = plan_lib.plan(config, devices, corpus=corpus)
   ckpt_lib.check_workdir(workdir, config)
   for arm in arms:
-    _check_saved_data(arm, os.path.join(workdir, arm.name, "checkpoints"))
+    _check_saved_data(arm, workdir / arm.name / "checkpoints")
   ckpt_lib.write_config(workdir, config)
   final, results = {}, {}
   for arm in arms:
-    out = train_arm(arm, os.path.join(workdir, arm.name), stop_at=stop_at,
+    out = train_arm(arm, workdir / arm.name, stop_at=stop_at,
                     progress=progress)
     final[arm.name] = out
     if not out["finished"]:

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from sparsejax.pretrain import metrics as metrics_lib
 from sparsejax.pretrain import report
@@ -46,7 +47,8 @@ def _finish(plt: Any, fig: Any, ax: Any, title: str,
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with epath.Path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
   return True
 
@@ -172,19 +174,21 @@ def plot_schedule(steps: np.ndarray, series: dict[str, np.ndarray],
   return _finish(plt, fig, ax, title, path)
 
 
-def write_plots(arms: list[Any], workdir: str) -> None:
+def write_plots(arms: list[Any], workdir: str | os.PathLike) -> None:
   """``plots/loss.png`` of every arm and ``plots/schedule.png`` of the sparse.
 
   Args:
     arms: The planned arms (see :func:`sparsejax.pretrain.plan.plan`).
-    workdir: The run's folder (each arm's ``metrics.jsonl`` is read there).
+    workdir: The run's folder (each arm's ``metrics.jsonl`` is read there;
+      local or any ``etils.epath`` path).
   """
-  plots = os.path.join(workdir, "plots")
+  workdir = epath.Path(workdir)
+  plots = workdir / "plots"
   if metrics_lib.is_main():
-    os.makedirs(plots, exist_ok=True)
+    plots.mkdir(parents=True, exist_ok=True)
   runs = {a.label: metrics_lib.read_metrics(
-      os.path.join(workdir, a.name, "metrics.jsonl")) for a in arms}
-  plot_losses(runs, os.path.join(plots, "loss.png"))
+      workdir / a.name / "metrics.jsonl") for a in arms}
+  plot_losses(runs, plots / "loss.png")
   sparse = [a for a in arms if a.sparsifier is not None]
   if not sparse:
     return
@@ -199,5 +203,5 @@ def write_plots(arms: list[Any], workdir: str) -> None:
     series["mask_sparsity (measured)"] = np.interp(steps, xs, ys)
   boundaries = (phase_boundaries(steps, table["phase"]) if "phase" in table
                 else [])
-  plot_schedule(steps, series, os.path.join(plots, "schedule.png"),
+  plot_schedule(steps, series, plots / "schedule.png",
                 title=f"Schedule: {a.label}", boundaries=boundaries)

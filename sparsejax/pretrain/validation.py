@@ -21,6 +21,7 @@ import ml_collections
 from sparsejax import _checks
 from sparsejax.methods import registry
 from sparsejax.pretrain import config as config_lib
+from sparsejax.pretrain import paths
 
 __all__ = ["OPTIONAL_KEYS", "schema_keys", "closest_key", "unknown_key_error", "check_method",
            "check_workdir_path", "validate"]
@@ -116,10 +117,12 @@ def check_method(method: Any) -> None:
 def check_workdir_path(workdir: str | os.PathLike) -> None:
   """Raises unless ``workdir`` is, or can be created as, a writable folder.
 
-  Nothing is left behind (a probe folder is made and removed at once).
+  Nothing is left behind (a probe folder is made and removed at once). A
+  path on an object store (``gs://...``) is only refused when it is a file:
+  its bucket's permissions show at the first write.
 
   Args:
-    workdir: The ``--workdir`` of a run.
+    workdir: The ``--workdir`` of a run (local or any ``etils.epath`` path).
 
   Example:
     >>> import tempfile
@@ -129,10 +132,12 @@ def check_workdir_path(workdir: str | os.PathLike) -> None:
     ...
     sparsejax.pretrain.config.ConfigError: --workdir ... is a file, not a folder.
   """
-  path = os.path.abspath(os.fspath(workdir))
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ConfigError(f"--workdir {path} is a file, not a folder.")
-  parent = path
+  where = paths.as_path(workdir)
+  if where.exists() and not where.is_dir():
+    raise ConfigError(f"--workdir {where} is a file, not a folder.")
+  if not paths.is_local(where):
+    return
+  path = parent = os.fspath(where)
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)
   if not os.path.isdir(parent):
