@@ -241,8 +241,8 @@ class Checkpointer:
 
   Args:
     directory: Checkpoint folder (created on first use): a local folder
-      (kept as its absolute path in :attr:`directory`, a ``str``) or any
-      ``etils.epath`` path such as ``gs://bucket/run/checkpoints``.
+      (kept as its absolute path in the attribute ``directory``, a ``str``)
+      or any ``etils.epath`` path such as ``gs://bucket/run/checkpoints``.
     keep: Number of most recent checkpoints to keep.
     async_save: Write checkpoints in the background.
 
