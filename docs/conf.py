@@ -51,6 +51,11 @@ html_theme_options = {
     "repository_url": "https://github.com/sparsejax/sparsejax",
     "use_repository_button": True,
     "show_toc_level": 2,
+    # The sidebar lists the guide, the method pages, the tutorials and one
+    # page per API namespace; a namespace page's table links its ~400
+    # function pages. Listing those in every page's sidebar made writing the
+    # site take minutes (the navigation tree is rendered per page).
+    "max_navbar_depth": 2,
 }
 
 # -- MyST ---------------------------------------------------------------------
