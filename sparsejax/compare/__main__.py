@@ -49,8 +49,13 @@ def _write_outputs(request: Any, results: list[dict[str, Any]],
 def _compile_cache(folder: str | None) -> Iterator[None]:
   """JAX's persistent compilation cache in ``folder`` while active (the
   previous settings are restored after): the seeds of an arm, and arms
-  with programs in common, compile them once. ``None``: unchanged."""
+  with programs in common, compile them once. ``None``: unchanged.
+
+  JAX opens its cache once per process; the cache is reset on entry and on
+  exit so that the folder takes effect even when the process (a notebook, a
+  test run with ``JAX_COMPILATION_CACHE_DIR`` set) had one open already."""
   import jax
+  from jax.experimental.compilation_cache import compilation_cache
   settings = {"jax_compilation_cache_dir": folder and os.path.abspath(folder),
               "jax_persistent_cache_min_compile_time_secs": 0.0,
               "jax_persistent_cache_min_entry_size_bytes": 0}
@@ -59,11 +64,15 @@ def _compile_cache(folder: str | None) -> Iterator[None]:
   before = {k: getattr(jax.config, k) for k in settings}
   for key, value in settings.items():
     jax.config.update(key, value)
+  if settings:
+    compilation_cache.reset_cache()
   try:
     yield
   finally:
     for key, value in before.items():
       jax.config.update(key, value)
+    if settings:
+      compilation_cache.reset_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
