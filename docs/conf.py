@@ -52,9 +52,7 @@ html_theme_options = {
     "use_repository_button": True,
     "show_toc_level": 2,
     # The sidebar lists the guide, the method pages, the tutorials and one
-    # page per API namespace; a namespace page's table links its ~400
-    # function pages. Listing those in every page's sidebar made writing the
-    # site take minutes (the navigation tree is rendered per page).
+    # page per API namespace (see `unlist_name_pages` for the rest).
     "max_navbar_depth": 2,
 }
 
@@ -319,7 +317,28 @@ def skip_data_members(app, what, name, obj, skip, options):
   return True
 
 
+STUBS = "api/_generated/stubs/"
+
+
+def unlist_name_pages(app, doctree):
+  """The ~400 pages of single names are reached from their namespace's
+  table, not from the site's table of contents.
+
+  Autosummary puts them in a hidden toctree; Sphinx then walks all of them
+  to render every page's sidebar, which made writing the site take minutes.
+  Their toctree entries are dropped before Sphinx records them (this runs
+  ahead of its collectors) and the pages are orphans.
+  """
+  from sphinx.ext.autosummary import autosummary_toc
+
+  for node in list(doctree.findall(autosummary_toc)):
+    node.parent.remove(node)
+  if app.env.docname.startswith(STUBS):
+    app.env.metadata[app.env.docname]["orphan"] = True
+
+
 def setup(app):
+  app.connect("doctree-read", unlist_name_pages, priority=400)
   app.connect("autodoc-process-docstring", drop_type_docstrings)
   app.connect("autodoc-skip-member", skip_data_members)
   app.connect("missing-reference", resolve_alias)
