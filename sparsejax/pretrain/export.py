@@ -25,7 +25,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from etils import epath
 
 import sparsejax as sj
 from pallas_kernels import formats
@@ -33,6 +32,7 @@ from sparsejax import masks as masks_lib
 from sparsejax import rules as rules_lib
 from sparsejax import summary as summary_lib
 from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import paths
 
 __all__ = ["to_host", "export_weights"]
 
@@ -174,7 +174,7 @@ def export_weights(params: Any, masks: Any, rules: list[sj.Rule],
               "dense_bytes": int(dense_bytes),
               "stored_bytes": int(stored_bytes)}
   if metrics_lib.is_main():
-    folder = epath.Path(directory)
+    folder = paths.as_path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     for name, contents in (("weights.npz", arrays),
                            ("masks_packed.npz", bits)):

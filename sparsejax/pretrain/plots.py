@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 import numpy as np
-from etils import epath
 
 from sparsejax.pretrain import metrics as metrics_lib
+from sparsejax.pretrain import paths
 from sparsejax.pretrain import report
 
 __all__ = ["phase_boundaries", "plot_losses", "plot_schedule",
@@ -47,7 +47,7 @@ def _finish(plt: Any, fig: Any, ax: Any, title: str,
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  with epath.Path(path).open("wb") as f:
+  with paths.as_path(path).open("wb") as f:
     fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
   return True
@@ -182,7 +182,7 @@ def write_plots(arms: list[Any], workdir: str | os.PathLike) -> None:
     workdir: The run's folder (each arm's ``metrics.jsonl`` is read there;
       local or any ``etils.epath`` path).
   """
-  workdir = epath.Path(workdir)
+  workdir = paths.as_path(workdir)
   plots = workdir / "plots"
   if metrics_lib.is_main():
     plots.mkdir(parents=True, exist_ok=True)
