@@ -4,11 +4,11 @@ With no arguments this trains the embedded default -- a small byte-level GPT
 on the ``pydoc_data`` help text that ships with Python, with progressive 2:4
 sparsity -- next to its dense baseline, and prints the validation loss and
 perplexity of both, their steps/s, the per-layer sparsity and the N:M
-pattern reached. Both runs of 500 steps, compile included, took 67 s on an
-otherwise idle 2-core CPU, 162 s with other work sharing the two cores
-(``python -m sparsejax.pretrain``), reaching a validation loss of 1.5370
-nats/byte dense and 1.5616 with progressive 2:4 (+1.60%; 2:4 SR-STE, with
-``--config srste``: 1.5653, +1.84%). Every recipe in
+pattern reached. Both runs of 500 steps, compile included, took 204 s on a
+2-core CPU with nothing else running (``python -m sparsejax.pretrain``, jax
+0.12.0.1), reaching a validation loss of 1.5585 nats/byte dense and 1.5827
+with progressive 2:4 (+1.55%; 2:4 SR-STE, with ``--config srste``: 1.5905,
++2.05%). Every recipe in
 :mod:`sparsejax.pretrain.recipes` also runs CPU-sized:
 ``--config gpt_small_rigl_90:cpu``.
 
